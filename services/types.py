@@ -1,0 +1,130 @@
+"""Wire types: the data that moves between Shoal's roles.
+
+Every type here is a plain dataclass of Python scalars and lists (plus torch tensors in
+`VersionedWeights`), so it travels through Ray object refs as-is and turns into JSON for
+Redis with `dataclasses.asdict`. Nothing here imports Ray.
+
+One clock: `policy_version` is the learner's optimizer-step count at the moment the weights
+that produced a sample were published. Every rollout and every buffer item carries it;
+staleness is `learner_version - policy_version` (see `policy_lag`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt for single-turn generation.
+
+    prompt_id: unique within a run (task name + index).
+    text: the prompt as text; token_ids: the same, tokenized by the policy's tokenizer.
+    meta: task data the gold reward / rule scorers need (JSON-safe values only).
+    """
+
+    prompt_id: str
+    text: str
+    token_ids: list[int]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled response.
+
+    response_ids: [T] generated token ids (EOS included when generation stopped on it).
+    logprobs: [T] log pi_behaviour(a_t | s_t) of each sampled token under the sampling
+        distribution actually used (after temperature), from the engine that sampled it.
+    policy_version: the version of the weights that generated it.
+    """
+
+    prompt: Prompt
+    response_ids: list[int]
+    response_text: str
+    logprobs: list[float]
+    policy_version: int
+    worker_id: str
+    finish_reason: str = "length"
+
+    def __post_init__(self) -> None:
+        if len(self.response_ids) != len(self.logprobs):
+            raise ValueError(
+                f"Rollout {self.prompt.prompt_id}: {len(self.response_ids)} tokens but "
+                f"{len(self.logprobs)} logprobs"
+            )
+
+
+@dataclass(frozen=True)
+class RewardTerms:
+    """What one RewardScorer says about one rollout.
+
+    sequence: named sequence-level rewards (e.g. {"reward_model": 0.7}); trained on.
+    ref_logprobs: [T] log pi_ref(a_t | s_t) under the frozen reference (SFT) policy, from
+        the KL scorer; the learner turns them into the per-token KL penalty with its
+        (fixed or adaptive) coefficient.
+    metrics_only: named numbers reported but never trained on (e.g. {"gold": 0.4}).
+    """
+
+    sequence: dict[str, float] = field(default_factory=dict)
+    ref_logprobs: list[float] | None = None
+    metrics_only: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoredRollout:
+    """A rollout with every scorer's terms merged; what the PPO buffer holds.
+
+    reward: sum of all `terms.sequence` values - the scalar placed on the last token.
+    """
+
+    rollout: Rollout
+    terms: RewardTerms
+    reward: float
+
+    @property
+    def policy_version(self) -> int:
+        return self.rollout.policy_version
+
+
+@dataclass(frozen=True)
+class SampledBatch:
+    """What a ReplayBuffer hands the learner.
+
+    items: the sampled items (ScoredRollout for PPO; SequenceItem for recurrent replay).
+    keys: buffer keys for priority updates (empty for FIFO queues).
+    weights: importance-sampling weights, one per item (all 1.0 for FIFO queues).
+    dropped_stale: items discarded by the staleness bound while forming this batch.
+    """
+
+    items: list[Any]
+    keys: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    dropped_stale: int = 0
+
+
+@dataclass(frozen=True)
+class VersionedWeights:
+    """A published policy snapshot.
+
+    version: the learner's policy_version after the step that produced these weights.
+    tensors: Hugging Face checkpoint names -> CPU tensors (the policy LM only, no value head).
+    Transports move this object whole (one ray.put per sync on the object-store transport).
+    """
+
+    version: int
+    tensors: dict[str, Any]
+
+    def num_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def policy_lag(learner_version: int, sample_version: int) -> int:
+    """How many learner steps old a sample is."""
+    return learner_version - sample_version
+
+
+def is_stale(learner_version: int, sample_version: int, max_policy_lag: int) -> bool:
+    """The one staleness rule: a sample older than `max_policy_lag` steps is not trained on."""
+    return policy_lag(learner_version, sample_version) > max_policy_lag

@@ -1,0 +1,165 @@
+"""`shoal` command line.
+
+    shoal demo                      init-model + train-rm + train on the built-in task
+    shoal init-model [CONFIG]       BPE tokenizer + tiny Llama + SFT warm-up -> model.path
+    shoal train-rm [CONFIG]         Bradley-Terry reward model -> reward.reward_model_path
+    shoal train CONFIG              PPO through Ray actors (the `ray job submit` entrypoint)
+    shoal metrics RUN               latest metrics of a run (RUN: id, id prefix, or `latest`)
+    shoal config [CONFIG]           print the resolved config (`--reference`: field reference)
+
+Every command takes `--set path=value` overrides. Known problems (bad config, missing model,
+unreachable Redis, malformed preference file) end with one `shoal: error: ...` line and exit
+code 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from services.config import ConfigError, ShoalConfig, check_paths_for_training, dump_config, load_config
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def default_config_path() -> str:
+    return str(resources.files("deploy") / "configs" / "demo.yaml")
+
+
+def _load(args: argparse.Namespace) -> ShoalConfig:
+    return load_config(args.config or default_config_path(), args.set)
+
+
+def cmd_init_model(args: argparse.Namespace) -> None:
+    from learner.sft import init_model
+
+    init_model(_load(args), progress=not args.quiet)
+
+
+def cmd_train_rm(args: argparse.Namespace) -> None:
+    from reward.train_rm import train_reward_model
+
+    cfg = _load(args)
+    if not (Path(cfg.model.path) / "config.json").is_file():
+        raise UserError(f"model.path: {cfg.model.path!r} has no model (the reward model starts from the SFT policy); run `shoal init-model` first")
+    train_reward_model(cfg, progress=not args.quiet)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    check_paths_for_training(cfg)
+    print(dump_config(cfg) if args.verbose else f"[shoal] config: {args.config or default_config_path()} (+{len(args.set)} overrides)", flush=True)
+    summary = run(cfg, progress=not args.quiet)
+    from services.run import format_summary
+
+    print(format_summary(summary), flush=True)
+
+
+def run(cfg: ShoalConfig, progress: bool = True) -> dict[str, Any]:
+    if cfg.run.mode == "local":
+        from services.local import run_local
+
+        return run_local(cfg, progress)
+    from services.program import run_ray
+
+    return run_ray(cfg, progress)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    print("[shoal] demo 1/3: init-model (tokenizer, tiny Llama, SFT warm-up)", flush=True)
+    cmd_init_model(args)
+    print("[shoal] demo 2/3: train-rm (Bradley-Terry reward model from gold-labelled pairs)", flush=True)
+    cmd_train_rm(args)
+    print(f"[shoal] demo 3/3: PPO through Ray actors ({cfg.rollout.num_workers} rollout workers)", flush=True)
+    cmd_train(args)
+
+
+def cmd_metrics(args: argparse.Namespace) -> None:
+    from services.metrics import MetricsReader, format_latest_table, resolve_redis
+
+    url, embedded = resolve_redis(args.redis_url, args.runs_dir)
+    try:
+        reader = MetricsReader(url)
+        run_id = reader.resolve_run(args.run)
+        info = reader.run_info(run_id)
+        print(f"run {run_id}  status={info.get('status')}")
+        print(format_latest_table(reader.latest(run_id), reader.workers(run_id)))
+    finally:
+        if embedded is not None:
+            embedded.close()
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    if args.reference:
+        from deploy.config_reference import config_reference
+
+        print(config_reference())
+        return
+    print(dump_config(_load(args)), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shoal", description="Distributed actor-learner RL for language models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in [
+        ("demo", cmd_demo, "init-model + train-rm + train on the built-in task"),
+        ("init-model", cmd_init_model, "build tokenizer + tiny Llama + SFT warm-up"),
+        ("train-rm", cmd_train_rm, "train the Bradley-Terry reward model"),
+        ("train", cmd_train, "run PPO (Ray job entrypoint)"),
+        ("config", cmd_config, "print the resolved config"),
+    ]:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in demo config)")
+        sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a field, e.g. --set ppo.learning_rate=1e-4")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.add_argument("--verbose", action="store_true", help="print the whole resolved config")
+        if name == "config":
+            sp.add_argument("--reference", action="store_true", help="print every field with its description")
+        sp.set_defaults(fn=fn)
+    sm = sub.add_parser("metrics", help="print the latest metrics of a run")
+    sm.add_argument("run", nargs="?", default="latest", help="run id, unique prefix, or `latest`")
+    sm.add_argument("--redis-url", default=os.environ.get("SHOAL_REDIS_URL"), help="metrics Redis (default: the embedded store in --runs-dir)")
+    sm.add_argument("--runs-dir", default="runs", help="runs directory holding the embedded store")
+    sm.set_defaults(fn=cmd_metrics)
+    return p
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [UserError, ConfigError, FileNotFoundError]
+    try:
+        from services.metrics import RedisUnavailable
+
+        errs.append(RedisUnavailable)
+    except ImportError:
+        pass
+    try:
+        from reward.preferences import PreferenceFileError
+
+        errs.append(PreferenceFileError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except _known_errors() as e:
+        print(f"shoal: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shoal: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""PPO math for language models: masked statistics, GAE, clipped losses, log-probs, entropy.
+
+Papers: PPO (Schulman et al. 2017) clipped surrogate; GAE (Schulman et al. 2016); value
+clipping and the 0.5 * squared-error value loss as in the PPO implementations (baselines,
+CleanRL). Tokens are time steps; tensors are [B, T] over response tokens, padded on the
+right, with a mask that is 1 on real response tokens and 0 on padding.
+
+Conventions (deviations to know):
+- Means are token-level over the whole (mini)batch: sum(x * mask) / sum(mask).
+- `gae`: the mask of each row must be a prefix (1...1 0...0); the value after the last valid
+  token is 0 (the response ends the episode).
+- `masked_whiten` uses the population variance (no Bessel correction).
+- `approx_kl` is the k3 estimator of KL(pi_old || pi) (as CleanRL's `approx_kl`).
+
+Pure torch; no Ray. Tests: `pytest tests/unit/test_losses.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from reward.kl import kl_k3
+
+WHITEN_EPS = 1e-8
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over entries where mask is 1; ValueError if the mask is empty."""
+    count = mask.sum()
+    if count.item() == 0:
+        raise ValueError(f"masked_mean over an all-zero mask of shape {tuple(mask.shape)}")
+    return masked_sum(x, mask) / count
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Population variance of x over masked entries."""
+    mean = masked_mean(x, mask)
+    return masked_mean((x - mean) ** 2, mask)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x - mean) / sqrt(var + 1e-8) over masked entries; padded entries are 0."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    whitened = (x - mean) * torch.rsqrt(var + WHITEN_EPS)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def check_prefix_mask(mask: torch.Tensor) -> None:
+    """ValueError naming the rows whose mask is not of the form 1...1 0...0."""
+    m = mask.to(torch.int64)
+    bad = ((m[:, 1:] - m[:, :-1]) > 0).any(dim=1).nonzero().flatten().tolist()
+    if bad or ((m != 0) & (m != 1)).any():
+        raise ValueError(f"response mask rows {bad} are not 0/1 prefixes (1...1 0...0)")
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over response tokens -> (advantages, returns), [B, T].
+
+    delta_t = r_t + gamma * V_{t+1} - V_t, with V = 0 after the last valid token;
+    A_t = delta_t + gamma * gae_lambda * A_{t+1}; returns = A + V. Padding gets 0.
+    """
+    if not rewards.shape == values.shape == mask.shape:
+        raise ValueError(f"shapes differ: rewards {tuple(rewards.shape)}, values {tuple(values.shape)}, mask {tuple(mask.shape)}")
+    check_prefix_mask(mask)
+    mask = mask.to(values.dtype)
+    next_values = torch.zeros_like(values)
+    next_values[:, :-1] = values[:, 1:] * mask[:, 1:]
+    deltas = (rewards + gamma * next_values - values) * mask
+    advantages = torch.zeros_like(values)
+    running = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        next_mask = mask[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(running)
+        running = deltas[:, t] + gamma * gae_lambda * running * next_mask
+        advantages[:, t] = running
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped surrogate -> (loss, clip_fraction, approx_kl); the last two are detached.
+
+    loss = mean_t max(-A_t * ratio_t, -A_t * clip(ratio_t, 1 - clip_coef, 1 + clip_coef)).
+    clip_fraction: share of tokens with |ratio - 1| > clip_coef.
+    """
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        clip_fraction = masked_mean(((ratio - 1.0).abs() > clip_coef).to(ratio.dtype), mask)
+        approx_kl = masked_mean(kl_k3(old_logprobs, logprobs), mask)
+    return loss, clip_fraction, approx_kl
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    vf_clip: float | None,
+) -> torch.Tensor:
+    """0.5 * mean_t max((V - R)^2, (V_clip - R)^2), V_clip = old + clip(V - old, +-vf_clip).
+
+    With vf_clip None: 0.5 * mean_t (V - R)^2.
+    """
+    losses = (values - returns) ** 2
+    if vf_clip is not None:
+        clipped = old_values + torch.clamp(values - old_values, -vf_clip, vf_clip)
+        losses = torch.maximum(losses, (clipped - returns) ** 2)
+    return 0.5 * masked_mean(losses, mask)
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """[..., V] logits -> [...] entropy of softmax(logits)."""
+    logp = F.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean per-token entropy of softmax(logits) ([B, T, V]) over masked tokens."""
+    return masked_mean(token_entropy(logits), mask)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """[B, T, V] logits, [B, T] token ids -> [B, T] log softmax(logits)[token]."""
+    logp = F.log_softmax(logits, dim=-1)
+    return torch.gather(logp, -1, tokens.unsqueeze(-1)).squeeze(-1)

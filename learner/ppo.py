@@ -1,0 +1,314 @@
+"""PPO learner for RLHF: a Hugging Face causal LM policy with a value head on its trunk.
+
+Algorithm (Schulman et al. 2017 PPO; Ziegler et al. 2019 and Ouyang et al. 2022 for the RLHF
+reward): for each batch of scored rollouts,
+  1. recompute, with the current parameters and no gradient, the log-probs of the sampled
+     response tokens (logits / temperature) and the values (the "old" policy of PPO);
+  2. token rewards = -kl_coef * (logp - ref_logp) on every response token + the sequence
+     reward at the last token (`reward.kl.kl_penalised_rewards`);
+  3. GAE(gamma, gae_lambda) over response tokens, optional advantage whitening;
+  4. ppo_epochs passes over shuffled minibatches of minibatch_size rollouts of
+     clipped surrogate + vf_coef * value loss - ent_coef * entropy, grad-norm clip, Adam;
+  5. policy_version += 1; the (adaptive) KL controller sees the batch's mean KL to the ref.
+
+Deviations / choices:
+- The ratio's denominator is the learner's own recomputed log-prob (step 1), not the
+  rollout's behaviour log-prob; their gap on same-version samples is reported as
+  `learner/logprob_mismatch` (the rollout/trainer mismatch diagnostic).
+- Items without `terms.ref_logprobs` get no KL penalty; `learner/kl_ref` (and the adaptive
+  KL update) use only items that have them.
+- The model stays in eval mode (dropout off) so the first minibatch has ratio exactly 1.
+- The value head is `Linear(hidden, 1)`, zero-initialised, on the final (normed) hidden state;
+  the only randomness is the minibatch shuffle, drawn from the learner's own generator.
+- Sequences are prompt + response, right-padded; each response token t is predicted at
+  position len(prompt) - 1 + t. Full logits are computed (fine for small models).
+
+Run: built by the services layer from the config; tests: `pytest tests/unit/test_ppo_learner.py`
+and `pytest -m learning tests/learning/test_ppo_learns.py`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.init_model import load_policy
+from learner.losses import entropy_from_logits, gae, masked_whiten, ppo_policy_loss, token_logprobs, value_loss
+from reward.kl import kl_k1, kl_penalised_rewards, make_kl_controller
+from services.core import MetricsSink, NullMetrics
+from services.types import SampledBatch, ScoredRollout, VersionedWeights
+
+
+@dataclass
+class TokenBatch:
+    """Prompt + response rows, right-padded. input_ids/attention_mask: [B, L];
+    response_pos/response_ids/response_mask: [B, T] (pos = where the token's logits are)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_pos: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+
+    def select(self, idx: torch.Tensor) -> "TokenBatch":
+        """Rows idx, trimmed to their longest sequence and response."""
+        seq_len = int(self.attention_mask[idx].sum(dim=1).max())
+        resp_len = int(self.response_mask[idx].sum(dim=1).max())
+        return TokenBatch(
+            self.input_ids[idx, :seq_len],
+            self.attention_mask[idx, :seq_len],
+            self.response_pos[idx, :resp_len],
+            self.response_ids[idx, :resp_len],
+            self.response_mask[idx, :resp_len],
+        )
+
+
+def pad_right(rows: Sequence[Sequence[float]], value: float, dtype: torch.dtype) -> torch.Tensor:
+    """Ragged rows -> [B, max_len] tensor padded with value."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
+
+
+def collate(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:
+    """Concatenate prompt + response per row, right-pad, and index the response tokens."""
+    for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
+        if len(p) == 0 or len(r) == 0:
+            raise ValueError(f"row {i}: prompt has {len(p)} tokens and response {len(r)}; both need >= 1")
+    seqs = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
+    positions = [[len(p) - 1 + t for t in range(len(r))] for p, r in zip(prompt_ids, response_ids)]
+    return TokenBatch(
+        input_ids=pad_right(seqs, pad_id, torch.long),
+        attention_mask=pad_right([[1] * len(s) for s in seqs], 0, torch.long),
+        response_pos=pad_right(positions, 0, torch.long),
+        response_ids=pad_right(response_ids, pad_id, torch.long),
+        response_mask=pad_right([[1.0] * len(r) for r in response_ids], 0.0, torch.float32),
+    )
+
+
+def gather_positions(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """x [B, L, D], pos [B, T] -> [B, T, D] with out[b, t] = x[b, pos[b, t]]."""
+    return torch.gather(x, 1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def validate_items(items: Sequence[Any]) -> None:
+    """ValueError naming the item that cannot be trained on."""
+    if not items:
+        raise ValueError("PPOLearner.step got an empty batch")
+    for i, it in enumerate(items):
+        if not isinstance(it, ScoredRollout):
+            raise ValueError(f"batch item {i} is a {type(it).__name__}, PPOLearner needs ScoredRollout")
+        ref, n = it.terms.ref_logprobs, len(it.rollout.response_ids)
+        if ref is not None and len(ref) != n:
+            raise ValueError(f"item {it.rollout.prompt.prompt_id}: {len(ref)} ref_logprobs for {n} response tokens")
+        if not math.isfinite(it.reward):
+            raise ValueError(f"item {it.rollout.prompt.prompt_id}: non-finite reward {it.reward}")
+
+
+class PPOLearner:
+    """The Learner role for PPO-RLHF; see the module docstring."""
+
+    def __init__(
+        self,
+        model_path: str,
+        ppo_cfg: Any,
+        reward_cfg: Any,
+        *,
+        temperature: float = 1.0,
+        seed: int = 0,
+        device: str = "cpu",
+        metrics: MetricsSink | None = None,
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.ppo, self.temperature, self.device = ppo_cfg, float(temperature), torch.device(device)
+        self.metrics = metrics if metrics is not None else NullMetrics()
+        self.model, self.tokenizer = load_policy(model_path)
+        self.model.to(self.device).eval()
+        hidden = self.model.config.get_text_config().hidden_size
+        self.value_head = nn.Linear(hidden, 1).to(self.device)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self.params = [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=ppo_cfg.learning_rate)
+        self.kl_ctl = make_kl_controller(reward_cfg)
+        self.shuffle_gen = torch.Generator().manual_seed(seed)
+        self.policy_version, self.step_count, self.seed = 0, 0, seed
+
+    # ---- model evaluation -------------------------------------------------------------
+    def forward(self, tb: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tempered logits [B, T, V] and values [B, T] at the response tokens."""
+        out = self.model(
+            input_ids=tb.input_ids.to(self.device),
+            attention_mask=tb.attention_mask.to(self.device),
+            output_hidden_states=True,
+        )
+        pos = tb.response_pos.to(self.device)
+        logits = gather_positions(out.logits, pos).float() / self.temperature
+        values = self.value_head(gather_positions(out.hidden_states[-1], pos).float()).squeeze(-1)
+        return logits, values
+
+    @torch.no_grad()
+    def _evaluate(self, tb: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """No-grad log-probs and values [B, T] of every row, in chunks of minibatch_size."""
+        logps, values = torch.zeros(tb.response_mask.shape), torch.zeros(tb.response_mask.shape)
+        for idx in torch.arange(len(tb.input_ids)).split(self.ppo.minibatch_size):
+            sub = tb.select(idx)
+            logits, v = self.forward(sub)
+            width = sub.response_mask.shape[1]
+            logps[idx, :width] = token_logprobs(logits, sub.response_ids.to(self.device)).cpu()
+            values[idx, :width] = v.cpu()
+        return logps * tb.response_mask, values * tb.response_mask
+
+    # ---- the PPO step -----------------------------------------------------------------
+    def step(self, batch: SampledBatch) -> dict[str, float]:
+        """One PPO update on a batch of ScoredRollout; returns learner/ and reward/ metrics."""
+        start = time.perf_counter()
+        items = list(batch.items)
+        validate_items(items)
+        tb = collate([it.rollout.prompt.token_ids for it in items], [it.rollout.response_ids for it in items], self._pad_id())
+        old_logprobs, old_values = self._evaluate(tb)
+        ref_logprobs, has_ref = self._ref_logprobs(items, old_logprobs)
+        kl_coef = self.kl_ctl.value
+        seq_rewards = torch.tensor([float(it.reward) for it in items])
+        rewards = kl_penalised_rewards(old_logprobs, ref_logprobs, seq_rewards, tb.response_mask, kl_coef)
+        advantages, returns = gae(rewards, old_values, tb.response_mask, self.ppo.gamma, self.ppo.gae_lambda)
+        if self.ppo.whiten_advantages:
+            advantages = masked_whiten(advantages, tb.response_mask)
+        train = self._train(tb, old_logprobs, old_values, advantages, returns)
+        metrics = {**train, **batch_metrics(items, tb, old_logprobs, ref_logprobs, has_ref, self.policy_version)}
+        self.policy_version += 1
+        self.step_count += 1
+        if "learner/kl_ref" in metrics:
+            self.kl_ctl.update(metrics["learner/kl_ref"], len(items))
+        metrics.update({"learner/kl_coef": kl_coef, "learner/policy_version": float(self.policy_version)})
+        metrics["learner/step_s"] = time.perf_counter() - start
+        self.metrics.log(metrics, step=self.policy_version)
+        return metrics
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else 0)
+
+    def _ref_logprobs(self, items: Sequence[ScoredRollout], old_logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T] reference log-probs (the policy's own where absent: no penalty) and [B] has-ref flags."""
+        ref = old_logprobs.clone()
+        has_ref = torch.zeros(len(items), dtype=torch.bool)
+        for i, it in enumerate(items):
+            if it.terms.ref_logprobs is not None:
+                ref[i, : len(it.terms.ref_logprobs)] = torch.tensor(it.terms.ref_logprobs)
+                has_ref[i] = True
+        return ref, has_ref
+
+    def _train(self, tb: TokenBatch, old_logprobs, old_values, advantages, returns) -> dict[str, float]:
+        """ppo_epochs passes over shuffled minibatches; mean of each minibatch statistic."""
+        sums: dict[str, float] = {}
+        n_updates = 0
+        for _ in range(self.ppo.ppo_epochs):
+            perm = torch.randperm(len(tb.input_ids), generator=self.shuffle_gen)
+            for idx in perm.split(self.ppo.minibatch_size):
+                stats = self._update(tb.select(idx), *(x[idx] for x in (old_logprobs, old_values, advantages, returns)))
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_updates += 1
+        return {k: v / n_updates for k, v in sums.items()}
+
+    def _update(self, sub: TokenBatch, old_logprobs, old_values, advantages, returns) -> dict[str, float]:
+        """One gradient step on a minibatch (tensors already row-selected, trimmed here)."""
+        width = sub.response_mask.shape[1]
+        old_logprobs, old_values, advantages, returns = (x[:, :width].to(self.device) for x in (old_logprobs, old_values, advantages, returns))
+        mask = sub.response_mask.to(self.device)
+        logits, values = self.forward(sub)
+        logprobs = token_logprobs(logits, sub.response_ids.to(self.device))
+        pg_loss, clip_fraction, approx_kl = ppo_policy_loss(logprobs, old_logprobs, advantages, mask, self.ppo.clip_coef)
+        v_loss = value_loss(values, old_values, returns, mask, self.ppo.vf_clip)
+        entropy = entropy_from_logits(logits if self.ppo.ent_coef > 0 else logits.detach(), mask)
+        loss = pg_loss + self.ppo.vf_coef * v_loss - self.ppo.ent_coef * entropy
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite PPO loss {loss.item()} (policy {pg_loss.item()}, value {v_loss.item()}) at policy_version {self.policy_version}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.ppo.max_grad_norm)
+        self.optimizer.step()
+        return {
+            "learner/policy_loss": pg_loss.item(),
+            "learner/value_loss": v_loss.item(),
+            "learner/entropy": entropy.item(),
+            "learner/clip_fraction": clip_fraction.item(),
+            "learner/approx_kl": approx_kl.item(),
+            "learner/grad_norm": grad_norm.item(),
+        }
+
+    # ---- weights, checks, checkpoints -------------------------------------------------
+    def get_weights(self) -> VersionedWeights:
+        """The policy LM's state_dict (HF names), detached CPU clones; no value head."""
+        tensors = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        return VersionedWeights(version=self.policy_version, tensors=tensors)
+
+    def logprobs(self, prompt_ids: Sequence[list[int]], response_ids: Sequence[list[int]]) -> list[list[float]]:
+        """Teacher-forced log pi(a_t | s_t) (logits / temperature) with the current weights."""
+        tb = collate(prompt_ids, response_ids, self._pad_id())
+        logps, _ = self._evaluate(tb)
+        return [logps[i, : len(r)].tolist() for i, r in enumerate(response_ids)]
+
+    def save(self, path: str) -> None:
+        """Checkpoint model (HF dir), value head, optimizer, KL controller, version, step, rng."""
+        save_checkpoint(
+            path,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            extra_state={f"value_head.{k}": v for k, v in self.value_head.state_dict().items()},
+            optimizer_state=self.optimizer.state_dict(),
+            rng_state={"shuffle": self.shuffle_gen.get_state()},
+            meta={"policy_version": self.policy_version, "step": self.step_count, "kl_controller": self.kl_ctl.state_dict(), "temperature": self.temperature, "seed": self.seed},
+        )
+
+    def restore(self, path: str) -> None:
+        """Load everything `save` wrote; FileNotFoundError naming the path if it is empty or missing."""
+        ckpt = load_checkpoint(path, map_location="cpu")
+        saved = AutoModelForCausalLM.from_pretrained(str(ckpt.model_dir), dtype=torch.float32)
+        self.model.load_state_dict(saved.state_dict())
+        head = {k.removeprefix("value_head."): v for k, v in ckpt.extra_state.items() if k.startswith("value_head.")}
+        self.value_head.load_state_dict(head)
+        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.kl_ctl.load_state_dict(ckpt.meta["kl_controller"])
+        self.shuffle_gen.set_state(ckpt.rng_state["shuffle"])
+        self.policy_version, self.step_count = int(ckpt.meta["policy_version"]), int(ckpt.meta["step"])
+
+
+def batch_metrics(items, tb: TokenBatch, old_logprobs, ref_logprobs, has_ref, version: int) -> dict[str, float]:
+    """reward/*, kl_ref, logprob_mismatch, lengths and token counts of one batch."""
+    mask = tb.response_mask
+    rewards = torch.tensor([float(it.reward) for it in items])
+    lengths = mask.sum(dim=1)
+    out = {
+        "reward/mean": rewards.mean().item(),
+        "reward/std": rewards.std(unbiased=False).item(),
+        "learner/response_length": lengths.mean().item(),
+        "learner/trained_tokens": lengths.sum().item(),
+    }
+    if has_ref.any():
+        out["learner/kl_ref"] = (kl_k1(old_logprobs, ref_logprobs) * mask).sum(dim=1)[has_ref].mean().item()
+    golds = [it.terms.metrics_only["gold"] for it in items if "gold" in it.terms.metrics_only]
+    if golds:
+        out["reward/gold_mean"] = sum(golds) / len(golds)
+    mismatch = logprob_mismatch(items, old_logprobs, version)
+    if mismatch is not None:
+        out["learner/logprob_mismatch"] = mismatch
+    return out
+
+
+def logprob_mismatch(items, old_logprobs: torch.Tensor, version: int) -> float | None:
+    """Mean |rollout logprob - learner logprob| over tokens of items sampled at `version`; None if none."""
+    diffs = [
+        (torch.tensor(it.rollout.logprobs) - old_logprobs[i, : len(it.rollout.logprobs)]).abs()
+        for i, it in enumerate(items)
+        if it.rollout.policy_version == version
+    ]
+    return torch.cat(diffs).mean().item() if diffs else None

@@ -1,0 +1,64 @@
+"""A rollout worker: one engine, its metrics, and the version it serves.
+
+The same class runs in-process (services/local.py) and inside a Ray actor
+(services/actors.py). It never picks prompts itself: the driver sends them, so a request
+that dies with its worker is simply sent again (work re-queued, nothing lost).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from services.core import MetricsSink, NullMetrics, RolloutEngine
+from services.types import Prompt, Rollout, VersionedWeights
+
+
+class RolloutWorker:
+    def __init__(self, engine: RolloutEngine, worker_id: str, metrics: MetricsSink | None = None) -> None:
+        self.engine, self.worker_id = engine, worker_id
+        self.metrics = metrics or NullMetrics()
+        self.samples = self.tokens = 0
+
+    @property
+    def policy_version(self) -> int:
+        return self.engine.policy_version
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Rollout]:
+        t0 = time.perf_counter()
+        rollouts = self.engine.generate(prompts)
+        dt = max(time.perf_counter() - t0, 1e-9)
+        n_tok = sum(len(r.response_ids) for r in rollouts)
+        self.samples += len(rollouts)
+        self.tokens += n_tok
+        self.metrics.log(
+            {
+                "rollout/tokens_per_s": n_tok / dt,
+                "rollout/samples_per_s": len(rollouts) / dt,
+                "rollout/generate_s": dt,
+                "rollout/policy_version": float(self.policy_version),
+                "rollout/samples_total": float(self.samples),
+            },
+            step=self.policy_version,
+        )
+        return rollouts
+
+    def load_weights(self, weights: VersionedWeights) -> dict[str, float]:
+        t0 = time.perf_counter()
+        self.engine.load_weights(weights)
+        dt = time.perf_counter() - t0
+        out = {"weights/load_s": dt, "rollout/policy_version": float(self.policy_version)}
+        self.metrics.log(out, step=self.policy_version)
+        return out
+
+    def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[list[float]]:
+        return self.engine.logprobs(prompt_ids, response_ids)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "worker_id": self.worker_id,
+            "engine": getattr(self.engine, "name", type(self.engine).__name__),
+            "policy_version": self.policy_version,
+            "samples": self.samples,
+            "tokens": self.tokens,
+        }

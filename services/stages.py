@@ -1,0 +1,122 @@
+"""Stages: a library component plus its metrics, as both runners host it.
+
+`services/local.py` calls these objects directly; `services/actors.py` wraps each in a Ray
+actor. Keeping the metric reporting here means a local run and a Ray run report the same
+numbers under the same names (`reward/...`, `buffer/...`, `learner/...`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from typing import Any, Sequence
+
+from services.core import MetricsSink, NullMetrics
+from services.types import Rollout, SampledBatch, ScoredRollout
+
+
+def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    if not xs:
+        return math.nan, math.nan
+    m = sum(xs) / len(xs)
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+
+class ScoringStage:
+    """Runs every RewardScorer on a batch of rollouts; rejects non-finite scores."""
+
+    def __init__(self, scorers: list[Any], metrics: MetricsSink | None = None, events: Any = None) -> None:
+        self.scorers, self.metrics, self.events = scorers, metrics or NullMetrics(), events
+        self.rejected = 0
+
+    def __call__(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
+        from reward.scoring import score_rollouts
+
+        scored, rejections = score_rollouts(self.scorers, list(rollouts))
+        self.rejected += len(rejections)
+        for rej in rejections[:5]:
+            self._event("reward_rejected", f"{rej.scorer} gave {rej.field}={rej.value} for {rej.prompt_id}: rollout dropped")
+        self.metrics.log(self.reward_metrics(scored), step=_version(rollouts))
+        return scored
+
+    def reward_metrics(self, scored: Sequence[ScoredRollout]) -> dict[str, float]:
+        out: dict[str, float] = {"reward/rejected_nonfinite": float(self.rejected)}
+        out["reward/mean"], out["reward/std"] = _mean_std([s.reward for s in scored])
+        names = sorted({k for s in scored for k in (*s.terms.sequence, *s.terms.metrics_only)})
+        for name in names:
+            vals = [s.terms.sequence.get(name, s.terms.metrics_only.get(name)) for s in scored]
+            out[f"reward/{name}_mean"], out[f"reward/{name}_std"] = _mean_std([v for v in vals if v is not None])
+        return {k: v for k, v in out.items() if not math.isnan(v)}
+
+    def _event(self, kind: str, message: str) -> None:
+        if self.events is not None:
+            self.events.event(kind, message)
+
+
+def _version(items: Sequence[Any]) -> int | None:
+    return max((it.policy_version for it in items), default=None)
+
+
+class BufferStage:
+    """The replay buffer plus its fill, drop and policy-lag metrics."""
+
+    def __init__(self, buffer: Any, metrics: MetricsSink | None = None) -> None:
+        self.buffer, self.metrics = buffer, metrics or NullMetrics()
+        self.lag_counts: Counter[int] = Counter()
+
+    def add(self, items: Sequence[Any]) -> int:
+        """Insert; returns how many more items the buffer would take now."""
+        self.buffer.add(list(items))
+        return self.buffer.free()
+
+    def free(self) -> int:
+        return self.buffer.free()
+
+    def sample(self, batch_size: int, learner_version: int) -> SampledBatch | None:
+        batch = self.buffer.sample(batch_size, learner_version)
+        if batch is None:
+            return None
+        lags = self.buffer.last_policy_lags()
+        self.lag_counts.update(lags)
+        out = dict(self.buffer.stats())
+        out["buffer/policy_lag_mean"] = sum(lags) / len(lags)
+        out["buffer/policy_lag_max"] = float(max(lags))
+        out.update({f"buffer/policy_lag/{k}": float(v) for k, v in sorted(self.lag_counts.items())})
+        self.metrics.log(out, step=learner_version)
+        return batch
+
+    def stats(self) -> dict[str, float]:
+        return self.buffer.stats()
+
+
+class LearnerStage:
+    """The learner plus timing, checkpoint cadence and metric reporting."""
+
+    def __init__(self, learner: Any, metrics: MetricsSink | None = None, checkpoint_interval: int = 0, run_dir: str | None = None) -> None:
+        self.learner, self.metrics = learner, metrics or NullMetrics()
+        self.checkpoint_interval, self.run_dir = checkpoint_interval, run_dir
+        self.started = time.perf_counter()
+        self.steps = 0
+
+    @property
+    def policy_version(self) -> int:
+        return self.learner.policy_version
+
+    def step(self, batch: SampledBatch) -> dict[str, float]:
+        m = dict(self.learner.step(batch))
+        self.steps += 1
+        m["learner/steps_per_s"] = self.steps / (time.perf_counter() - self.started)
+        m["learner/policy_version"] = float(self.learner.policy_version)
+        self.metrics.log(m, step=self.learner.policy_version)
+        self.maybe_checkpoint()
+        return m
+
+    def maybe_checkpoint(self, force: bool = False) -> str | None:
+        v = self.learner.policy_version
+        due = self.checkpoint_interval and v % self.checkpoint_interval == 0
+        if self.run_dir is None or not (force or due):
+            return None
+        path = f"{self.run_dir}/checkpoints/step_{v:06d}"
+        self.learner.save(path)
+        return path

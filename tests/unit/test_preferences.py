@@ -1,0 +1,98 @@
+"""Preference pairs: gold-labelled generation, JSONL roundtrip, file:line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from reward.preferences import (
+    PreferenceFileError,
+    bt_probability,
+    generate_preference_pairs,
+    read_preference_file,
+    write_jsonl,
+)
+
+
+def test_generated_pairs_are_well_formed_and_seeded(tiny_task):
+    pairs = generate_preference_pairs(tiny_task, 200, seed=3)
+    assert len(pairs) == 200
+    assert pairs == generate_preference_pairs(tiny_task, 200, seed=3)
+    assert pairs != generate_preference_pairs(tiny_task, 200, seed=4)
+    for p in pairs:
+        assert p["gold_chosen"] != p["gold_rejected"]  # ties skipped
+        assert p["gold_chosen"] == tiny_task.gold_reward(p["meta"], p["chosen"])
+        assert p["gold_rejected"] == tiny_task.gold_reward(p["meta"], p["rejected"])
+        assert p["prompt"] == tiny_task.prompt_text(p["meta"]["topic"])
+
+
+def test_labels_follow_bradley_terry(tiny_task):
+    """The better answer is chosen as often as the BT model predicts, and not always."""
+    pairs = generate_preference_pairs(tiny_task, 3000, seed=0, bt_scale=8.0)
+    agree = [p["gold_chosen"] > p["gold_rejected"] for p in pairs]
+    expected = [bt_probability(max(p["gold_chosen"], p["gold_rejected"]), min(p["gold_chosen"], p["gold_rejected"]), 8.0) for p in pairs]
+    rate, predicted = sum(agree) / len(pairs), sum(expected) / len(pairs)
+    assert abs(rate - predicted) < 3 * math.sqrt(predicted * (1 - predicted) / len(pairs))
+    assert 0.6 < rate < 0.98
+    gaps = {abs(p["gold_chosen"] - p["gold_rejected"]) for p in pairs}
+    assert len(gaps) >= 4  # varied on-topic fractions: easy and hard pairs
+
+
+def test_bt_scale_controls_noise(tiny_task):
+    def agreement(scale):
+        pairs = generate_preference_pairs(tiny_task, 1000, seed=1, bt_scale=scale)
+        return sum(p["gold_chosen"] > p["gold_rejected"] for p in pairs) / len(pairs)
+
+    assert agreement(0.0) == pytest.approx(0.5, abs=0.06)
+    assert agreement(100.0) == 1.0
+
+
+def test_roundtrip(tmp_path, tiny_task):
+    pairs = generate_preference_pairs(tiny_task, 20, seed=0)
+    path = write_jsonl(pairs, tmp_path / "sub" / "prefs.jsonl")
+    assert read_preference_file(path) == pairs
+
+
+def _write(tmp_path, lines):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+GOOD = json.dumps({"prompt": "write about ko :", "chosen": "kofa", "rejected": "mabi"})
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ('{"prompt": "x", "chosen": "a"', "invalid JSON"),
+        (json.dumps({"prompt": "x", "chosen": "a"}), "missing field 'rejected'"),
+        (json.dumps({"prompt": "x", "chosen": 3, "rejected": "b"}), "field 'chosen' must be a string, got int"),
+        (json.dumps({"prompt": "x", "chosen": "a", "rejected": "b", "meta": [1]}), "field 'meta' must be an object"),
+        (json.dumps({"prompt": "x", "chosen": "a", "rejected": "b", "gold_chosen": "hi"}), "'gold_chosen' must be a number"),
+        (json.dumps(["x", "a", "b"]), "expected a JSON object, got list"),
+    ],
+)
+def test_malformed_line_names_file_and_line(tmp_path, bad, message):
+    path = _write(tmp_path, [GOOD, "", GOOD, bad, GOOD])  # blank line 2 is skipped but counted
+    with pytest.raises(PreferenceFileError) as err:
+        read_preference_file(path)
+    assert str(err.value).startswith(f"{path}:4: ")
+    assert message in str(err.value)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(PreferenceFileError, match="no such preference file"):
+        read_preference_file(tmp_path / "nope.jsonl")
+    with pytest.raises(PreferenceFileError, match="no preference pairs"):
+        read_preference_file(_write(tmp_path, ["", "  "]))
+
+
+def test_task_without_sampler_is_refused():
+    class Bare:
+        name = "bare"
+
+    with pytest.raises(TypeError, match="'bare'.*preference_file"):
+        generate_preference_pairs(Bare(), 3, seed=0)

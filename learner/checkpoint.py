@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return None
-    done = [p for p in root.glob("step_*") if (p / META_FILE).is_file()]
+    done = [p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and (p / META_FILE).is_file()]
     return max(done, key=lambda p: int(p.name.removeprefix("step_")), default=None)
 
 

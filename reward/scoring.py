@@ -18,6 +18,7 @@ tests/unit/test_scorers.py.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -59,7 +60,7 @@ def _first_problem(rollout: Rollout, terms: RewardTerms, scorer: str) -> Rejecti
 
 
 def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _put(into: dict[str, float], new: dict[str, float], owner: dict[str, str], scorer: str) -> None:

@@ -24,16 +24,24 @@ calls `model_runner.reload_weights(weights_iterator=..., is_checkpoint_format=Tr
 (`model.load_weights` directly fails on this build: "'Parameter' object has no attribute
 'weight_loader'"). See /work/shared/reference/ENVIRONMENT.md.
 
-CPU environment, set before vLLM is first imported (vLLM reads its env vars at engine
-creation; setting them before the import is the only order that always works):
+CPU environment, set in `__init__` before vLLM is imported. vLLM reads these at engine creation
+and, once the first engine core has started, caches all its env vars for the life of the
+process (`vllm.envs.enable_envs_cache`), so they must be in place before the first engine:
 - VLLM_ENABLE_V1_MULTIPROCESSING=0: run the engine core in this process. Start ~3 s instead of
   ~30 s, about 1.8x the tokens/s on tiny models, and no `if __name__ == "__main__"` needed.
 - VLLM_CPU_KVCACHE_SPACE=<cpu_kvcache_gib>: the KV cache size in GiB. Without it vLLM CPU
   reserves `gpu_memory_utilization` x total RAM and fails when that much is not free.
 - VLLM_CPU_OMP_THREADS_BIND=nobind: do not pin OpenMP threads to cores (shared machines,
   several engines per node).
-Deviation/trap: an in-process vLLM CPU worker replaces `torch.set_num_threads` with a no-op
-for the whole process; set torch threads before creating the engine.
+Prefix caching is off: `reload_weights` does not drop cached KV blocks, so a cached prompt
+prefix would be replayed with the old weights' keys/values after a sync (and prompt_logprobs
+need the prompt recomputed anyway). To turn it on, call `llm.reset_prefix_cache()` after
+every load.
+
+Side effects of the in-process engine (traps): the vLLM CPU worker replaces
+`torch.set_num_threads` with a no-op for the whole process (set torch threads before creating
+the engine; `shutdown` restores it), and `LLM(seed=...)` seeds the process-global
+random/numpy/torch generators.
 
 Run: `VLLMEngine("models/tiny/policy", temperature=1.0).generate(prompts)`;
 tests: `pytest -m vllm tests/integration/test_vllm_engine.py`.
@@ -141,6 +149,7 @@ class VLLMEngine:
         configure_vllm_env(self.on_cpu, cpu_kvcache_gib)
         from vllm import LLM
 
+        self._torch_set_num_threads = torch.set_num_threads  # vLLM CPU replaces it; see shutdown
         start = time.perf_counter()
         self.llm = LLM(**llm_kwargs(model_path, seed, self.on_cpu, gpu_memory_utilization, max_model_len))
         self.start_s = time.perf_counter() - start
@@ -258,3 +267,4 @@ class VLLMEngine:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         del llm
+        torch.set_num_threads = self._torch_set_num_threads

@@ -19,6 +19,7 @@ class RolloutWorker:
         self.engine, self.worker_id = engine, worker_id
         self.metrics = metrics or NullMetrics()
         self.samples = self.tokens = 0
+        self.last_rates = {"tokens_per_s": 0.0, "samples_per_s": 0.0}
 
     @property
     def policy_version(self) -> int:
@@ -31,6 +32,7 @@ class RolloutWorker:
         n_tok = sum(len(r.response_ids) for r in rollouts)
         self.samples += len(rollouts)
         self.tokens += n_tok
+        self.last_rates = {"tokens_per_s": n_tok / dt, "samples_per_s": len(rollouts) / dt}
         self.metrics.log(
             {
                 "rollout/tokens_per_s": n_tok / dt,
@@ -52,7 +54,8 @@ class RolloutWorker:
         return out
 
     def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[list[float]]:
-        return self.engine.logprobs(prompt_ids, response_ids)
+        """Log-probs under the sampling distribution (the engine's temperature), like the learner's."""
+        return self.engine.logprobs(prompt_ids, response_ids, temperature=getattr(self.engine, "temperature", 1.0))
 
     def status(self) -> dict[str, object]:
         return {
@@ -61,4 +64,5 @@ class RolloutWorker:
             "policy_version": self.policy_version,
             "samples": self.samples,
             "tokens": self.tokens,
+            **self.last_rates,
         }

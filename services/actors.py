@@ -47,7 +47,8 @@ class RolloutActor:
 
     def _report(self, **extra: Any) -> None:
         s = self.worker.status()
-        self.metrics.worker_status(self.worker_id, node=self.node, engine=s["engine"], policy_version=s["policy_version"], samples=s["samples"], last_seen=time.time(), **extra)
+        self.metrics.worker_status(self.worker_id, node=self.node, engine=s["engine"], policy_version=s["policy_version"], samples=s["samples"],
+                                   tokens_per_s=s["tokens_per_s"], samples_per_s=s["samples_per_s"], **extra)
 
     def generate(self, prompts: list) -> list:
         rollouts = self.worker.generate(prompts)

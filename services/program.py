@@ -158,8 +158,8 @@ class RayProgram:
     def run(self, progress: bool = True) -> dict[str, float]:
         total = self.cfg.run.total_steps
         bar = tqdm(total=total, desc="learner steps", disable=not progress)
-        for i in range(len(self.workers)):
-            self.idle.add(i)
+        busy = {info.worker for kind, info in self.pending.values() if kind == "chain"}
+        self.idle |= set(range(len(self.workers))) - busy
         self.refill(ray.get(self.buffer.free.remote()))
         self.pending[self.learner.train_step.remote(self.buffer)] = ("learn", None)
         last: dict[str, float] = {}

@@ -117,6 +117,8 @@ class LearnerStage:
         due = self.checkpoint_interval and v % self.checkpoint_interval == 0
         if self.run_dir is None or not (force or due):
             return None
-        path = f"{self.run_dir}/checkpoints/step_{v:06d}"
+        from learner.checkpoint import checkpoint_dir
+
+        path = str(checkpoint_dir(self.run_dir, v))
         self.learner.save(path)
         return path

@@ -38,3 +38,47 @@ def has_vllm() -> bool:
         return True
     except Exception:
         return False
+
+
+@pytest.fixture(scope="session")
+def sft_models(tmp_path_factory):
+    """A briefly SFT'd policy and a small reward model (directories), built once per session."""
+    from learner.sft import init_model
+    from reward.train_rm import train_reward_model
+    from services.config import load_config
+
+    root = tmp_path_factory.mktemp("models")
+    overrides = [
+        f"model.path={root}/policy",
+        f"reward.reward_model_path={root}/reward",
+        "model.sft_steps=80",
+        "reward.rm_pairs=800",
+        "reward.rm_epochs=1",
+    ]
+    cfg = load_config(None, overrides)
+    init_model(cfg, progress=False)
+    train_reward_model(cfg, progress=False)
+    return {"policy": str(root / "policy"), "reward": str(root / "reward")}
+
+
+def small_config(models, tmp_path, *extra):
+    """A run config for tests: the session's models, tmp run dir, tiny budget."""
+    from services.config import load_config
+
+    return load_config(
+        None,
+        [
+            f"model.path={models['policy']}",
+            f"reward.reward_model_path={models['reward']}",
+            f"run.runs_dir={tmp_path}/runs",
+            "run.total_steps=3",
+            "run.eval_prompts=16",
+            "rollout.num_workers=2",
+            "rollout.prompts_per_request=8",
+            "ppo.batch_size=16",
+            "ppo.minibatch_size=8",
+            "ppo.ppo_epochs=1",
+            "buffer.capacity=64",
+            *extra,
+        ],
+    )

@@ -1,0 +1,183 @@
+"""Reward-model training on preference pairs (InstructGPT step 2; `shoal train-rm`).
+
+What: a Hugging Face `AutoModelForSequenceClassification` with one label whose trunk is a
+copy of the SFT policy's trunk (InstructGPT initialises the reward model from the SFT
+model; the LM head is dropped, a fresh scalar head `score` is added), trained with the
+Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l)) on preference pairs
+(`reward.bradley_terry`). Pairs come from `reward.preference_file` when set, otherwise they
+are generated from the task's gold reward (`reward.preferences`, Gao et al. 2022). The RM
+input text and the score position are those of `reward.scorers` (one shared encoder), so
+the trained model scores rollouts exactly as it was trained.
+
+Evaluation on a held-out 10% of the pairs: accuracy against the (noisy) preference labels,
+accuracy against the noiseless gold ordering (pairs whose gold is known and not tied), both
+before and after training; and the Pearson correlation of RM score with the gold reward on
+freshly sampled responses (p_on_topic ~ U(0, 1)).
+
+Deviations: pairs, not K-way rankings (`bradley_terry.ranking_loss` covers K > 2); one
+constant learning rate; the whole model is trained (InstructGPT also fine-tunes all
+weights).
+
+Run: `shoal train-rm CONFIG`, or `train_reward_model(load_config(path))`; slow test:
+`pytest tests/learning/test_reward_model.py -m learning`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from reward.bradley_terry import bradley_terry_loss, pairwise_accuracy, pearson
+from reward.preferences import generate_preference_pairs, read_preference_file
+from reward.scorers import rm_forward, rm_scores, rm_text
+from rollout.tasks import task_from_config
+
+HELD_OUT_FRACTION = 0.1
+CORRELATION_SAMPLES = 512
+
+
+def init_reward_model(policy_path: str | Path, seed: int = 0) -> tuple[Any, Any]:
+    """(reward model, tokenizer): the SFT policy's trunk weights copied, a fresh scalar head."""
+    from transformers import AutoModelForSequenceClassification
+
+    from learner.init_model import load_policy
+
+    policy, tokenizer = load_policy(policy_path)
+    config = copy.deepcopy(policy.config)
+    config.num_labels, config.pad_token_id = 1, tokenizer.pad_token_id
+    config.architectures = None
+    torch.manual_seed(seed)
+    rm = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    if rm.base_model_prefix != policy.base_model_prefix:
+        raise ValueError(f"{policy_path}: policy trunk {policy.base_model_prefix!r} != reward trunk {rm.base_model_prefix!r}")
+    rm.base_model.load_state_dict(policy.base_model.state_dict(), strict=True)
+    return rm, tokenizer
+
+
+def load_pairs(cfg: Any, task: Any) -> list[dict[str, Any]]:
+    """The preference file when configured, else `rm_pairs` pairs generated from the gold reward."""
+    if cfg.reward.preference_file:
+        return read_preference_file(cfg.reward.preference_file)
+    return generate_preference_pairs(task, cfg.reward.rm_pairs, seed=cfg.run.seed)
+
+
+def split_pairs(pairs: list[dict[str, Any]], seed: int, fraction: float = HELD_OUT_FRACTION) -> tuple[list, list]:
+    """Seeded shuffle, then (train, held-out); held-out has at least one pair."""
+    if len(pairs) < 2:
+        raise ValueError(f"need at least 2 preference pairs to hold one out, got {len(pairs)}")
+    shuffled = list(pairs)
+    random.Random(seed).shuffle(shuffled)
+    n_eval = max(1, round(fraction * len(shuffled)))
+    return shuffled[n_eval:], shuffled[:n_eval]
+
+
+def pair_loss(model: Any, tokenizer: Any, batch: list[dict[str, Any]]) -> torch.Tensor:
+    """Bradley-Terry loss of a batch of pairs (chosen and rejected in one forward pass)."""
+    texts = [rm_text(p["prompt"], p["chosen"]) for p in batch] + [rm_text(p["prompt"], p["rejected"]) for p in batch]
+    scores = rm_forward(model, tokenizer, texts)
+    return bradley_terry_loss(scores[: len(batch)], scores[len(batch) :])
+
+
+def train_pairs(
+    model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *, epochs: int, learning_rate: float, batch_size: int,
+    seed: int, progress: bool = True,
+) -> list[float]:
+    """AdamW on the Bradley-Terry loss, `epochs` seeded passes; returns the per-step losses."""
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    rng, losses = random.Random(seed), []
+    steps = epochs * -(-len(pairs) // batch_size)
+    bar = tqdm(total=steps, desc="train-rm", disable=not progress)
+    model.train()
+    for _ in range(epochs):
+        order = rng.sample(pairs, len(pairs))
+        for i in range(0, len(order), batch_size):
+            loss = pair_loss(model, tokenizer, order[i : i + batch_size])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    model.eval()
+    return losses
+
+
+def pair_gold(task: Any, pair: dict[str, Any], which: str) -> float | None:
+    """Gold reward of pair[which]: stored `gold_<which>`, else from the task when meta is given."""
+    if f"gold_{which}" in pair:
+        return float(pair[f"gold_{which}"])
+    if pair.get("meta"):
+        return float(task.gold_reward(pair["meta"], pair[which]))
+    return None
+
+
+def evaluate_pairs(model: Any, tokenizer: Any, task: Any, pairs: list[dict[str, Any]], batch_size: int = 64) -> dict[str, float]:
+    """Accuracy vs the labels and vs the noiseless gold ordering (pairs with known, untied gold)."""
+    rc = torch.tensor(rm_scores(model, tokenizer, [rm_text(p["prompt"], p["chosen"]) for p in pairs], batch_size))
+    rr = torch.tensor(rm_scores(model, tokenizer, [rm_text(p["prompt"], p["rejected"]) for p in pairs], batch_size))
+    out = {"accuracy": pairwise_accuracy(rc, rr)}
+    golds = [(pair_gold(task, p, "chosen"), pair_gold(task, p, "rejected")) for p in pairs]
+    keep = [i for i, (gc, gr) in enumerate(golds) if gc is not None and gr is not None and gc != gr]
+    if keep:
+        sign = torch.tensor([1.0 if golds[i][0] > golds[i][1] else -1.0 for i in keep])
+        margin = sign * (rc[keep] - rr[keep])  # > 0: the RM ranks the gold-better answer higher
+        out["gold_accuracy"] = pairwise_accuracy(margin, torch.zeros_like(margin))
+    return out
+
+
+def gold_correlation(model: Any, tokenizer: Any, task: Any, n: int, seed: int) -> float | None:
+    """Pearson(RM score, gold) on n fresh prompts with responses of on-topic fraction ~ U(0, 1)."""
+    if not hasattr(task, "sample_response"):
+        return None
+    rng = random.Random(seed)
+    prompts = [task.sample_prompt(rng) for _ in range(n)]
+    responses = [task.sample_response(rng, meta["topic"], rng.random()) for _, meta in prompts]
+    scores = rm_scores(model, tokenizer, [rm_text(text, r) for (text, _), r in zip(prompts, responses)])
+    gold = [task.gold_reward(meta, r) for (_, meta), r in zip(prompts, responses)]
+    return pearson(torch.tensor(scores), torch.tensor(gold, dtype=torch.float64))
+
+
+def _metrics(model: Any, tokenizer: Any, task: Any, held_out: list, seed: int, suffix: str) -> dict[str, Any]:
+    out = {f"heldout_{k}{suffix}": v for k, v in evaluate_pairs(model, tokenizer, task, held_out).items()}
+    out[f"gold_pearson{suffix}"] = gold_correlation(model, tokenizer, task, CORRELATION_SAMPLES, seed + 1)
+    return out
+
+
+def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
+    """`shoal train-rm`: init from the SFT policy, train on pairs, evaluate, save, summarise."""
+    if not cfg.reward.reward_model_path:
+        raise ValueError("reward.reward_model_path is null: nowhere to save the reward model")
+    start, task, r = time.perf_counter(), task_from_config(cfg.task), cfg.reward
+    train, held_out = split_pairs(load_pairs(cfg, task), cfg.run.seed)
+    model, tokenizer = init_reward_model(cfg.model.path, cfg.run.seed)
+    summary: dict[str, Any] = {"pairs_train": len(train), "pairs_heldout": len(held_out)}
+    summary |= _metrics(model, tokenizer, task, held_out, cfg.run.seed, "_init")
+    t0 = time.perf_counter()
+    losses = train_pairs(model, tokenizer, train, epochs=r.rm_epochs, learning_rate=r.rm_learning_rate,
+                         batch_size=r.rm_batch_size, seed=cfg.run.seed, progress=progress)
+    summary |= {"loss_first": losses[0], "loss_last": sum(losses[-10:]) / len(losses[-10:]), "train_seconds": time.perf_counter() - t0}
+    summary |= _metrics(model, tokenizer, task, held_out, cfg.run.seed, "")
+    save_reward_model(model, tokenizer, r.reward_model_path, summary)
+    summary["seconds"] = time.perf_counter() - start
+    if progress:
+        print("train-rm: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    return summary
+
+
+def save_reward_model(model: Any, tokenizer: Any, path: str | Path, summary: dict[str, Any]) -> Path:
+    """Model + tokenizer (loadable by `reward.scorers.RewardModelScorer`) + train_rm.json."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "train_rm.json").write_text(json.dumps(summary, indent=2))
+    return out

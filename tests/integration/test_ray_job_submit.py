@@ -1,0 +1,67 @@
+"""`ray job submit` against a real `ray start --head` cluster; metrics land in a real Redis.
+
+This is the command the README gives for clusters. Token auth (on by default in Ray 2.60) is
+disabled for this single-machine cluster through RAY_AUTH_MODE in every process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import small_config
+
+pytestmark = pytest.mark.integration
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def ray_head(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    dash = _free_port()
+    cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={_free_port()}", f"--dashboard-port={dash}",
+           "--dashboard-host=127.0.0.1", "--num-cpus=6", "--include-dashboard=true", "--disable-usage-stats",
+           f"--temp-dir={tmp_path}/ray"]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_ray_job_submit_runs_training_and_reports_metrics(ray_head, sft_models, tmp_path):
+    from services.metrics import MetricsReader, start_embedded_redis
+
+    address, env = ray_head
+    redis = start_embedded_redis(tmp_path / "metrics.rdb")  # stands in for the cluster's Redis
+    try:
+        cfg = small_config(sft_models, tmp_path, "run.total_steps=2", "run.eval_prompts=0")
+        overrides = [f"model.path={cfg.model.path}", f"reward.reward_model_path={cfg.reward.reward_model_path}",
+                     f"run.runs_dir={cfg.run.runs_dir}", f"run.redis_url={redis.url}", "run.total_steps=2",
+                     "run.eval_prompts=0", "rollout.prompts_per_request=8", "ppo.batch_size=16", "ppo.minibatch_size=8"]
+        sets = [a for o in overrides for a in ("--set", o)]
+        cmd = [RAY, "job", "submit", f"--address={address}", "--", sys.executable, "-m", "deploy.cli", "train", "--quiet", *sets]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-4000:]
+        assert "succeeded" in out, out[-2000:]
+        reader = MetricsReader(redis.url)
+        runs = reader.list_runs()
+        assert len(runs) == 1 and runs[0]["status"] == "finished", runs
+        latest = reader.latest(runs[0]["run_id"])
+        assert latest["learner/policy_version"]["v"] == 2
+        assert "rollout/tokens_per_s" in latest and "reward/mean" in latest
+    finally:
+        redis.close()

@@ -159,8 +159,7 @@ def init_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
     answers = sample_answers(model, tokenizer, task, 256, cfg.run.seed + 1, cfg.rollout.max_new_tokens)
     summary |= {f"sft_{k}": v for k, v in answer_quality(task, answers).items()}
     summary["seconds"] = time.perf_counter() - start
-    if progress:
-        print(format_summary(summary))
+    print(format_summary(summary), flush=True)
     return summary
 
 

@@ -2,8 +2,8 @@
 
 Generation follows the synthetic "gold reward" set-up of Gao, Schulman & Hilton (2022): a
 closed-form gold reward stands in for human labellers. For each prompt two responses are
-drawn with different on-topic fractions (`task.sample_response(rng, topic, p)`, p ~ U(0, 1)
-per response, so pairs range from easy to hard); the label is a Bradley-Terry choice,
+drawn by `task.random_response` (different on-topic fractions and lengths, so pairs range
+from easy to hard, and short answers are covered); the label is a Bradley-Terry choice,
 P(a preferred) = sigmoid(bt_scale * (gold_a - gold_b)). Exact gold ties are skipped. The
 labels are therefore noisy, like human ones: with bt_scale 8 and a gold gap of 1/6, the
 better answer is chosen 79% of the time.
@@ -38,11 +38,17 @@ def bt_probability(gold_a: float, gold_b: float, bt_scale: float) -> float:
     return 1.0 / (1.0 + math.exp(-bt_scale * (gold_a - gold_b)))
 
 
+def _response(task: Any, rng: random.Random, meta: dict[str, Any]) -> str:
+    """The task's own response generator for comparisons, else a random on-topic fraction."""
+    if hasattr(task, "random_response"):
+        return task.random_response(rng, meta)
+    return task.sample_response(rng, meta["topic"], rng.random())
+
+
 def _labelled_pair(task: Any, rng: random.Random, bt_scale: float) -> dict[str, Any] | None:
     """One prompt, two responses, a Bradley-Terry label; None on an exact gold tie."""
     prompt, meta = task.sample_prompt(rng)
-    a = task.sample_response(rng, meta["topic"], rng.random())
-    b = task.sample_response(rng, meta["topic"], rng.random())
+    a, b = _response(task, rng, meta), _response(task, rng, meta)
     gold_a, gold_b = task.gold_reward(meta, a), task.gold_reward(meta, b)
     if gold_a == gold_b:
         return None

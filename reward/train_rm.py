@@ -168,8 +168,7 @@ def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
     summary |= _metrics(model, tokenizer, task, held_out, cfg.run.seed, "")
     save_reward_model(model, tokenizer, r.reward_model_path, summary)
     summary["seconds"] = time.perf_counter() - start
-    if progress:
-        print("train-rm: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    print("train-rm: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()), flush=True)
     return summary
 
 

@@ -77,10 +77,24 @@ class KeywordsTask:
         words = response_text.split()[: self.response_words]
         return sum(w in on_topic for w in words) / self.response_words
 
-    def sample_response(self, rng: random.Random, topic: str, p_on_topic: float) -> str:
+    def sample_response(self, rng: random.Random, topic: str, p_on_topic: float, n_words: int | None = None) -> str:
         """Words that are on-topic with probability p_on_topic, else uniform over all words."""
         on, everything = self.topic_words(topic), self.vocabulary
-        return " ".join(rng.choice(on) if rng.random() < p_on_topic else rng.choice(everything) for _ in range(self.response_words))
+        n = self.response_words if n_words is None else n_words
+        return " ".join(rng.choice(on) if rng.random() < p_on_topic else rng.choice(everything) for _ in range(n))
+
+    def random_response(self, rng: random.Random, meta: dict[str, Any]) -> str:
+        """A response for preference data: a random on-topic fraction, and 40% of the time a
+        shorter or longer answer, so that a reward model also learns that stopping early costs
+        gold (without such pairs PPO finds the reward model's blind spot: empty answers)."""
+        u = rng.random()
+        if u < 0.6:
+            n = self.response_words
+        elif u < 0.85:
+            n = rng.randint(0, self.response_words - 1)
+        else:
+            n = self.response_words + rng.randint(1, 2)
+        return self.sample_response(rng, meta["topic"], rng.random(), n)
 
     def demonstration(self, rng: random.Random) -> tuple[str, str, dict[str, Any]]:
         text, meta = self.sample_prompt(rng)
@@ -133,3 +147,9 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = getattr(tokenizer, "bos_token_id", None)
     return ([bos] if bos is not None else []) + list(ids)
+
+
+def keywords_gold(prompt: Prompt, response_text: str) -> float:
+    """The default `keywords` task's gold reward as a rule function
+    (`reward.rule_functions: [rollout.tasks:keywords_gold]`): RL on the true reward."""
+    return KeywordsTask().gold_reward(prompt.meta, response_text)

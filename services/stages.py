@@ -104,7 +104,10 @@ class LearnerStage:
         return self.learner.policy_version
 
     def step(self, batch: SampledBatch) -> dict[str, float]:
+        lags = [self.learner.policy_version - it.policy_version for it in batch.items]
         m = dict(self.learner.step(batch))
+        m["learner/policy_lag_mean"] = sum(lags) / len(lags)
+        m["learner/policy_lag_max"] = float(max(lags))
         self.steps += 1
         m["learner/steps_per_s"] = self.steps / (time.perf_counter() - self.started)
         m["learner/policy_version"] = float(self.learner.policy_version)

@@ -232,11 +232,11 @@ class RayProgram:
 
 
 def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
-    started_ray = init_ray(cfg)
-    check_resources(cfg)
-    ctx = ctx or open_run(cfg)
-    status, summary = "failed", {}
+    ctx = ctx or open_run(cfg)  # first: a metrics store that does not answer fails fast
+    status, summary, started_ray = "failed", {}, False
     try:
+        started_ray = init_ray(cfg)
+        check_resources(cfg)
         print(f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}", flush=True)
         prog = RayProgram(cfg, ctx)
         before = prog.evaluate()

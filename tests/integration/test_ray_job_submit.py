@@ -7,9 +7,14 @@ disabled for this single-machine cluster through RAY_AUTH_MODE in every process.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,18 +32,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+        try:
+            urllib.request.urlopen(url + "/api/version", timeout=2)
+            return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"Ray dashboard at {url} did not come up in {timeout_s} s")
+
+
 @pytest.fixture()
-def ray_head(tmp_path):
+def ray_head():
+    """A real `ray start --head`, in its own process group so teardown stops only this cluster.
+    Its temp dir is short: Ray's unix socket paths must fit in 107 bytes."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    tmp = tempfile.mkdtemp(prefix="shoalray", dir="/tmp")
     dash = _free_port()
-    cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={_free_port()}", f"--dashboard-port={dash}",
-           "--dashboard-host=127.0.0.1", "--num-cpus=6", "--include-dashboard=true", "--disable-usage-stats",
-           f"--temp-dir={tmp_path}/ray"]
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=180)
+    cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={_free_port()}",
+           f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=6", "--include-dashboard=true",
+           "--disable-usage-stats", f"--temp-dir={tmp}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
     try:
-        yield f"http://127.0.0.1:{dash}", env
+        _wait_http(address, proc)
+        yield address, env
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_ray_job_submit_runs_training_and_reports_metrics(ray_head, sft_models, tmp_path):

@@ -1,0 +1,1 @@
+"""Benchmarks (see benchmarks/README.md); scripts, not part of the installed package."""

@@ -1,0 +1,147 @@
+"""Helpers shared by the benchmark scripts: threads, model directories, tables, JSON results.
+
+Not a benchmark itself. Every script imports it as `benchmarks._common` after putting the
+repository root on `sys.path` (so `python benchmarks/<name>.py` and
+`python -m benchmarks.<name>` both work).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+CAVEAT = (
+    "caveat: timings come from a shared, noisy machine (other jobs may run at the same time); "
+    "compare the RATIOS measured within one run, not absolute numbers across runs."
+)
+
+
+def single_thread_env() -> None:
+    """One torch/OpenMP thread in this process and in everything it starts."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and when the numbers were taken (stored next to them in the JSON)."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1_5_15": [round(x, 2) for x in load],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+def model_section(hidden: int, layers: int, heads: int, vocab: int = 512) -> Any:
+    """A validated ModelSection (head_dim = hidden/heads must be >= 32 for vLLM CPU)."""
+    from services.config import ModelSection
+
+    return ModelSection(hidden_size=hidden, num_layers=layers, num_heads=heads, vocab_size=vocab)
+
+
+def build_random_model(out_dir: str | Path, hidden: int, layers: int, heads: int, seed: int = 0) -> Path:
+    """A random-init Llama + BPE tokenizer directory via learner.init_model.build_model_dir."""
+    from learner.init_model import build_model_dir
+    from rollout.tasks import KeywordsTask
+
+    return build_model_dir(KeywordsTask(), model_section(hidden, layers, heads), out_dir, seed=seed)
+
+
+def count_params(model_dir: str | Path) -> int:
+    """Parameters stored in a model directory's safetensors files (no model is built)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for name in st.keys():
+                shape = st.get_slice(name).get_shape()
+                n = 1
+                for d in shape:
+                    n *= d
+                total += n
+    return total
+
+
+def fixed_prompts(model_dir: str | Path, n: int, seed: int = 0) -> list[Any]:
+    """n seeded prompts of the built-in task, tokenized by the model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from rollout.tasks import KeywordsTask, TaskPromptSource
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    return TaskPromptSource(KeywordsTask(), tok, seed, prefix="bench").next_batch(n)
+
+
+# ---- numbers and output ----------------------------------------------------------------------
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """(fn(), seconds it took)."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value != value:
+        return "nan"
+    try:
+        return format(value, fmt)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """columns: (key, header, format spec). A Markdown table, so README can take it as is."""
+    head = [h for _, h, _ in columns]
+    body = [[_cell(r.get(k), f) for k, _, f in columns] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+    return "\n".join([line(head), sep, *(line(b) for b in body)])
+
+
+def results_path(name: str, out: str | None = None) -> Path:
+    """`out` if given, else benchmarks/results/<name>.json (quick runs too: `quick` is inside)."""
+    return Path(out) if out else RESULTS_DIR / f"{name}.json"
+
+
+def write_results(name: str, payload: dict[str, Any], quick: bool, out: str | None = None) -> Path:
+    """The JSON document: machine info, the caveat, the arguments, then `payload`."""
+    path = results_path(name, out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "quick": quick, "machine": machine_info(), "caveat": CAVEAT, "argv": sys.argv[1:], **payload}
+    path.write_text(json.dumps(doc, indent=2, default=str))
+    return path
+
+
+def report(title: str, table: str, path: Path) -> None:
+    print(f"\n{title}\n{table}\n{CAVEAT}\nresults: {path}", flush=True)

@@ -1,0 +1,66 @@
+"""The `shoal` CLI as a user runs it (subprocess): bad input ends in one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def shoal(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("shoal: error:")]
+    assert len(errors) == 1, r.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["nosuch.key=1"], ["nosuch", "unknown key"]),
+        (["ppo.learning_rate=-0.1"], ["ppo.learning_rate", "greater than 0"]),
+        (["reward.rule_functions=[no_such_module.rewards:score]"], ["reward.rule_functions", "no_such_module"]),
+        (["model.path=/no/such/model"], ["model.path", "/no/such/model"]),
+    ],
+)
+def test_train_rejects_bad_config(overrides, needles, tmp_path):
+    sets = [a for o in overrides for a in ("--set", o)]
+    assert_one_line_error(shoal("train", *sets, "--set", f"run.runs_dir={tmp_path}"), *needles)
+
+
+def test_train_rejects_redis_that_does_not_answer(sft_models, tmp_path):
+    r = shoal("train", "--set", f"model.path={sft_models['policy']}", "--set", f"reward.reward_model_path={sft_models['reward']}",
+              "--set", "run.redis_url=redis://127.0.0.1:1/0", "--set", f"run.runs_dir={tmp_path}")
+    assert_one_line_error(r, "redis://127.0.0.1:1/0", "does not answer")
+
+
+def test_train_rm_names_the_bad_line_of_a_preference_file(sft_models, tmp_path):
+    prefs = tmp_path / "prefs.jsonl"
+    good = {"prompt": "write about ko :", "chosen": "kofa", "rejected": "mabi"}
+    prefs.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
+    r = shoal("train-rm", "--set", f"model.path={sft_models['policy']}", "--set", f"reward.reward_model_path={tmp_path}/rm",
+              "--set", f"reward.preference_file={prefs}")
+    assert_one_line_error(r, "prefs.jsonl:2", "rejected")
+
+
+def test_local_train_and_metrics_command(sft_models, tmp_path):
+    base = ["--set", f"model.path={sft_models['policy']}", "--set", f"reward.reward_model_path={sft_models['reward']}",
+            "--set", f"run.runs_dir={tmp_path}/runs", "--set", "run.mode=local", "--set", "run.total_steps=2",
+            "--set", "run.eval_prompts=8", "--set", "ppo.batch_size=16", "--set", "ppo.minibatch_size=8",
+            "--set", "rollout.num_workers=1"]
+    r = shoal("train", "--quiet", *base)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "eval/gold_reward" in r.stdout and "learner_steps" in r.stdout
+    m = shoal("metrics", "latest", "--runs-dir", f"{tmp_path}/runs")
+    assert m.returncode == 0, m.stderr[-2000:]
+    assert "learner/policy_loss" in m.stdout and "status=finished" in m.stdout

@@ -60,7 +60,7 @@ def test_reward_model_learns_gold_ordering(tmp_path, tiny_task):
     init_model(cfg, progress=False)
     s = train_reward_model(cfg, progress=False)
     assert s["pairs_train"] == 3600 and s["pairs_heldout"] == 400
-    assert s["heldout_gold_accuracy_init"] == pytest.approx(0.5, abs=0.15)
+    assert s["heldout_gold_accuracy_init"] <= 0.65  # untrained: no better than chance
     assert s["heldout_gold_accuracy"] >= 0.78
     assert s["heldout_accuracy"] > s["heldout_accuracy_init"] + 0.15
     assert s["gold_pearson"] >= 0.35

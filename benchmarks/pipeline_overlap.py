@@ -1,0 +1,205 @@
+"""Pipeline overlap: the concurrent Ray program (services.program.run_ray) against the strictly
+sequential in-process loop (services.local.run_local), on the same config and models.
+
+What is measured, per mode, from the summary dict each runner returns (wall_s, samples,
+learner_steps, dropped_stale) - end to end, i.e. including building the components (Ray
+actors and their models, or the in-process ones) and the final drain, but not `ray.init`
+(Ray is started once, before, and its start time is reported apart):
+- samples/s: rollouts generated / wall_s;
+- trained/s: learner_steps x ppo.batch_size / wall_s (samples the learner trained on);
+- steps/s: learner_steps / wall_s;
+and the Ray / local ratio of each. Because start-up is a large share of a short run, the same
+rates are also given in steady state, from the run's metrics stream in Redis (both runners
+report there under the same names): the time between the learner's first and last step
+entries, the learner steps in between, and the rollouts generated in between (one
+`rollout/samples_total` entry per generate call of `rollout.prompts_per_request` prompts).
+
+Models are built as the tests' `sft_models` fixture does (short SFT warm-up of the tiny Llama,
+then a small Bradley-Terry reward model). Both modes run the same config: 2 rollout workers,
+eval_prompts=0, 8 new tokens, sync every step, max_policy_lag 2, the transformers engine,
+and one of two workloads (WORKLOADS below): `test` = the tests' `small_config` (8 prompts per
+request, PPO batch 16, minibatch 8, 1 epoch, buffer 64) and `demo` = deploy/configs/demo.yaml's
+rollout/PPO settings (16 prompts per request, batch 64, minibatch 32, 4 epochs, buffer 128).
+The local loop builds the same 2 workers and alternates between them, one request at a time
+(the worker count gives it no parallelism; it keeps the configs identical). Ray is started
+once (timed apart) with num_cpus = max(cpu count, what the run reserves + 1), as
+`services.program.init_ray` does; it stays up (idle) during the local runs. Every process uses
+one torch thread. On 2 cores the Ray run has 4 busy processes (2 workers, 1 scorer, the
+learner) sharing them, so overlap can gain at most ~2x here.
+
+Run (from the repository root):
+    .venv/bin/python benchmarks/pipeline_overlap.py           # full: 2 workloads x 2 modes, 40 learner steps each, ~3-4 min
+    .venv/bin/python benchmarks/pipeline_overlap.py --quick   # smoke: smaller SFT/RM budgets, `test` workload, 4 steps
+Options: --steps N, --workloads test,demo, --models-dir DIR (reuse/keep the built models), --out PATH.
+Writes benchmarks/results/pipeline_overlap.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _common as C  # noqa: E402
+
+NAME = "pipeline_overlap"
+COMMON = ["run.eval_prompts=0", "rollout.num_workers=2"]
+WORKLOADS = {
+    # the tests' small_config: tiny requests and batches (per-call overheads dominate)
+    "test": ["rollout.prompts_per_request=8", "ppo.batch_size=16", "ppo.minibatch_size=8", "ppo.ppo_epochs=1", "buffer.capacity=64"],
+    # deploy/configs/demo.yaml's rollout/PPO/buffer settings: more work per call and per step
+    "demo": ["rollout.prompts_per_request=16", "ppo.batch_size=64", "ppo.minibatch_size=32", "ppo.ppo_epochs=4", "buffer.capacity=128"],
+}
+
+
+def build_models(root: Path, quick: bool) -> dict[str, str]:
+    """SFT policy + reward model like tests/conftest.py's sft_models (reused if present)."""
+    from learner.sft import init_model
+    from reward.train_rm import train_reward_model
+    from services.config import load_config
+
+    paths = {"policy": str(root / "policy"), "reward": str(root / "reward")}
+    if all((Path(p) / "config.json").is_file() for p in paths.values()):
+        return paths
+    sizes = ["model.sft_steps=20", "reward.rm_pairs=200"] if quick else ["model.sft_steps=80", "reward.rm_pairs=800"]
+    cfg = load_config(None, [f"model.path={paths['policy']}", f"reward.reward_model_path={paths['reward']}", *sizes, "reward.rm_epochs=1"])
+    init_model(cfg, progress=False)
+    train_reward_model(cfg, progress=False)
+    return paths
+
+
+def run_config(models: dict[str, str], runs_dir: Path, redis_url: str, steps: int, workload: str) -> Any:
+    from services.config import load_config
+
+    return load_config(None, [
+        f"model.path={models['policy']}", f"reward.reward_model_path={models['reward']}", f"run.name=bench-{workload}",
+        f"run.runs_dir={runs_dir}", f"run.redis_url={redis_url}", f"run.total_steps={steps}", *COMMON, *WORKLOADS[workload],
+    ])
+
+
+def steady_state(redis_url: str, run_id: str, prompts_per_request: int) -> dict[str, float]:
+    """Rates between the learner's first and last step, from the run's metrics stream."""
+    from services.metrics import MetricsReader
+
+    reader = MetricsReader(redis_url)
+    learn = [e["t"] for e in reader.history(run_id, names=["learner/policy_version"], source="learner")]
+    if len(learn) < 2:
+        return {}
+    t0, t1 = learn[0], learn[-1]
+    gens = [e for e in reader.history(run_id, names=["rollout/samples_total"]) if e["source"].startswith("rollout-")]
+    generated = sum(1 for e in gens if t0 < e["t"] <= t1) * prompts_per_request
+    span = t1 - t0
+    return {"steady_s": span, "steady_steps_per_s": (len(learn) - 1) / span, "steady_samples_per_s": generated / span}
+
+
+def measure(mode: str, workload: str, cfg: Any, redis_url: str) -> dict[str, Any]:
+    """One run of `mode` ('local' or 'ray'); its summary turned into rates."""
+    if mode == "local":
+        from services.local import run_local as runner
+    else:
+        from services.program import run_ray as runner
+    summary, outer = C.timed(lambda: runner(cfg, progress=False))
+    wall, steps = summary["wall_s"], summary["learner_steps"]
+    row = {
+        "workload": workload, "mode": mode, "workers": cfg.rollout.num_workers, "batch": cfg.ppo.batch_size, "wall_s": wall, "outer_wall_s": outer,
+        "samples": summary["samples"], "learner_steps": steps, "dropped_stale": summary.get("dropped_stale"),
+        "samples_per_s": summary["samples"] / wall, "trained_per_s": steps * cfg.ppo.batch_size / wall,
+        "steps_per_s": steps / wall, "run_id": summary["run_id"],
+    }
+    return row | steady_state(redis_url, summary["run_id"], cfg.rollout.prompts_per_request)
+
+
+RATIO_KEYS = ["samples_per_s", "trained_per_s", "steps_per_s", "steady_samples_per_s", "steady_steps_per_s"]
+
+
+def ratio_row(local: dict[str, Any], ray_: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"workload": local["workload"], "mode": "ray/local", "wall_s": ray_["wall_s"] / local["wall_s"]}
+    for k in RATIO_KEYS:
+        if k in local and k in ray_:
+            out[k] = ray_[k] / local[k]
+    return out
+
+
+def start_ray(cfg: Any) -> float:
+    """Ray started once, before the Ray runs, sized as services.program.init_ray sizes it
+    (actor logs not forwarded, to keep the output readable); returns the seconds it took."""
+    import ray
+
+    from services.program import required_resources
+
+    os.environ["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] = "1"
+    cpus = max(os.cpu_count() or 1, int(required_resources(cfg)["CPU"] + 1))
+    _, secs = C.timed(lambda: ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False))
+    return secs
+
+
+def bench_workload(workload: str, models: dict[str, str], runs_dir: Path, redis_url: str, steps: int) -> list[dict[str, Any]]:
+    """local then ray on one config; rows local, ray, ray/local (Ray must be running)."""
+    cfg = run_config(models, runs_dir, redis_url, steps, workload)
+    print(f"[{NAME}] workload {workload}: {steps} learner steps, local then ray ...", flush=True)
+    local = measure("local", workload, cfg, redis_url)
+    ray_row = measure("ray", workload, cfg, redis_url)
+    return [local, ray_row, ratio_row(local, ray_row)]
+
+
+COLUMNS = [
+    ("workload", "workload", "s"), ("batch", "batch", "d"), ("mode", "mode", "s"), ("wall_s", "wall s", ".1f"), ("samples", "samples", "d"),
+    ("learner_steps", "steps", "d"), ("samples_per_s", "samples/s", ".2f"), ("trained_per_s", "trained/s", ".2f"),
+    ("steps_per_s", "steps/s", ".3f"), ("steady_samples_per_s", "steady samples/s", ".2f"),
+    ("steady_steps_per_s", "steady steps/s", ".3f"),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke mode: smaller SFT/RM budgets, 4 learner steps")
+    p.add_argument("--steps", type=int, default=None, help="run.total_steps of every run (default 40)")
+    p.add_argument("--workloads", default=None, help=f"comma-separated from {list(WORKLOADS)} (default all; quick: test)")
+    p.add_argument("--models-dir", default=None, help="where the policy/reward models are built (reused if there)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/pipeline_overlap.json)")
+    a = p.parse_args(argv)
+    a.steps = a.steps or (4 if a.quick else 40)
+    a.workloads = (a.workloads or ("test" if a.quick else ",".join(WORKLOADS))).split(",")
+    for w in a.workloads:
+        if w not in WORKLOADS:
+            p.error(f"--workloads: unknown workload {w!r} (have {list(WORKLOADS)})")
+    return a
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    C.single_thread_env()
+    import ray
+
+    from services.metrics import EmbeddedRedis
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+        models, build_s = C.timed(lambda: build_models(Path(args.models_dir or Path(tmp) / "models"), args.quick))
+        redis = EmbeddedRedis(Path(tmp) / "metrics.rdb")
+        rows: list[dict[str, Any]] = []
+        try:
+            ray_init_s = start_ray(run_config(models, Path(tmp), redis.url, args.steps, args.workloads[0]))
+            try:
+                for w in args.workloads:
+                    rows += bench_workload(w, models, Path(tmp) / "runs", redis.url, args.steps)
+            finally:
+                ray.shutdown()
+        finally:
+            redis.close()
+    settings = {"total_steps": args.steps, "common": COMMON, "workloads": {w: WORKLOADS[w] for w in args.workloads},
+                "model_build_s": build_s, "ray_init_s": ray_init_s}
+    path = C.write_results(NAME, {"settings": settings, "rows": rows, "total_s": time.perf_counter() - t0}, args.quick, args.out)
+    title = f"Pipeline overlap: {args.steps} learner steps per run, 2 rollout workers; ray.init ({ray_init_s:.1f} s) not in wall"
+    C.report(title, C.format_table(rows, COLUMNS), path)
+    return {"rows": rows, "path": str(path)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Weight sync: seconds to broadcast the policy from the learner to N rollout workers, against
+model size and N, through Shoal's object-store path.
+
+What is measured (one sync = what `RayProgram.sync(wait=True)` does):
+1. a learner-like Ray actor takes the snapshot with the real `PPOLearner.get_weights` code
+   (detached CPU clones of the policy state_dict -> VersionedWeights) and publishes it with
+   `services.weights.ObjectStoreTransport.publish` (one `ray.put` of the whole object);
+   publish_s = snapshot_s + put_s, timed inside that actor;
+2. the driver passes the handle ([ObjectRef]) to the first N of a pool of rollout-worker-like
+   Ray actors; each one `ObjectStoreTransport.fetch`es it (`ray.get`, zero-copy torch tensors
+   with RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 from services.actors.ACTOR_ENV) and loads it in
+   place with `rollout.hf_engine.HFEngine.load_weights` (`load_state_dict`), as
+   RolloutActor.load_weights does; fetch_s and load_s are timed inside the worker (median and
+   max over workers are reported);
+3. sync_s: the driver's wall time from asking for the publish to every worker having loaded
+   (the number `weights/sync_s` reports in a run). Every worker must then serve the
+   published version (checked).
+MB is the payload (`VersionedWeights.num_bytes()`); GB/s = MB x N / sync_s (bytes delivered
+into workers per second). Each (size, N) is synced `--repeats` times, N interleaved within
+a round (1, 2, 4, 1, 2, 4, ...); the table shows medians.
+
+All actors live on this one node, so the "broadcast" is shared memory (plasma); on a cluster
+each other node pulls the object over the network once. Ray is started with num_cpus=8 (more
+logical CPUs than the 2 physical ones, as in the Ray program on this machine) and an object
+store sized for the largest model. Models are random-init Llamas from
+learner.init_model.build_model_dir; one torch thread per process.
+
+Run (from the repository root):
+    .venv/bin/python benchmarks/weight_sync.py           # full: 0.4M..100M params, 1/2/4 workers, ~3 min
+    .venv/bin/python benchmarks/weight_sync.py --quick   # smoke: 0.4M and 5M, 1/2 workers, 1 repeat
+Options: --sizes (presets below), --workers 1,2,4, --repeats, --out PATH.
+Writes benchmarks/results/weight_sync.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _common as C  # noqa: E402
+
+NAME = "weight_sync"
+# name -> (hidden_size, num_layers, num_heads); params ~ 10 h^2 L + 2 x 512 h.
+SIZES = {
+    "0.4M": (128, 2, 4),
+    "5M": (256, 8, 4),
+    "25M": (512, 9, 8),
+    "100M": (1024, 9, 16),
+}
+
+
+def actor_classes() -> tuple[Any, Any]:
+    """The two Ray actor classes (defined lazily so that --help does not import Ray)."""
+    import ray
+
+    @ray.remote
+    class PublisherActor:
+        """LearnerActor-like: owns the policy, publishes VersionedWeights via the transport."""
+
+        def __init__(self, model_dir: str) -> None:
+            C.single_thread_env()
+            from learner.init_model import load_policy
+            from services.weights import ObjectStoreTransport
+
+            self.model, _ = load_policy(model_dir)
+            self.policy_version = 0
+            self.transport = ObjectStoreTransport()
+
+        def publish(self) -> tuple[Any, dict[str, float]]:
+            from learner.ppo import PPOLearner
+
+            self.policy_version += 1
+            weights, snap_s = C.timed(lambda: PPOLearner.get_weights(self))  # the learner's own snapshot code
+            handle, put_s = C.timed(lambda: self.transport.publish(weights))
+            info = {"version": weights.version, "bytes": weights.num_bytes(), "snapshot_s": snap_s, "put_s": put_s}
+            return handle, {**info, "publish_s": snap_s + put_s}
+
+    @ray.remote
+    class LoaderActor:
+        """RolloutActor-like: an HFEngine that fetches a handle and loads it in place."""
+
+        def __init__(self, model_dir: str) -> None:
+            C.single_thread_env()
+            from rollout.hf_engine import HFEngine
+            from services.weights import ObjectStoreTransport
+
+            self.engine = HFEngine(model_dir, max_new_tokens=1)
+            self.transport = ObjectStoreTransport()
+
+        def load_weights(self, handle: Any) -> dict[str, float]:
+            weights, fetch_s = C.timed(lambda: self.transport.fetch(handle))
+            _, load_s = C.timed(lambda: self.engine.load_weights(weights))
+            return {"fetch_s": fetch_s, "load_s": load_s, "version": self.engine.policy_version}
+
+    return PublisherActor, LoaderActor
+
+
+def init_ray(largest_bytes: int) -> float:
+    """Start a local Ray with an object store big enough for a few copies of the largest model."""
+    import ray
+
+    os.environ["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] = "1"
+    store = max(512 << 20, 4 * largest_bytes)
+    _, secs = C.timed(lambda: ray.init(num_cpus=8, object_store_memory=store, include_dashboard=False, log_to_driver=False))
+    return secs
+
+
+def one_sync(publisher: Any, workers: list[Any]) -> dict[str, Any]:
+    """Publish once, load on every worker; the driver's wall time and the actors' timings."""
+    import ray
+
+    t0 = time.perf_counter()
+    handle, pub = ray.get(publisher.publish.remote())
+    loads = ray.get([w.load_weights.remote(handle) for w in workers])
+    sync_s = time.perf_counter() - t0
+    bad = [x["version"] for x in loads if x["version"] != pub["version"]]
+    if bad:
+        raise RuntimeError(f"workers serve versions {bad}, published {pub['version']}")
+    return {**pub, "sync_s": sync_s, "fetch": [x["fetch_s"] for x in loads], "load": [x["load_s"] for x in loads]}
+
+
+def summarize(size: str, params: int, n: int, syncs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the repeats (per-worker numbers: median and max over workers first)."""
+    med = lambda key: C.median([s[key] for s in syncs])  # noqa: E731
+    per = lambda key, f: C.median([f(s[key]) for s in syncs])  # noqa: E731
+    mb = syncs[0]["bytes"] / 1e6
+    sync_s = med("sync_s")
+    return {
+        "size": size, "params_m": params / 1e6, "mb": mb, "workers": n, "snapshot_s": med("snapshot_s"),
+        "put_s": med("put_s"), "publish_s": med("publish_s"), "fetch_s": per("fetch", C.median), "fetch_max_s": per("fetch", max),
+        "load_s": per("load", C.median), "load_max_s": per("load", max), "sync_s": sync_s,
+        "gb_per_s": mb * n / 1e3 / sync_s, "sync_s_all": [round(s["sync_s"], 4) for s in syncs],
+    }
+
+
+def bench_size(size: str, model_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One publisher and max(workers) loaders for this size; N interleaved over rounds."""
+    import ray
+
+    from services.actors import ACTOR_ENV
+
+    Publisher, Loader = actor_classes()
+    opts = {"num_cpus": 1, "runtime_env": {"env_vars": ACTOR_ENV}}
+    publisher = Publisher.options(**opts).remote(str(model_dir))
+    pool = [Loader.options(**opts).remote(str(model_dir)) for _ in range(max(args.workers))]
+    try:
+        one_sync(publisher, pool)  # warm-up: actors built, first put/get paid
+        syncs: dict[int, list] = {n: [] for n in args.workers}
+        for _ in range(args.repeats):
+            for n in args.workers:
+                syncs[n].append(one_sync(publisher, pool[:n]))
+    finally:
+        for a in [publisher, *pool]:
+            ray.kill(a)
+    params = C.count_params(model_dir)
+    return [summarize(size, params, n, syncs[n]) for n in args.workers]
+
+
+COLUMNS = [
+    ("size", "size", "s"), ("params_m", "params (M)", ".2f"), ("mb", "MB", ".1f"), ("workers", "workers", "d"),
+    ("publish_s", "publish s", ".3f"), ("fetch_s", "fetch s", ".4f"), ("load_s", "load s", ".3f"),
+    ("load_max_s", "load max s", ".3f"), ("sync_s", "sync s", ".3f"), ("gb_per_s", "GB/s", ".2f"),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke mode: 0.4M and 5M params, 1 and 2 workers, 1 repeat")
+    p.add_argument("--sizes", default=None, help=f"comma-separated presets from {list(SIZES)} (default all)")
+    p.add_argument("--workers", default=None, help="comma-separated worker counts (default 1,2,4)")
+    p.add_argument("--repeats", type=int, default=None, help="syncs per (size, workers) (default 5)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/weight_sync.json)")
+    a = p.parse_args(argv)
+    q = a.quick
+    a.sizes = (a.sizes or ("0.4M,5M" if q else ",".join(SIZES))).split(",")
+    a.workers = [int(x) for x in (a.workers or ("1,2" if q else "1,2,4")).split(",")]
+    a.repeats = a.repeats or (1 if q else 5)
+    for s in a.sizes:
+        if s not in SIZES:
+            p.error(f"--sizes: unknown size {s!r} (have {list(SIZES)})")
+    return a
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    C.single_thread_env()
+    import ray
+
+    t0, rows = time.perf_counter(), []
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+        dirs = {s: C.build_random_model(Path(tmp) / s, *SIZES[s]) for s in args.sizes}
+        largest = max(C.count_params(d) for d in dirs.values()) * 4
+        ray_init_s = init_ray(largest)
+        try:
+            for size, d in dirs.items():
+                print(f"[{NAME}] {size}: {C.count_params(d) / 1e6:.2f}M params, workers {args.workers} ...", flush=True)
+                rows += bench_size(size, d, args)
+        finally:
+            ray.shutdown()
+    settings = {"workers": args.workers, "repeats": args.repeats, "ray_init_s": ray_init_s, "transport": "object_store", "zero_copy": True}
+    path = C.write_results(NAME, {"settings": settings, "rows": rows, "total_s": time.perf_counter() - t0}, args.quick, args.out)
+    title = f"Weight sync (object store, one node): medians of {args.repeats} syncs; fetch/load = median over workers"
+    C.report(title, C.format_table(rows, COLUMNS), path)
+    return {"rows": rows, "path": str(path)}
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,10 @@ rates are also given in steady state, from the run's metrics stream in Redis (bo
 report there under the same names): the time between the learner's first and last step
 entries, the learner steps in between, and the rollouts generated in between (one
 `rollout/samples_total` entry per generate call of `rollout.prompts_per_request` prompts).
+In that window it also reports learner busy (sum of `learner/step_s` / window: ~1 means the
+run is learner-bound) and generate busy (sum of every worker's `rollout/generate_s` /
+window; above 1 when workers generate at the same time). For the local loop these are the
+shares of its time; 1 / the largest share bounds what any overlap could gain.
 
 Models are built as the tests' `sft_models` fixture does (short SFT warm-up of the tiny Llama,
 then a small Bradley-Terry reward model). Both modes run the same config: 2 rollout workers,
@@ -84,18 +88,26 @@ def run_config(models: dict[str, str], runs_dir: Path, redis_url: str, steps: in
 
 
 def steady_state(redis_url: str, run_id: str, prompts_per_request: int) -> dict[str, float]:
-    """Rates between the learner's first and last step, from the run's metrics stream."""
+    """Rates between the learner's first and last step entries, from the run's metrics stream;
+    plus how busy the learner (sum of learner/step_s) and the workers (sum of
+    rollout/generate_s over workers; > 1 when they generate in parallel) were in that window."""
     from services.metrics import MetricsReader
 
     reader = MetricsReader(redis_url)
-    learn = [e["t"] for e in reader.history(run_id, names=["learner/policy_version"], source="learner")]
+    learn = reader.history(run_id, names=["learner/policy_version", "learner/step_s"], source="learner")
     if len(learn) < 2:
         return {}
-    t0, t1 = learn[0], learn[-1]
-    gens = [e for e in reader.history(run_id, names=["rollout/samples_total"]) if e["source"].startswith("rollout-")]
-    generated = sum(1 for e in gens if t0 < e["t"] <= t1) * prompts_per_request
+    t0, t1 = learn[0]["t"], learn[-1]["t"]
     span = t1 - t0
-    return {"steady_s": span, "steady_steps_per_s": (len(learn) - 1) / span, "steady_samples_per_s": generated / span}
+    gens = [e for e in reader.history(run_id, names=["rollout/samples_total", "rollout/generate_s"])
+            if e["source"].startswith("rollout-") and t0 < e["t"] <= t1]
+    return {
+        "steady_s": span,
+        "steady_steps_per_s": (len(learn) - 1) / span,
+        "steady_samples_per_s": len(gens) * prompts_per_request / span,
+        "learner_busy": sum(e["data"].get("learner/step_s", 0.0) for e in learn[1:]) / span,
+        "generate_busy": sum(e["data"].get("rollout/generate_s", 0.0) for e in gens) / span,
+    }
 
 
 def measure(mode: str, workload: str, cfg: Any, redis_url: str) -> dict[str, Any]:
@@ -115,7 +127,7 @@ def measure(mode: str, workload: str, cfg: Any, redis_url: str) -> dict[str, Any
     return row | steady_state(redis_url, summary["run_id"], cfg.rollout.prompts_per_request)
 
 
-RATIO_KEYS = ["samples_per_s", "trained_per_s", "steps_per_s", "steady_samples_per_s", "steady_steps_per_s"]
+RATIO_KEYS = ["samples_per_s", "trained_per_s", "steps_per_s", "steady_samples_per_s", "steady_steps_per_s"]  # ray / local
 
 
 def ratio_row(local: dict[str, Any], ray_: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +164,8 @@ COLUMNS = [
     ("workload", "workload", "s"), ("batch", "batch", "d"), ("mode", "mode", "s"), ("wall_s", "wall s", ".1f"), ("samples", "samples", "d"),
     ("learner_steps", "steps", "d"), ("samples_per_s", "samples/s", ".2f"), ("trained_per_s", "trained/s", ".2f"),
     ("steps_per_s", "steps/s", ".3f"), ("steady_samples_per_s", "steady samples/s", ".2f"),
-    ("steady_steps_per_s", "steady steps/s", ".3f"),
+    ("steady_steps_per_s", "steady steps/s", ".3f"), ("learner_busy", "learner busy", ".2f"),
+    ("generate_busy", "generate busy", ".2f"),
 ]
 
 

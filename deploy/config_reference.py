@@ -1,4 +1,8 @@
-"""The config reference, generated from the pydantic models' field descriptions."""
+"""The config reference, generated from the pydantic models' field descriptions.
+
+`python -m deploy.config_reference --write README.md` refreshes the README's section between
+the BEGIN/END markers; a unit test fails when the README is out of date.
+"""
 
 from __future__ import annotations
 
@@ -25,3 +29,24 @@ def config_reference() -> str:
             out.append(f"| `{section}.{name}` | `{_type_name(f.annotation)}` | `{default!r}` | {f.description} |")
         out.append("")
     return "\n".join(out)
+
+
+BEGIN, END = "<!-- BEGIN CONFIG REFERENCE -->", "<!-- END CONFIG REFERENCE -->"
+
+
+def with_reference(readme: str) -> str:
+    """The README text with its generated section replaced by the current reference."""
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{config_reference()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        path = Path(sys.argv[2])
+        path.write_text(with_reference(path.read_text()))
+    else:
+        print(config_reference())

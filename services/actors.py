@@ -25,6 +25,10 @@ ACTOR_ENV = {
     "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "OMP_NUM_THREADS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    # zero-copy tensors are read-only views; engines copy them into their own parameters
+    "PYTHONWARNINGS": "ignore:The given NumPy array is not writable,ignore:Zero-copy tensor serialization",
 }
 
 

@@ -46,6 +46,22 @@ class PromptSource(Protocol):
 
 
 @runtime_checkable
+class TextEnvironment(Protocol):
+    """A multi-turn text task (a POMDP): reset -> first observation; step(action) ->
+    (observation, reward, done, info). Illegal or unparsable actions get the task's penalty and
+    a message in the observation, never an exception. `legal_actions()` lists the action set
+    when it is small (None when free text), for max-over-actions Q-learning."""
+
+    name: str
+
+    def reset(self, seed: int | None = None) -> str: ...
+
+    def step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]: ...
+
+    def legal_actions(self) -> list[str] | None: ...
+
+
+@runtime_checkable
 class RewardScorer(Protocol):
     """Scores rollouts in batches: one RewardTerms per rollout, same order.
 
@@ -158,6 +174,7 @@ __all__ = [
     "MetricsSink",
     "NullMetrics",
     "ListMetrics",
+    "TextEnvironment",
     "Prompt",
     "Rollout",
     "RewardTerms",

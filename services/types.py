@@ -128,3 +128,60 @@ def policy_lag(learner_version: int, sample_version: int) -> int:
 def is_stale(learner_version: int, sample_version: int, max_policy_lag: int) -> bool:
     """The one staleness rule: a sample older than `max_policy_lag` steps is not trained on."""
     return policy_lag(learner_version, sample_version) > max_policy_lag
+
+
+# ---- multi-turn language RL (POMDPs, R2D2 replay, ILQL) ------------------------------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One step of a text episode: the agent saw `observation`, said `action`, and got
+    `reward`; `done` ends the episode. The history (o_1, a_1, ..., o_t) is the POMDP state."""
+
+    observation: str
+    action: str
+    reward: float
+    done: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A whole multi-turn episode as produced by a rollout worker or `shoal collect` (JSONL).
+
+    turns: [T] in order; the last one has done=True unless the episode was truncated.
+    policy_version: the weights that acted (-1 for scripted/offline policies).
+    """
+
+    episode_id: str
+    task: str
+    turns: list[Turn]
+    policy_version: int = -1
+    worker_id: str = ""
+
+    @property
+    def total_return(self) -> float:
+        return float(sum(t.reward for t in self.turns))
+
+
+@dataclass(frozen=True)
+class SequenceItem:
+    """An R2D2 replay item: burn_in_length + trace_length + 1 consecutive turns of ONE episode.
+
+    start: index in the episode of the item's first turn.
+    observations, actions, rewards, dones, mask: [L] each, L = burn_in + trace + 1; turns past
+        the episode end are padding (empty strings, 0 reward, done=True, mask 0).
+    start_state: the recurrent state ENTERING turn `start` (numpy float32, e.g. [2, H] for an
+        LSTM's (h, c)); one per item, never per turn (Kapturowski et al. 2019).
+    policy_version: the weights that produced the turns (and the stored state).
+    """
+
+    episode_id: str
+    start: int
+    observations: list[str]
+    actions: list[str]
+    rewards: list[float]
+    dones: list[bool]
+    mask: list[float]
+    start_state: Any
+    policy_version: int

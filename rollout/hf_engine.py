@@ -30,6 +30,7 @@ import torch
 
 from learner.init_model import load_policy
 from services.types import Prompt, Rollout, VersionedWeights
+from rollout.stats import generation_stats
 
 GREEDY_TEMPERATURE = 1e-5
 
@@ -158,12 +159,7 @@ class HFEngine:
         return Rollout(prompt, ids, text, lps, self.policy_version, self.worker_id, reason)
 
     def _record_generate(self, rollouts: list[Rollout], seconds: float) -> None:
-        tokens = sum(len(r.response_ids) for r in rollouts)
-        self.last_stats.update({
-            "rollout/generate_s": seconds,
-            "rollout/tokens_per_s": tokens / max(seconds, 1e-9),
-            "rollout/samples_per_s": len(rollouts) / max(seconds, 1e-9),
-        })
+        self.last_stats.update(generation_stats(rollouts, seconds))
 
     # ---- weights and scoring ----------------------------------------------------------------
 

@@ -58,6 +58,7 @@ import torch
 
 from rollout.hf_engine import GREEDY_TEMPERATURE, sampling_logprobs
 from services.types import Prompt, Rollout, VersionedWeights
+from rollout.stats import generation_stats
 
 WeightPayload = list[tuple[str, str, list[int], bytes]]
 
@@ -201,12 +202,7 @@ class VLLMEngine:
         return Rollout(prompt, ids, out.text, lps, self.policy_version, self.worker_id, reason)
 
     def _record_generate(self, rollouts: list[Rollout], seconds: float) -> None:
-        tokens = sum(len(r.response_ids) for r in rollouts)
-        self.last_stats.update({
-            "rollout/generate_s": seconds,
-            "rollout/tokens_per_s": tokens / max(seconds, 1e-9),
-            "rollout/samples_per_s": len(rollouts) / max(seconds, 1e-9),
-        })
+        self.last_stats.update(generation_stats(rollouts, seconds))
 
     # ---- weights and scoring ----------------------------------------------------------------
 

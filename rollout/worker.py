@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from rollout.stats import generation_stats
 from services.core import MetricsSink, NullMetrics, RolloutEngine
 from services.types import Prompt, Rollout, VersionedWeights
 
@@ -28,21 +29,12 @@ class RolloutWorker:
     def generate(self, prompts: Sequence[Prompt]) -> list[Rollout]:
         t0 = time.perf_counter()
         rollouts = self.engine.generate(prompts)
-        dt = max(time.perf_counter() - t0, 1e-9)
-        n_tok = sum(len(r.response_ids) for r in rollouts)
+        stats = generation_stats(rollouts, time.perf_counter() - t0)
         self.samples += len(rollouts)
-        self.tokens += n_tok
-        self.last_rates = {"tokens_per_s": n_tok / dt, "samples_per_s": len(rollouts) / dt}
-        self.metrics.log(
-            {
-                "rollout/tokens_per_s": n_tok / dt,
-                "rollout/samples_per_s": len(rollouts) / dt,
-                "rollout/generate_s": dt,
-                "rollout/policy_version": float(self.policy_version),
-                "rollout/samples_total": float(self.samples),
-            },
-            step=self.policy_version,
-        )
+        self.tokens += sum(len(r.response_ids) for r in rollouts)
+        self.last_rates = {"tokens_per_s": stats["rollout/tokens_per_s"], "samples_per_s": stats["rollout/samples_per_s"]}
+        stats |= {"rollout/policy_version": float(self.policy_version), "rollout/samples_total": float(self.samples)}
+        self.metrics.log(stats, step=self.policy_version)
         return rollouts
 
     def load_weights(self, weights: VersionedWeights) -> dict[str, float]:

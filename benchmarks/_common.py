@@ -8,13 +8,15 @@ repository root on `sys.path` (so `python benchmarks/<name>.py` and
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -75,7 +77,7 @@ def count_params(model_dir: str | Path) -> int:
     total = 0
     for f in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(f), framework="pt") as st:
-            for name in st.keys():
+            for name in st.keys():  # noqa: SIM118 (safe_open handles are not iterable)
                 shape = st.get_slice(name).get_shape()
                 n = 1
                 for d in shape:
@@ -111,7 +113,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def _cell(value: Any, fmt: str) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return "nan"
     try:
         return format(value, fmt)
@@ -124,7 +126,7 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]
     head = [h for _, h, _ in columns]
     body = [[_cell(r.get(k), f) for k, _, f in columns] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
     return "\n".join([line(head), sep, *(line(b) for b in body)])
 

@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 NAME = "rollout_throughput"
 # name -> (hidden_size, num_layers, num_heads); head_dim = hidden / heads >= 32 for vLLM CPU.
@@ -114,8 +114,9 @@ class Child:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--model-dir", str(model_dir),
                "--prompts", str(args.prompts), "--max-new-tokens", str(args.max_new_tokens)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING"}
-        self.engine, self.log = engine, tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=C.ROOT)
+        self.engine, self.log = engine, tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env=env, cwd=C.ROOT)
         self.ready = self._read("BENCH_READY")
 
     def _read(self, tag: str) -> dict[str, Any]:
@@ -186,7 +187,7 @@ def add_ratio(rows: list[dict[str, Any]], calls: dict[str, list[dict[str, Any]]]
     (vLLM tokens/s / transformers tokens/s, the two calls of one round)."""
     if not {"vllm", "transformers"} <= set(calls):
         return
-    rate = lambda c: c["tokens"] / c["generate_s"]  # noqa: E731
+    rate = lambda c: c["tokens"] / c["generate_s"]
     paired = [rate(v) / rate(h) for v, h in zip(calls["vllm"], calls["transformers"])]
     for r in rows:
         r["vllm_over_hf"], r["vllm_over_hf_rounds"] = C.median(paired), [round(x, 3) for x in paired]
@@ -232,9 +233,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         rows = [r for size in args.sizes for r in bench_size(size, Path(tmp), args)]
-    settings = {"prompts": args.prompts, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "temperature": 1.0, "top_k": 0}
-    path = C.write_results(NAME, {"settings": settings, "rows": rows, "total_s": time.perf_counter() - t0}, args.quick, args.out)
-    title = f"Rollout throughput: {args.prompts} prompts x {args.max_new_tokens} new tokens, median of {args.repeats}, 1 torch thread"
+    settings = {"prompts": args.prompts, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
+                "temperature": 1.0, "top_k": 0}
+    payload = {"settings": settings, "rows": rows, "total_s": time.perf_counter() - t0}
+    path = C.write_results(NAME, payload, args.quick, args.out)
+    title = (f"Rollout throughput: {args.prompts} prompts x {args.max_new_tokens} new tokens, "
+             f"median of {args.repeats} alternating rounds, 1 torch thread")
     C.report(title, C.format_table(rows, COLUMNS), path)
     return {"rows": rows, "path": str(path)}
 

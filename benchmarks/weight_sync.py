@@ -7,8 +7,9 @@ What is measured (one sync = what `RayProgram.sync(wait=True)` does):
    `services.weights.ObjectStoreTransport.publish` (one `ray.put` of the whole object);
    publish_s = snapshot_s + put_s, timed inside that actor;
 2. the driver passes the handle ([ObjectRef]) to the first N of a pool of rollout-worker-like
-   Ray actors; each one `ObjectStoreTransport.fetch`es it (`ray.get`, zero-copy torch tensors
-   with RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 from services.actors.ACTOR_ENV) and loads it in
+   Ray actors (one pool for all sizes; each actor's model is swapped between sizes); each
+   one `ObjectStoreTransport.fetch`es it (`ray.get`, zero-copy torch tensors with
+   RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 from services.actors.ACTOR_ENV) and loads it in
    place with `rollout.hf_engine.HFEngine.load_weights` (`load_state_dict`), as
    RolloutActor.load_weights does; fetch_s and load_s are timed inside the worker (median and
    max over workers are reported);
@@ -17,7 +18,8 @@ What is measured (one sync = what `RayProgram.sync(wait=True)` does):
    published version (checked).
 MB is the payload (`VersionedWeights.num_bytes()`); GB/s = MB x N / sync_s (bytes delivered
 into workers per second). Each (size, N) is synced `--repeats` times, N interleaved within
-a round (1, 2, 4, 1, 2, 4, ...); the table shows medians.
+a round (1, 2, 4, 1, 2, 4, ...); the table shows medians, and the fastest sync (sync min s,
+the cost with the least interference from other jobs).
 
 All actors live on this one node, so the "broadcast" is shared memory (plasma); on a cluster
 each other node pulls the object over the network once. Ray is started with num_cpus=8 (more
@@ -44,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 NAME = "weight_sync"
 # name -> (hidden_size, num_layers, num_heads); params ~ 10 h^2 L + 2 x 512 h.
@@ -64,14 +66,18 @@ def actor_classes() -> tuple[Any, Any]:
     class PublisherActor:
         """LearnerActor-like: owns the policy, publishes VersionedWeights via the transport."""
 
-        def __init__(self, model_dir: str) -> None:
+        def __init__(self) -> None:
             C.single_thread_env()
-            from learner.init_model import load_policy
             from services.weights import ObjectStoreTransport
 
+            self.model, self.transport = None, ObjectStoreTransport()
+
+        def setup(self, model_dir: str) -> None:
+            from learner.init_model import load_policy
+
+            self.model = None
             self.model, _ = load_policy(model_dir)
             self.policy_version = 0
-            self.transport = ObjectStoreTransport()
 
         def publish(self) -> tuple[Any, dict[str, float]]:
             from learner.ppo import PPOLearner
@@ -86,13 +92,17 @@ def actor_classes() -> tuple[Any, Any]:
     class LoaderActor:
         """RolloutActor-like: an HFEngine that fetches a handle and loads it in place."""
 
-        def __init__(self, model_dir: str) -> None:
+        def __init__(self) -> None:
             C.single_thread_env()
-            from rollout.hf_engine import HFEngine
             from services.weights import ObjectStoreTransport
 
+            self.engine, self.transport = None, ObjectStoreTransport()
+
+        def setup(self, model_dir: str) -> None:
+            from rollout.hf_engine import HFEngine
+
+            self.engine = None
             self.engine = HFEngine(model_dir, max_new_tokens=1)
-            self.transport = ObjectStoreTransport()
 
         def load_weights(self, handle: Any) -> dict[str, float]:
             weights, fetch_s = C.timed(lambda: self.transport.fetch(handle))
@@ -128,37 +138,39 @@ def one_sync(publisher: Any, workers: list[Any]) -> dict[str, Any]:
 
 def summarize(size: str, params: int, n: int, syncs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the repeats (per-worker numbers: median and max over workers first)."""
-    med = lambda key: C.median([s[key] for s in syncs])  # noqa: E731
-    per = lambda key, f: C.median([f(s[key]) for s in syncs])  # noqa: E731
+    med = lambda key: C.median([s[key] for s in syncs])
+    per = lambda key, f: C.median([f(s[key]) for s in syncs])
     mb = syncs[0]["bytes"] / 1e6
     sync_s = med("sync_s")
     return {
         "size": size, "params_m": params / 1e6, "mb": mb, "workers": n, "snapshot_s": med("snapshot_s"),
-        "put_s": med("put_s"), "publish_s": med("publish_s"), "fetch_s": per("fetch", C.median), "fetch_max_s": per("fetch", max),
+        "put_s": med("put_s"), "publish_s": med("publish_s"),
+        "fetch_s": per("fetch", C.median), "fetch_max_s": per("fetch", max),
         "load_s": per("load", C.median), "load_max_s": per("load", max), "sync_s": sync_s,
-        "gb_per_s": mb * n / 1e3 / sync_s, "sync_s_all": [round(s["sync_s"], 4) for s in syncs],
+        "sync_min_s": min(s["sync_s"] for s in syncs), "gb_per_s": mb * n / 1e3 / sync_s,
+        "sync_s_all": [round(s["sync_s"], 4) for s in syncs],
     }
 
 
-def bench_size(size: str, model_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One publisher and max(workers) loaders for this size; N interleaved over rounds."""
-    import ray
-
+def start_actors(n_workers: int) -> tuple[Any, list[Any]]:
+    """One publisher and n_workers loaders, reused for every size (setup() swaps the model)."""
     from services.actors import ACTOR_ENV
 
     Publisher, Loader = actor_classes()
     opts = {"num_cpus": 1, "runtime_env": {"env_vars": ACTOR_ENV}}
-    publisher = Publisher.options(**opts).remote(str(model_dir))
-    pool = [Loader.options(**opts).remote(str(model_dir)) for _ in range(max(args.workers))]
-    try:
-        one_sync(publisher, pool)  # warm-up: actors built, first put/get paid
-        syncs: dict[int, list] = {n: [] for n in args.workers}
-        for _ in range(args.repeats):
-            for n in args.workers:
-                syncs[n].append(one_sync(publisher, pool[:n]))
-    finally:
-        for a in [publisher, *pool]:
-            ray.kill(a)
+    return Publisher.options(**opts).remote(), [Loader.options(**opts).remote() for _ in range(n_workers)]
+
+
+def bench_size(size: str, model_dir: Path, publisher: Any, pool: list[Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Load this size everywhere, warm up, then sync with N = each worker count, interleaved."""
+    import ray
+
+    ray.get([a.setup.remote(str(model_dir)) for a in [publisher, *pool]])
+    one_sync(publisher, pool)  # warm-up: first put/get of this size paid
+    syncs: dict[int, list] = {n: [] for n in args.workers}
+    for _ in range(args.repeats):
+        for n in args.workers:
+            syncs[n].append(one_sync(publisher, pool[:n]))
     params = C.count_params(model_dir)
     return [summarize(size, params, n, syncs[n]) for n in args.workers]
 
@@ -166,7 +178,8 @@ def bench_size(size: str, model_dir: Path, args: argparse.Namespace) -> list[dic
 COLUMNS = [
     ("size", "size", "s"), ("params_m", "params (M)", ".2f"), ("mb", "MB", ".1f"), ("workers", "workers", "d"),
     ("publish_s", "publish s", ".3f"), ("put_s", "put s", ".3f"), ("fetch_s", "fetch s", ".4f"), ("load_s", "load s", ".3f"),
-    ("load_max_s", "load max s", ".3f"), ("sync_s", "sync s", ".3f"), ("gb_per_s", "GB/s", ".2f"),
+    ("load_max_s", "load max s", ".3f"), ("sync_s", "sync s", ".3f"), ("sync_min_s", "sync min s", ".3f"),
+    ("gb_per_s", "GB/s", ".2f"),
 ]
 
 
@@ -175,13 +188,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke mode: 0.4M and 5M params, 1 and 2 workers, 1 repeat")
     p.add_argument("--sizes", default=None, help=f"comma-separated presets from {list(SIZES)} (default all)")
     p.add_argument("--workers", default=None, help="comma-separated worker counts (default 1,2,4)")
-    p.add_argument("--repeats", type=int, default=None, help="syncs per (size, workers) (default 5)")
+    p.add_argument("--repeats", type=int, default=None, help="syncs per (size, workers) (default 9)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/weight_sync.json)")
     a = p.parse_args(argv)
     q = a.quick
     a.sizes = (a.sizes or ("0.4M,5M" if q else ",".join(SIZES))).split(",")
     a.workers = [int(x) for x in (a.workers or ("1,2" if q else "1,2,4")).split(",")]
-    a.repeats = a.repeats or (1 if q else 5)
+    a.repeats = a.repeats or (1 if q else 9)
     for s in a.sizes:
         if s not in SIZES:
             p.error(f"--sizes: unknown size {s!r} (have {list(SIZES)})")
@@ -199,13 +212,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         largest = max(C.count_params(d) for d in dirs.values()) * 4
         ray_init_s = init_ray(largest)
         try:
+            publisher, pool = start_actors(max(args.workers))
             for size, d in dirs.items():
                 print(f"[{NAME}] {size}: {C.count_params(d) / 1e6:.2f}M params, workers {args.workers} ...", flush=True)
-                rows += bench_size(size, d, args)
+                rows += bench_size(size, d, publisher, pool, args)
         finally:
             ray.shutdown()
-    settings = {"workers": args.workers, "repeats": args.repeats, "ray_init_s": ray_init_s, "transport": "object_store", "zero_copy": True}
-    path = C.write_results(NAME, {"settings": settings, "rows": rows, "total_s": time.perf_counter() - t0}, args.quick, args.out)
+    settings = {"workers": args.workers, "repeats": args.repeats, "ray_init_s": ray_init_s, "transport": "object_store"}
+    payload = {"settings": settings, "rows": rows, "total_s": time.perf_counter() - t0}
+    path = C.write_results(NAME, payload, args.quick, args.out)
     title = f"Weight sync (object store, one node): medians of {args.repeats} syncs; fetch/load = median over workers"
     C.report(title, C.format_table(rows, COLUMNS), path)
     return {"rows": rows, "path": str(path)}

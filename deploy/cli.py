@@ -4,8 +4,12 @@
     shoal init-model [CONFIG]       BPE tokenizer + tiny Llama + SFT warm-up -> model.path
     shoal train-rm [CONFIG]         Bradley-Terry reward model -> reward.reward_model_path
     shoal train CONFIG              PPO through Ray actors (the `ray job submit` entrypoint)
-    shoal metrics RUN               latest metrics of a run (RUN: id, id prefix, or `latest`)
+    shoal metrics RUN [--follow]    latest metrics of a run (RUN: id, id prefix, or `latest`);
+                                    --follow prints new values until the run ends
+    shoal dashboard                 the web dashboard (live charts of every run in the store)
     shoal config [CONFIG]           print the resolved config (`--reference`: field reference)
+    shoal collect ENV --policy P[,P] --episodes N --out FILE.jsonl [--seed S]
+                                    scripted policies in a text environment -> episodes JSONL
 
 Every command takes `--set path=value` overrides. Known problems (bad config, missing model,
 unreachable Redis, malformed preference file) end with one `shoal: error: ...` line and exit
@@ -91,8 +95,58 @@ def cmd_metrics(args: argparse.Namespace) -> None:
         run_id = reader.resolve_run(args.run)
         info = reader.run_info(run_id)
         print(f"run {run_id}  status={info.get('status')}")
-        print(format_latest_table(reader.latest(run_id), reader.workers(run_id)))
+        since = _last_id(reader, run_id) if args.follow else None
+        print(format_latest_table(reader.latest(run_id), reader.workers(run_id)), flush=True)
+        if args.follow:
+            _follow(reader, run_id, since, args)
     finally:
+        if embedded is not None:
+            embedded.close()
+
+
+def _last_id(reader: Any, run_id: str) -> str:
+    from services.dashboard.follow import last_id
+
+    return last_id(reader, run_id)
+
+
+def _follow(reader: Any, run_id: str, since: str, args: argparse.Namespace) -> None:
+    from services.dashboard.follow import follow
+
+    only = [p for p in (args.only or "").split(",") if p] or None
+    print(f"[shoal] following {run_id} (Ctrl-C to stop)", flush=True)
+    try:
+        follow(reader, run_id, since, args.interval, only, out=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("[shoal] stopped following", flush=True)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    import signal
+
+    from pydantic import ValidationError
+
+    from services.config import DashboardSection, format_validation_error
+    from services.dashboard import start_dashboard
+    from services.metrics import resolve_redis
+
+    try:
+        d = DashboardSection(host=args.host, port=args.port, token=args.token, poll_interval_s=args.poll_interval)
+    except ValidationError as e:
+        raise ConfigError("dashboard." + format_validation_error(e)) from None
+    url, embedded = resolve_redis(args.redis_url, args.runs_dir)
+    server = None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
+    try:
+        server = start_dashboard(url, d.host, d.port, d.token, d.poll_interval_s, background=False)
+        moved = f"  (port {server.moved_from} was busy)" if server.moved_from else ""
+        print(f"[shoal] dashboard: {server.url}{moved}  (read-only; Ctrl-C to stop)", flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("[shoal] dashboard stopped", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
         if embedded is not None:
             embedded.close()
 
@@ -104,6 +158,39 @@ def cmd_config(args: argparse.Namespace) -> None:
         print(config_reference())
         return
     print(dump_config(_load(args)), end="")
+
+
+def cmd_collect(args: argparse.Namespace) -> None:
+    from rollout.envs.collector import build_collection, format_summary, parse_env_args, run_collection
+
+    try:
+        env, policies = build_collection(args.env, args.policy, parse_env_args(args.env_arg))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+    def warn(dropped: Any) -> None:
+        print(f"shoal: warning: {dropped}", file=sys.stderr, flush=True)
+
+    result = run_collection(env, policies, args.episodes, args.out, args.seed, args.max_turns, on_drop=warn)
+    print(format_summary(env, result, args.out), flush=True)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _add_collect_parser(sub: Any) -> None:
+    sc = sub.add_parser("collect", help="run scripted policies in a text environment, write episodes as JSONL")
+    sc.add_argument("env", help="built-in environment (cue_recall, maze_fo, maze_po, wordle) or module:factory")
+    sc.add_argument("--policy", required=True, help="comma-separated policy names (e.g. optimal,mediocre,random) or module:factory")
+    sc.add_argument("--episodes", type=_positive_int, required=True, help="number of episodes; policies take turns")
+    sc.add_argument("--out", required=True, help="output JSONL file")
+    sc.add_argument("--seed", type=int, default=0, help="seed of the episode reset seeds")
+    sc.add_argument("--max-turns", type=_positive_int, default=500, help="cut an episode after this many actions")
+    sc.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help="environment keyword, e.g. --env-arg corridor_length=15")
+    sc.set_defaults(fn=cmd_collect)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,12 +214,30 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("run", nargs="?", default="latest", help="run id, unique prefix, or `latest`")
     sm.add_argument("--redis-url", default=os.environ.get("SHOAL_REDIS_URL"), help="metrics Redis (default: the embedded store in --runs-dir)")
     sm.add_argument("--runs-dir", default="runs", help="runs directory holding the embedded store")
+    sm.add_argument("--follow", "-f", action="store_true", help="then print new values until the run ends (Ctrl-C to stop)")
+    sm.add_argument("--interval", type=float, default=1.0, help="--follow: seconds between polls")
+    sm.add_argument("--only", default=None, metavar="PREFIXES", help="--follow: comma-separated name prefixes, e.g. reward/,learner/kl_ref")
     sm.set_defaults(fn=cmd_metrics)
+    sd = sub.add_parser("dashboard", help="serve the web dashboard (read-only)")
+    sd.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs --token")
+    sd.add_argument("--port", type=int, default=8420, help="TCP port (the next free one if busy)")
+    sd.add_argument("--token", default=None, help="access token for the API (default: env SHOAL_DASHBOARD_TOKEN)")
+    sd.add_argument("--poll-interval", type=float, default=2.0, help="seconds between the page's polls")
+    sd.add_argument("--redis-url", default=os.environ.get("SHOAL_REDIS_URL"), help="metrics Redis (default: the embedded store in --runs-dir)")
+    sd.add_argument("--runs-dir", default="runs", help="runs directory holding the embedded store")
+    sd.set_defaults(fn=cmd_dashboard)
+    _add_collect_parser(sub)
     return p
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = [UserError, ConfigError, FileNotFoundError]
+    try:
+        from services.dashboard import DashboardRefused
+
+        errs.append(DashboardRefused)
+    except ImportError:
+        pass
     try:
         from services.metrics import RedisUnavailable
 

@@ -18,6 +18,7 @@ import ray
 from services import builder
 from services.config import ShoalConfig
 from services.metrics import RedisMetrics
+from services.prometheus import PrometheusMetrics, TeeMetrics
 from services.stages import BufferStage, LearnerStage, ScoringStage
 from services.weights import make_transport
 
@@ -32,6 +33,11 @@ ACTOR_ENV = {
 }
 
 
+def _sink(redis_url: str, run_id: str, source: str) -> TeeMetrics:
+    """Redis (what the dashboard reads) + Ray gauges (what Prometheus scrapes)."""
+    return TeeMetrics(RedisMetrics(redis_url, run_id, source), PrometheusMetrics(run_id, source))
+
+
 def _setup(cfg_json: str) -> ShoalConfig:
     cfg = ShoalConfig.model_validate_json(cfg_json)
     builder.torch_setup(cfg)
@@ -43,7 +49,7 @@ class RolloutActor:
     def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int) -> None:
         cfg = _setup(cfg_json)
         self.worker_id = f"rollout-{index}"
-        self.metrics = RedisMetrics(redis_url, run_id, self.worker_id)
+        self.metrics = _sink(redis_url, run_id, self.worker_id)
         self.worker = builder.make_worker(cfg, index, self.metrics)
         self.transport = make_transport(cfg.rollout.weight_transport)
         self.node = ray.get_runtime_context().get_node_id()
@@ -79,7 +85,7 @@ class RolloutActor:
 class ScorerActor:
     def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int) -> None:
         cfg = _setup(cfg_json)
-        sink = RedisMetrics(redis_url, run_id, f"reward-{index}")
+        sink = _sink(redis_url, run_id, f"reward-{index}")
         self.stage = ScoringStage(builder.make_scorers(cfg), sink, sink)
 
     def score(self, rollouts: list) -> list:
@@ -93,7 +99,7 @@ class ScorerActor:
 class BufferActor:
     def __init__(self, cfg_json: str, redis_url: str, run_id: str) -> None:
         cfg = _setup(cfg_json)
-        self.stage = BufferStage(builder.make_buffer(cfg), RedisMetrics(redis_url, run_id, "buffer"))
+        self.stage = BufferStage(builder.make_buffer(cfg), _sink(redis_url, run_id, "buffer"))
 
     def add(self, items: list) -> int:
         return self.stage.add(items)
@@ -112,7 +118,7 @@ class BufferActor:
 class LearnerActor:
     def __init__(self, cfg_json: str, redis_url: str, run_id: str, run_dir: str) -> None:
         self.cfg = _setup(cfg_json)
-        sink = RedisMetrics(redis_url, run_id, "learner")
+        sink = _sink(redis_url, run_id, "learner")
         self.stage = LearnerStage(builder.make_learner(self.cfg), sink, self.cfg.run.checkpoint_interval, run_dir)
         self.transport = make_transport(self.cfg.rollout.weight_transport)
 

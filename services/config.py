@@ -134,6 +134,37 @@ class BufferSection(_Section):
     capacity: int = Field(256, gt=0, description="FIFO queue capacity in rollouts; workers wait when it is full (back-pressure).")
 
 
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class DashboardSection(_Section):
+    enabled: bool = Field(True, description="`shoal train` serves the web dashboard while the run lasts and prints its URL (`shoal dashboard` serves it any time).")
+    host: str = Field("127.0.0.1", description="Address the dashboard binds; anything but loopback requires `dashboard.token`.")
+    port: int = Field(8420, ge=0, le=65535, description="TCP port (Ray's own dashboard is 8265); if busy, the next free port is used (0: any free port).")
+    token: str | None = Field(None, validate_default=True, description="Access token for the JSON API (`?token=` or `Authorization: Bearer`); default: env SHOAL_DASHBOARD_TOKEN. Never written to saved configs.")
+    poll_interval_s: float = Field(2.0, gt=0, description="How often the page polls Redis (through the server) for new points, in seconds.")
+
+    @field_validator("token")
+    @classmethod
+    def _token_off_loopback(cls, v: str | None, info: Any) -> str | None:
+        v = v or os.environ.get("SHOAL_DASHBOARD_TOKEN") or None
+        host = info.data.get("host", "127.0.0.1")
+        if v is None and not is_loopback(host):
+            raise ValueError(f"required when dashboard.host is {host!r} (not loopback): set dashboard.token or SHOAL_DASHBOARD_TOKEN")
+        if v is not None and (len(v) < 8 or any(c.isspace() for c in v)):
+            raise ValueError("must be at least 8 characters without spaces")
+        return v
+
+
 class ShoalConfig(_Section):
     """The whole run."""
 
@@ -144,6 +175,7 @@ class ShoalConfig(_Section):
     reward: RewardSection = Field(default_factory=RewardSection, description="Reward scorers, KL penalty and reward-model training.")
     ppo: PPOSection = Field(default_factory=PPOSection, description="PPO learner.")
     buffer: BufferSection = Field(default_factory=BufferSection, description="Rollout queue between scorers and learner.")
+    dashboard: DashboardSection = Field(default_factory=DashboardSection, description="The web dashboard (live charts of a run; read-only).")
 
 
 def import_object(spec: str) -> Any:
@@ -225,4 +257,4 @@ def check_paths_for_training(cfg: ShoalConfig) -> None:
 
 
 def dump_config(cfg: ShoalConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(cfg.model_dump(mode="json", exclude={"dashboard": {"token"}}), sort_keys=False)

@@ -1,5 +1,5 @@
-"""What every run does around its loop: identity, run directory, metrics store, evaluation,
-and the summary table. Shared by `services/local.py` and `services/program.py`.
+"""What every run does around its loop: identity, run directory, metrics store, dashboard,
+evaluation, and the summary table. Shared by `services/local.py` and `services/program.py`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ class RunContext:
     redis_url: str
     embedded: Any = None
     started: float = field(default_factory=time.time)
+    dashboard: Any = None
 
     def sink(self, source: str) -> Any:
+        """Redis metrics, mirrored to Prometheus gauges when Ray is up (services/prometheus.py)."""
         from services.metrics import RedisMetrics
+        from services.prometheus import PrometheusMetrics, TeeMetrics
 
-        return RedisMetrics(self.redis_url, self.run_id, source)
+        return TeeMetrics(RedisMetrics(self.redis_url, self.run_id, source), PrometheusMetrics(self.run_id, source))
 
 
 def new_run_id(name: str) -> str:
@@ -42,17 +45,39 @@ def open_run(cfg: ShoalConfig, run_id: str | None = None) -> RunContext:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     url, embedded = resolve_redis(cfg.run.redis_url, cfg.run.runs_dir)
-    RunRegistry(url).start_run(run_id, "ppo", json.dumps(cfg.model_dump(mode="json")))
-    return RunContext(cfg, run_id, run_dir, url, embedded)
+    config = cfg.model_dump(mode="json", exclude={"dashboard": {"token"}})
+    RunRegistry(url).start_run(run_id, "ppo", json.dumps(config))
+    return RunContext(cfg, run_id, run_dir, url, embedded, dashboard=start_run_dashboard(cfg, url, run_id))
+
+
+def start_run_dashboard(cfg: ShoalConfig, redis_url: str, run_id: str) -> Any:
+    """The web dashboard beside the run (unless dashboard.enabled is false); never fails the run."""
+    d = cfg.dashboard
+    if not d.enabled:
+        return None
+    try:
+        from services.dashboard import start_dashboard
+
+        server = start_dashboard(redis_url, d.host, d.port, d.token, d.poll_interval_s)
+    except Exception as e:  # a dashboard problem must not stop training
+        print(f"[shoal] dashboard not started ({e}); use `shoal metrics {run_id}` or `shoal dashboard`", flush=True)
+        return None
+    moved = f"  (port {server.moved_from} was busy)" if server.moved_from else ""
+    print(f"[shoal] dashboard: {server.url}#run={run_id}{moved}", flush=True)
+    return server
 
 
 def close_run(ctx: RunContext, status: str, summary: dict[str, Any]) -> None:
     from services.metrics import RunRegistry
 
-    (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    RunRegistry(ctx.redis_url).finish_run(ctx.run_id, status, summary)
-    if ctx.embedded is not None:
-        ctx.embedded.close()
+    try:
+        (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        RunRegistry(ctx.redis_url).finish_run(ctx.run_id, status, summary)
+    finally:
+        if ctx.dashboard is not None:
+            ctx.dashboard.stop()
+        if ctx.embedded is not None:
+            ctx.embedded.close()
 
 
 def evaluate(generate: Callable[[list], list], score: Callable[[list], list], prompts: list) -> dict[str, float]:

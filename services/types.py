@@ -151,6 +151,8 @@ class Episode:
 
     turns: [T] in order; the last one has done=True unless the episode was truncated.
     policy_version: the weights that acted (-1 for scripted/offline policies).
+    final_observation: what the environment said after the last action (the state to
+        bootstrap from when a truncated episode is cut into replay items).
     """
 
     episode_id: str
@@ -158,6 +160,7 @@ class Episode:
     turns: list[Turn]
     policy_version: int = -1
     worker_id: str = ""
+    final_observation: str = ""
 
     @property
     def total_return(self) -> float:

@@ -79,6 +79,7 @@ def small_config(models, tmp_path, *extra):
             "ppo.minibatch_size=8",
             "ppo.ppo_epochs=1",
             "buffer.capacity=64",
+            "dashboard.enabled=false",  # the dashboard tests start their own
             *extra,
         ],
     )

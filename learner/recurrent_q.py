@@ -10,7 +10,7 @@ Pieces (see /work/shared/reference/ALGORITHMS.md, R2D2 and CHAI sections):
   Deviation: the LM is not fine-tuned by the Q loss in this version.
 - `RecurrentQNetwork` (nn.Module over embeddings, not texts):
     state entering turn t:  (h_t, c_t), stored as numpy float32 [2, H] (`STATE_ROWS` = 2)
-    read-out at turn t:     u_t = tanh(W_r [h_t, e(o_t)])           (the current observation)
+    read-out at turn t:     u_t = tanh(W_r [h_t, c_t, e(o_t)])      (c_t left out with read_cell=False)
     dueling head:           Q(u_t, a) = V(u_t) + A(u_t, e(a)) - mean_{a' in candidates} A(u_t, e(a'))
     core update after t:    (h_{t+1}, c_{t+1}) = LSTMCell([e(o_t), e(a_t), r_t], (h_t, c_t))
   so the state entering turn t summarises the complete turns 0..t-1 (observation, action and
@@ -100,7 +100,7 @@ def build_tiny_encoder(corpus: Sequence[str], hidden_size: int = 64, num_layers:
 class RecurrentQNetwork(nn.Module):
     """See the module docstring. Inputs are encoder embeddings of dimension `embed_dim`."""
 
-    def __init__(self, embed_dim: int, hidden_size: int = 64, forget_bias: float = 3.0, seed: int | None = None) -> None:
+    def __init__(self, embed_dim: int, hidden_size: int = 64, forget_bias: float = 3.0, read_cell: bool = True, seed: int | None = None) -> None:
         super().__init__()
         if seed is not None:
             torch.manual_seed(seed)
@@ -109,7 +109,8 @@ class RecurrentQNetwork(nn.Module):
         with torch.no_grad():  # gate order i, f, g, o: bias the forget gate open
             for b in (self.core.bias_ih, self.core.bias_hh):
                 b[hidden_size : 2 * hidden_size].fill_(forget_bias / 2.0)
-        self.read = nn.Linear(hidden_size + embed_dim, hidden_size)
+        self.read_cell = read_cell
+        self.read = nn.Linear((2 if read_cell else 1) * hidden_size + embed_dim, hidden_size)
         self.value = nn.Linear(hidden_size, 1)
         self.cand = nn.Linear(embed_dim, hidden_size)
         self.adv = nn.Sequential(nn.Linear(2 * hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 1))
@@ -121,7 +122,8 @@ class RecurrentQNetwork(nn.Module):
     def q_values(self, state: torch.Tensor, obs: torch.Tensor, cands: torch.Tensor, taken: torch.Tensor | None = None) -> Any:
         """Dueling Q over candidates. state [..., 2, H], obs [..., E], cands [..., A, E] -> [..., A];
         with `taken` [..., E] also returns Q of that action [...] (centred by the same candidate mean)."""
-        u = torch.tanh(self.read(torch.cat([state[..., 0, :], obs], dim=-1)))
+        mem = state.flatten(-2) if self.read_cell else state[..., 0, :]
+        u = torch.tanh(self.read(torch.cat([mem, obs], dim=-1)))
         value = self.value(u)
 
         def advantage(emb: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sys
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,8 @@ class PrometheusMetrics:
         self.errors = 0
 
     def _active(self) -> bool:
-        import ray
-
-        return ray.is_initialized()
+        ray = sys.modules.get("ray")  # not imported: certainly not initialized (local runs stay Ray-free)
+        return ray is not None and ray.is_initialized()
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self._active():

@@ -175,6 +175,9 @@ class _Server(ThreadingHTTPServer):
         self.api, self.token, self.static = api, token, load_static()
         super().__init__(addr, Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("dashboard request from %s failed", client_address, exc_info=True)  # e.g. the browser went away
+
 
 def bind(host: str, port: int, api: DashboardAPI, token: str | None, tries: int = 20) -> _Server:
     """A server on `port`, or the next free one of `tries` ports (port 0: any free port)."""

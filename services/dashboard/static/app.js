@@ -132,7 +132,7 @@
       S.events = S.events.concat(r.events).slice(-200);
       S.skippedStream += r.skipped.stream; S.skippedNow = r.skipped.current;
       S.workers = r.workers;
-      render(r.metrics.length > 0 || !S.rendered);
+      render((r.metrics.length > 0 || !S.rendered) && !more);  // a long backlog: draw once it is all in
       if (statusChanged) loadRunInfo(gen);
       setError(null);
     } catch (e) { setError(e); }

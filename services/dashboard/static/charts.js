@@ -25,8 +25,8 @@
   function fmt(v) {
     if (v === null || v === undefined || Number.isNaN(v)) return "–";
     const a = Math.abs(v);
-    if (a >= 1e6) return (v / 1e6).toFixed(a >= 1e7 ? 1 : 2) + "M";
-    if (a >= 1e4) return (v / 1e3).toFixed(a >= 1e5 ? 0 : 1) + "k";
+    if (a >= 1e6) return Number((v / 1e6).toFixed(a >= 1e7 ? 1 : 2)) + "M";
+    if (a >= 1e4) return Number((v / 1e3).toFixed(a >= 1e5 ? 0 : 1)) + "k";
     if (a >= 100) return v.toFixed(0);
     if (a === 0) return "0";
     if (a < 0.001) return v.toExponential(1);
@@ -44,8 +44,8 @@
     if (!(hi > lo)) { const d = Math.abs(lo) * 0.1 || 1; lo -= d; hi += d; }
     const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 2.5, 5, 10].map(f => f * mag).find(s => s >= raw) || 10 * mag;
-    const start = Math.floor(lo / step) * step, ticks = [];
-    for (let v = start; v <= hi + step * 0.5 && ticks.length < 20; v += step) ticks.push(Number(v.toPrecision(12)));
+    const first = Math.floor(lo / step + 1e-9), last = Math.ceil(hi / step - 1e-9), ticks = [];
+    for (let i = first; i <= last && ticks.length < 20; i++) ticks.push(Number((i * step).toPrecision(12)));
     return ticks;
   }
 
@@ -124,9 +124,11 @@
       const base = this.opts.t0 || t0, span = Math.max(t1 - t0, 1);
       const x = t => M.left + (t - t0) / span * f.iw;
       const y = this.yAxis(f, lo, hi);
-      for (const t of niceTicks(t0 - base, t1 - base, 5)) {
+      const xt = niceTicks(t0 - base, t1 - base, 5), sub = xt.length > 1 && xt[1] - xt[0] < 1;
+      for (const t of xt) {
         if (t + base < t0 - 1e-9 || t + base > t1 + 1e-9) continue;
-        el("text", {x: x(t + base), y: HEIGHT - 6, class: "tick", "text-anchor": "middle"}, this.svg).textContent = fmtElapsed(t);
+        el("text", {x: x(t + base), y: HEIGHT - 6, class: "tick", "text-anchor": "middle"}, this.svg)
+          .textContent = sub ? `${Number(t.toFixed(2))}s` : fmtElapsed(t);
       }
       el("line", {x1: M.left, x2: M.left + f.iw, y1: M.top + f.ih, y2: M.top + f.ih, class: "axis"}, this.svg);
       let total = 0;
@@ -184,7 +186,7 @@
       const f = this.frame(), bars = this.series || [];
       if (!bars.length) { this.renderLegend([]); return this.empty(f, this.opts.emptyText || "no data yet"); }
       const hi = Math.max(...bars.map(b => b.value), 0), total = bars.reduce((a, b) => a + b.value, 0);
-      const y = this.yAxis(f, 0, hi || 1), bw = f.iw / bars.length;
+      const y = this.yAxis(f, 0, (hi || 1) * 1.15), bw = f.iw / bars.length;
       bars.forEach((b, i) => {
         const x0 = M.left + i * bw + bw * 0.15, top = y(b.value);
         const r = el("rect", {x: x0, y: top, width: bw * 0.7, height: Math.max(M.top + f.ih - top, 0), class: "bar",

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,13 @@ from transformers import AutoModelForCausalLM
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.init_model import load_policy
 from learner.losses import masked_mean
-from learner.q_math import cql_term, expectile_loss, ilql_q_target, ilql_value_target, polyak_update
+from learner.q_math import (
+    cql_term,
+    expectile_loss,
+    ilql_q_target,
+    ilql_value_target,
+    polyak_update,
+)
 from services.core import MetricsSink, NullMetrics
 from services.types import Episode, SampledBatch, VersionedWeights
 
@@ -222,7 +229,7 @@ class ILQLLearner:
     def batch_from_episodes(self, episodes: Sequence[Episode]) -> ILQLBatch:
         for i, ep in enumerate(episodes):
             if not isinstance(ep, Episode):
-                raise ValueError(f"batch item {i} is a {type(ep).__name__}, ILQLLearner needs Episode")
+                raise ValueError(f"batch item {i} is a {type(ep).__name__}, ILQLLearner needs Episode")  # noqa: TRY004 (as PPOLearner)
         return collate_episodes([encode_episode(self.tokenizer, ep) for ep in episodes], self.tokenizer.pad_token_id)
 
     def losses(self, b: ILQLBatch) -> tuple[torch.Tensor, dict[str, float]]:

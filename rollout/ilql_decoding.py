@@ -79,7 +79,7 @@ class ILQLPolicy:
         self.history: list[tuple[str, str]] = []
 
     @classmethod
-    def from_learner(cls, learner: Any, **kwargs: Any) -> "ILQLPolicy":
+    def from_learner(cls, learner: Any, **kwargs: Any) -> ILQLPolicy:
         """Decode with a live ILQLLearner's modules (shared, not copied)."""
         return cls(learner.model, learner.tokenizer, learner.heads, **kwargs)
 

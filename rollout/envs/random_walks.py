@@ -115,7 +115,7 @@ class RandomWalksEnv:
         """Nodes after `start` on one shortest path to the goal (smallest-letter tie break)."""
         path, node = [], start
         while node != GOAL:
-            node = min((j for j in self.successors(node) if self.shortest[j] == self.shortest[node] - 1))
+            node = min(j for j in self.successors(node) if self.shortest[j] == self.shortest[node] - 1)
             path.append(node)
         return path
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from rollout.envs import cue_recall, maze, wordle
+from rollout.envs import cue_recall, maze, random_walks, wordle
 from rollout.envs.base import Policy, RandomPolicy, legal_actions_of, task_name
 
 BUILTIN_ENVS: dict[str, Callable[..., Any]] = {
@@ -22,6 +22,7 @@ BUILTIN_ENVS: dict[str, Callable[..., Any]] = {
     "maze_fo": partial(maze.MazeEnv, fully_observed=True),
     "maze_po": partial(maze.MazeEnv, fully_observed=False),
     "wordle": wordle.WordleEnv,
+    "random_walks": random_walks.RandomWalksEnv,
 }
 
 # scripted policies by environment class; every built-in ships optimal, mediocre and random
@@ -29,6 +30,7 @@ _POLICIES: dict[type, dict[str, Callable[[Any], Policy]]] = {
     cue_recall.CueRecallEnv: cue_recall.POLICIES,
     maze.MazeEnv: maze.POLICIES,
     wordle.WordleEnv: wordle.POLICIES,
+    random_walks.RandomWalksEnv: random_walks.POLICIES,
 }
 
 

@@ -37,7 +37,8 @@ from rollout.envs.cue_recall import ACTIONS, CueRecallEnv
 from rollout.q_actor import QActor, env_corpus
 
 K = 8
-BURN_IN, TRACE, PERIOD = 4, 4, 2
+import os
+BURN_IN, TRACE, PERIOD = (int(x) for x in os.environ.get("BTP", "4,4,2").split(","))
 
 
 def make_encoder(seed: int = 0):

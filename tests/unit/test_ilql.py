@@ -9,10 +9,22 @@ import types
 import pytest
 import torch
 
-from learner.ilql import ILQLConfig, ILQLLearner, collate_episodes, encode_episode, prompt_ids, split_weights
+from learner.ilql import (
+    ILQLConfig,
+    ILQLLearner,
+    collate_episodes,
+    encode_episode,
+    prompt_ids,
+    split_weights,
+)
 from learner.init_model import build_model_dir
 from rollout.envs import Policy, collect, run_episode
-from rollout.envs.random_walks import POLICIES, RandomWalkPolicy, RandomWalksEnv, shortest_lengths
+from rollout.envs.random_walks import (
+    POLICIES,
+    RandomWalkPolicy,
+    RandomWalksEnv,
+    shortest_lengths,
+)
 from rollout.ilql_decoding import ILQLLogitsProcessor, ILQLPolicy, ilql_logits
 from services.types import Episode, SampledBatch, Turn
 
@@ -48,7 +60,7 @@ def _data(env, n=16, seed=0):
 def test_encode_episode_layout(model_dir):
     learner = ILQLLearner(str(model_dir))
     tok = learner.tokenizer
-    enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    enc = lambda s: tok.encode(s, add_special_tokens=False)
     e = encode_episode(tok, _episode([("ab", "c", 0.5), ("d", "ef", 2.0)]))
     bos, eos = tok.bos_token_id, tok.eos_token_id
     assert e.ids == [bos] + enc("ab") + enc("c") + [eos] + enc("d") + enc("ef") + [eos]

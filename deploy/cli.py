@@ -40,23 +40,33 @@ def _load(args: argparse.Namespace) -> ShoalConfig:
     return load_config(args.config or default_config_path(), args.set)
 
 
+def _load_for_compute(args: argparse.Namespace) -> ShoalConfig:
+    """The config, with torch's thread count applied (run.torch_threads): torch's default of one
+    thread per core is many times slower on a shared or oversubscribed machine."""
+    from services.builder import torch_setup
+
+    cfg = _load(args)
+    torch_setup(cfg)
+    return cfg
+
+
 def cmd_init_model(args: argparse.Namespace) -> None:
     from learner.sft import init_model
 
-    init_model(_load(args), progress=not args.quiet)
+    init_model(_load_for_compute(args), progress=not args.quiet)
 
 
 def cmd_train_rm(args: argparse.Namespace) -> None:
     from reward.train_rm import train_reward_model
 
-    cfg = _load(args)
+    cfg = _load_for_compute(args)
     if not (Path(cfg.model.path) / "config.json").is_file():
         raise UserError(f"model.path: {cfg.model.path!r} has no model (the reward model starts from the SFT policy); run `shoal init-model` first")
     train_reward_model(cfg, progress=not args.quiet)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    cfg = _load(args)
+    cfg = _load_for_compute(args)
     check_paths_for_training(cfg)
     print(f"[shoal] resolved config ({args.config or default_config_path()}, {len(args.set)} overrides):", flush=True)
     print(dump_config(cfg), flush=True)
@@ -92,7 +102,10 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     url, embedded = resolve_redis(args.redis_url, args.runs_dir)
     try:
         reader = MetricsReader(url)
-        run_id = reader.resolve_run(args.run)
+        try:
+            run_id = reader.resolve_run(args.run)
+        except ValueError as e:  # no such run, or an ambiguous prefix: one line, not a traceback
+            raise UserError(str(e)) from None
         info = reader.run_info(run_id)
         print(f"run {run_id}  status={info.get('status')}")
         since = _last_id(reader, run_id) if args.follow else None

@@ -201,6 +201,9 @@ def test_metrics_follow_prints_new_values_until_the_run_ends(store):
         assert "rollout/tokens_per_s" in "".join(out.lines)  # the table came first
     finally:
         proc.kill()
+    missing = subprocess.run([sys.executable, "-m", "deploy.cli", "metrics", "nosuch", "--follow", "--redis-url", store.url],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stderr.startswith("shoal: error: no run 'nosuch'"), missing.stderr
 
 
 def test_shoal_dashboard_command(store):

@@ -45,7 +45,7 @@ def make_encoder(seed: int = 0):
     return build_tiny_encoder(env_corpus(CueRecallEnv(corridor_length=K), num_episodes=60, seed=seed), seed=seed)
 
 
-def train(start_state: str, encoder, seed: int = 0, episodes: int = 300, updates_per_episode: int = 4, sync_period: int = 20, batch_size: int = 16, hidden: int = 64):
+def train(start_state: str, encoder, seed: int = 0, episodes: int = 300, updates_per_episode: int = 4, sync_period: int = int(os.environ.get("SYNC", "20")), batch_size: int = 16, hidden: int = 64):
     torch.manual_seed(seed)
     env = CueRecallEnv(corridor_length=K)
     net = RecurrentQNetwork(encoder.dim, hidden_size=hidden, forget_bias=3.0, seed=seed)

@@ -67,10 +67,13 @@ class R2D2Config:
     rescale: bool = True
     priority_eta: float = 0.9
     max_grad_norm: float = 40.0
+    core_lr_scale: float = 1.0  # the LSTM core's lr = lr * core_lr_scale (0 freezes it)
 
     def __post_init__(self) -> None:
         if self.start_state not in ("stored", "zero"):
             raise ValueError(f"start_state must be 'stored' or 'zero', got {self.start_state!r}")
+        if self.core_lr_scale < 0:
+            raise ValueError(f"core_lr_scale must be >= 0, got {self.core_lr_scale}")
         if self.burn_in_length < 0 or self.trace_length < 1 or self.n_step < 1 or self.target_update_period < 1:
             raise ValueError(f"bad R2D2 config: {self}")
 
@@ -95,7 +98,10 @@ class R2D2Learner:
             p.requires_grad_(False)
         self.action_set = list(action_set) if action_set else None
         self.candidate_fn = candidate_fn
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.cfg.lr)
+        core = [p for p in network.core.parameters()]
+        core_ids = {id(p) for p in core}
+        rest = [p for p in network.parameters() if id(p) not in core_ids]
+        self.optimizer = torch.optim.Adam([{"params": rest, "lr": self.cfg.lr}, {"params": core, "lr": self.cfg.lr * self.cfg.core_lr_scale}])
         self.policy_version = 0
         self.step_count = 0
         self.last_priorities: list[float] = []

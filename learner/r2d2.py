@@ -13,17 +13,21 @@ Kapturowski et al. 2019 (R2D2), per utterance (ALGORITHMS.md "For a language age
 4. loss = masked mean of IS-weight * 0.5 * td^2 with mask valid * trace_positions; Adam step
    (grad-norm clipped); priorities eta max|td| + (1 - eta) mean|td| over the same mask;
 5. the target network is copied every `target_update_period` steps.
-`step` returns metrics; the new priorities (one per item, in batch order) are in
-`metrics_priorities` / `self.last_priorities` - the caller feeds them to
-`PrioritizedSequenceReplay.update_priorities(batch.keys, ...)`. `step_with_priorities`
-returns both.
+`step` returns metrics (the Learner protocol); the new priorities (one per item, in batch
+order) are kept in `self.last_priorities`, and `step_with_priorities` returns (metrics,
+priorities) - the caller feeds them to `PrioritizedSequenceReplay.update_priorities(batch.keys, ...)`.
+`core_lr_scale` trains the LSTM core at a fraction of the head's learning rate (1.0 = same);
+the cue-recall proof uses 0.1: at full rate the core's training overwrites what the untrained
+core wrote into the state at turns no loss ever reaches (see tests/learning/test_r2d2_cue_recall.py).
 
 `dq_diagnostic(episodes)` is R2D2's staleness measure: for (episode, stored actor states)
 pairs it cuts items, computes "true" states by running the CURRENT network over each whole
 episode from its initial state, and compares Q at the first and last trace step when the
 unroll starts from: zero state, zero state + burn-in, the stored state at the trace start
 (no burn-in), and the stored state + burn-in:
-    dQ = ||q(h_hat) - q(h)||_2 / |max_a q(h_hat)|   (mean over items and the two positions).
+    dQ = sum ||q(h_hat) - q(h)||_2 / sum |max_a q(h_hat)|   (sums over items and the two positions).
+Deviation: the paper's per-sample ratio is aggregated as a ratio of sums here, because a
+per-sample ratio explodes wherever max_a q(h_hat) is near 0 (common with rewards of +-1).
 The paper's ordering: zero > burn-in only > stored > stored + burn-in.
 
 Weights: `get_weights()` is the online Q network's state_dict (the encoder LM is frozen and
@@ -54,7 +58,9 @@ from services.types import Episode, SampledBatch, SequenceItem, VersionedWeights
 
 @dataclass
 class R2D2Config:
-    """Defaults from ALGORITHMS.md (R2D2) except where a tiny CPU task needs smaller ones."""
+    """Defaults from ALGORITHMS.md (R2D2): n = 5, gamma = 0.997, eta = 0.9, value rescaling,
+    double Q. Smaller than the paper for tiny CPU tasks: burn-in 4 / trace 4 (paper 40 / 80),
+    target copy every 100 steps (paper 2500); lr 1e-3 as Acme (paper 1e-4)."""
 
     burn_in_length: int = 4
     trace_length: int = 4
@@ -201,7 +207,7 @@ class R2D2Learner:
         """
         net, bi, tr = self.network.eval(), self.cfg.burn_in_length, self.cfg.trace_length
         period = sequence_period or tr
-        scores: dict[str, list[float]] = {"zero": [], "zero_burn_in": [], "stored": [], "stored_burn_in": []}
+        scores: dict[str, list[tuple[float, float]]] = {"zero": [], "zero_burn_in": [], "stored": [], "stored_burn_in": []}
         cands_all = None if self.candidate_fn else self.encoder.encode(self.action_set)
         for episode, states in episodes:
             T = len(episode.turns)
@@ -233,8 +239,8 @@ class R2D2Learner:
                         qh = q_hat[0, p - begin]
                         cq = cands if cands.dim() == 2 else cands[0, p]
                         q_true = net.q_values(true_states[0, p], obs[0, p], cq)
-                        scores[mode].append(float((qh - q_true).norm() / qh.max().abs().clamp(min=1e-6)))
-        out = {f"dq/{m}": float(np.mean(v)) for m, v in scores.items() if v}
+                        scores[mode].append((float((qh - q_true).norm()), float(qh.max().abs())))
+        out = {f"dq/{m}": sum(a for a, _ in v) / max(sum(b for _, b in v), 1e-6) for m, v in scores.items() if v}
         out["dq/items"] = float(len(scores["zero"]))
         return out
 

@@ -54,7 +54,7 @@ class TurnEncoder:
         self._cache: dict[str, torch.Tensor] = {"": torch.zeros(self.dim)}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> "TurnEncoder":
+    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> TurnEncoder:
         from learner.init_model import load_policy
 
         model, tokenizer = load_policy(path)

@@ -175,13 +175,14 @@ class PPOLearner:
         tb = collate([it.rollout.prompt.token_ids for it in items], [it.rollout.response_ids for it in items], self._pad_id())
         old_logprobs, old_values = self._evaluate(tb)
         ref_logprobs, has_ref = self._ref_logprobs(items, old_logprobs)
+        ratio_logprobs = self._ratio_reference(items, old_logprobs)
         kl_coef = self.kl_ctl.value
         seq_rewards = torch.tensor([float(it.reward) for it in items])
         rewards = kl_penalised_rewards(old_logprobs, ref_logprobs, seq_rewards, tb.response_mask, kl_coef)
         advantages, returns = gae(rewards, old_values, tb.response_mask, self.ppo.gamma, self.ppo.gae_lambda)
         if self.ppo.whiten_advantages:
             advantages = masked_whiten(advantages, tb.response_mask)
-        train = self._train(tb, old_logprobs, old_values, advantages, returns)
+        train = self._train(tb, ratio_logprobs, old_values, advantages, returns)
         metrics = {**train, **batch_metrics(items, tb, old_logprobs, ref_logprobs, has_ref, self.policy_version)}
         self.policy_version += 1
         self.step_count += 1
@@ -191,6 +192,18 @@ class PPOLearner:
         metrics["learner/step_s"] = time.perf_counter() - start
         self.metrics.log(metrics, step=self.policy_version)
         return metrics
+
+    def _ratio_reference(self, items: Sequence[ScoredRollout], learner_logprobs: torch.Tensor) -> torch.Tensor:
+        """log pi_old of the PPO ratio. `behavior`: the log-probs the sampling engine recorded,
+        so clipping bounds the update relative to the policy that produced each (possibly stale)
+        sample, as decoupled / asynchronous PPO does; `learner`: the learner's current weights
+        (classic synchronous PPO, where the two agree)."""
+        if getattr(self.ppo, "ratio_reference", "learner") != "behavior":
+            return learner_logprobs
+        out = learner_logprobs.clone()
+        for i, it in enumerate(items):
+            out[i, : len(it.rollout.logprobs)] = torch.tensor(it.rollout.logprobs)
+        return out
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id

@@ -84,17 +84,20 @@ class KeywordsTask:
         return " ".join(rng.choice(on) if rng.random() < p_on_topic else rng.choice(everything) for _ in range(n))
 
     def random_response(self, rng: random.Random, meta: dict[str, Any]) -> str:
-        """A response for preference data: a random on-topic fraction, and 40% of the time a
-        shorter or longer answer, so that a reward model also learns that stopping early costs
-        gold (without such pairs PPO finds the reward model's blind spot: empty answers)."""
-        u = rng.random()
-        if u < 0.6:
-            n = self.response_words
-        elif u < 0.85:
+        """A response for preference data: a random on-topic fraction; 40% of the time a shorter
+        or longer answer, and 30% of the time words drawn from a pool of one or two words (so
+        repetitions occur). Without short and repetitive answers in the comparisons, PPO finds
+        exactly those blind spots of the reward model (empty answers, `mara mara mara ...`)."""
+        u, p = rng.random(), rng.random()
+        n = self.response_words
+        if 0.6 <= u < 0.85:
             n = rng.randint(0, self.response_words - 1)
-        else:
+        elif u >= 0.85:
             n = self.response_words + rng.randint(1, 2)
-        return self.sample_response(rng, meta["topic"], rng.random(), n)
+        if rng.random() < 0.3:
+            pool = self.sample_response(rng, meta["topic"], p, rng.randint(1, 2)).split()
+            return " ".join(rng.choice(pool) for _ in range(n))
+        return self.sample_response(rng, meta["topic"], p, n)
 
     def demonstration(self, rng: random.Random) -> tuple[str, str, dict[str, Any]]:
         text, meta = self.sample_prompt(rng)

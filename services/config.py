@@ -120,6 +120,7 @@ class PPOSection(_Section):
     gae_lambda: float = Field(0.95, ge=0, le=1, description="lambda of GAE.")
     max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
     whiten_advantages: bool = Field(True, description="Normalise advantages per batch.")
+    ratio_reference: Literal["behavior", "learner"] = Field("behavior", description="log pi_old of the PPO ratio: `behavior` = the rollout engine's log-probs (clips relative to the policy that sampled, safe with stale samples); `learner` = recomputed with the learner's current weights.")
 
     @field_validator("minibatch_size")
     @classmethod

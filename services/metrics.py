@@ -150,7 +150,8 @@ def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _float_field(text: Any) -> float | None:
+def finite_float(text: Any) -> float | None:
+    """float(text) when it parses and is finite, else None (never raises)."""
     try:
         v = float(text)
     except (TypeError, ValueError):
@@ -170,7 +171,7 @@ def _step_field(text: Any) -> tuple[bool, int | None]:
 def decode_entry(entry_id: str, fields: dict) -> dict | None:
     """A metrics stream entry as {id, source, step, t, data}, or None when malformed."""
     data = parse_json(fields.get("data"))
-    t = _float_field(fields.get("t"))
+    t = finite_float(fields.get("t"))
     ok, step = _step_field(fields.get("step"))
     source = fields.get("source")
     if not (ok and t is not None and isinstance(source, str) and source and isinstance(data, dict)):
@@ -202,7 +203,7 @@ def decode_worker(text: Any) -> dict | None:
 
 def decode_event(entry_id: str, fields: dict) -> dict | None:
     """An events stream entry as {id, t, kind, source, message}, or None when malformed."""
-    t = _float_field(fields.get("t"))
+    t = finite_float(fields.get("t"))
     kind, source, message = fields.get("kind"), fields.get("source"), fields.get("message")
     if t is None or not (isinstance(kind, str) and kind) or not isinstance(source, str):
         return None
@@ -381,13 +382,13 @@ class MetricsReader:
     resolve = resolve_run
 
     def _run_record(self, run_id: str, fields: dict, last_id: list) -> dict | None:
-        started = _float_field(fields.get("started_at"))
+        started = finite_float(fields.get("started_at"))
         if started is None:
             return None
         status = fields.get("status")
         return {"run_id": run_id, "status": status if status in RUN_STATUSES else "unknown",
                 "algorithm": fields.get("algorithm", ""), "started_at": started,
-                "ended_at": _float_field(fields.get("ended_at")),
+                "ended_at": finite_float(fields.get("ended_at")),
                 "summary": _dict_or_empty(parse_json(fields.get("summary_json"))),
                 "last_update": int(last_id[0][0].split("-")[0]) / 1000 if last_id else None}
 

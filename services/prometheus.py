@@ -16,10 +16,11 @@ Tests: `pytest tests/unit/test_prometheus.py` and `-m integration tests/integrat
 from __future__ import annotations
 
 import logging
-import math
 import re
 import sys
 from typing import Any
+
+from services.metrics import finite_float
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,6 @@ def _gauge(pname: str, bucketed: bool) -> Any:
     return _GAUGES[pname]
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 class PrometheusMetrics:
     """MetricsSink that sets one Ray gauge per metric name, tagged run_id and source.
 
@@ -105,7 +98,7 @@ class PrometheusMetrics:
         if not self._active():
             return
         for name, value in metrics.items():
-            v = _finite(value)
+            v = finite_float(value)
             if v is not None:
                 self._set(name, v)
 

@@ -1,15 +1,21 @@
 """Thin Ray actor hosts. Each builds its component with services/builder.py where it lives.
 
 RolloutActor  - a RolloutWorker (vLLM or transformers engine); loads weights from a handle.
+EpisodeActor  - an EpisodeWorker (multi-turn env + recurrent-Q or ILQL agent; r2d2 / ilql).
 ScorerActor   - a ScoringStage (reward model, rules, reference KL, gold).
-BufferActor   - a BufferStage (FIFO queue with back-pressure and the staleness bound).
-LearnerActor  - a LearnerStage (PPO); pulls batches from the buffer actor itself, so batches
-                never pass through the driver; publishes weights through the transport.
-The config travels as JSON and is validated again inside each actor.
+BufferActor   - a BufferStage: the FIFO queue (ppo) or the episode replay over prioritized
+                sequence replay (r2d2 / ilql), which also takes the learner's priorities.
+LearnerActor  - a LearnerStage (PPO, R2D2 or ILQL); pulls batches from the buffer actor
+                itself, so batches never pass through the driver; sends R2D2 priorities back
+                to it; publishes weights through the transport.
+The config travels as JSON and is validated again inside each actor. Multi-turn actors get
+the run's model directory (frozen encoder / policy LM) as a file bundle by value
+(`services.weights.pack_dir`) and unpack it locally, so they can live on any node.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from typing import Any
 
@@ -20,7 +26,7 @@ from services.config import ShoalConfig
 from services.metrics import RedisMetrics
 from services.prometheus import PrometheusMetrics, TeeMetrics
 from services.stages import BufferStage, LearnerStage, ScoringStage
-from services.weights import make_transport
+from services.weights import make_transport, unpack_dir
 
 ACTOR_ENV = {
     "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
@@ -42,6 +48,10 @@ def _setup(cfg_json: str) -> ShoalConfig:
     cfg = ShoalConfig.model_validate_json(cfg_json)
     builder.torch_setup(cfg)
     return cfg
+
+
+def _model_dir(bundle: dict[str, bytes] | None) -> str | None:
+    return None if bundle is None else unpack_dir(bundle, tempfile.mkdtemp(prefix="shoal-model-"))
 
 
 @ray.remote
@@ -82,6 +92,47 @@ class RolloutActor:
 
 
 @ray.remote
+class EpisodeActor:
+    """Plays episodes of the run's environment with the current weights (r2d2 / ilql)."""
+
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int, model_bundle: dict[str, bytes]) -> None:
+        from services.multiturn import make_episode_worker
+
+        cfg = _setup(cfg_json)
+        self.worker_id = f"rollout-{index}"
+        self.metrics = _sink(redis_url, run_id, self.worker_id)
+        self.worker = make_episode_worker(cfg, index, _model_dir(model_bundle), self.metrics)
+        self.transport = make_transport(cfg.rollout.weight_transport)
+        self.node = ray.get_runtime_context().get_node_id()
+        self._report(healthy=True)
+
+    def _report(self, **extra: Any) -> None:
+        s = self.worker.status()
+        self.metrics.worker_status(self.worker_id, node=self.node, engine=s["engine"], policy_version=s["policy_version"], samples=s["samples"],
+                                   tokens_per_s=s["tokens_per_s"], samples_per_s=s["samples_per_s"], **extra)
+
+    def run(self, num_episodes: int) -> Any:
+        batch = self.worker.run(num_episodes)
+        self._report(healthy=True)
+        return batch
+
+    def evaluate(self, indices: list) -> dict[str, list[float]]:
+        return self.worker.evaluate(indices)
+
+    def load_weights(self, handle: Any) -> dict[str, float]:
+        t0 = time.perf_counter()
+        weights = self.transport.fetch(handle)
+        fetch_s = time.perf_counter() - t0
+        out = self.worker.load_weights(weights)
+        out["weights/fetch_s"] = fetch_s
+        self._report(healthy=True)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {**self.worker.status(), "node": self.node}
+
+
+@ray.remote
 class ScorerActor:
     def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int) -> None:
         cfg = _setup(cfg_json)
@@ -99,10 +150,26 @@ class ScorerActor:
 class BufferActor:
     def __init__(self, cfg_json: str, redis_url: str, run_id: str) -> None:
         cfg = _setup(cfg_json)
-        self.stage = BufferStage(builder.make_buffer(cfg), _sink(redis_url, run_id, "buffer"))
+        if cfg.run.algorithm == "ppo":
+            buffer = builder.make_buffer(cfg)
+        else:
+            from services.multiturn import make_replay
+
+            buffer = make_replay(cfg)
+        self.stage = BufferStage(buffer, _sink(redis_url, run_id, "buffer"))
 
     def add(self, items: list) -> int:
         return self.stage.add(items)
+
+    def add_episodes(self, batch: Any) -> int:
+        """An EpisodeBatch from an EpisodeActor (r2d2 / ilql); returns free()."""
+        return self.stage.add(batch.pairs())
+
+    def update_priorities(self, keys: list, priorities: list) -> int:
+        return self.stage.buffer.update_priorities(keys, priorities)
+
+    def recent_episodes(self, n: int) -> list:
+        return self.stage.buffer.recent_episodes(n)
 
     def free(self) -> int:
         return self.stage.free()
@@ -116,10 +183,17 @@ class BufferActor:
 
 @ray.remote
 class LearnerActor:
-    def __init__(self, cfg_json: str, redis_url: str, run_id: str, run_dir: str) -> None:
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str, run_dir: str, model_bundle: dict[str, bytes] | None = None) -> None:
+        from services import multiturn
+
         self.cfg = _setup(cfg_json)
         sink = _sink(redis_url, run_id, "learner")
-        self.stage = LearnerStage(builder.make_learner(self.cfg), sink, self.cfg.run.checkpoint_interval, run_dir)
+        if self.cfg.run.algorithm == "ppo":
+            learner = builder.make_learner(self.cfg)
+        else:
+            learner = multiturn.make_learner(self.cfg, _model_dir(model_bundle))
+        self.batch_size = multiturn.learner_batch_size(self.cfg)
+        self.stage = LearnerStage(learner, sink, self.cfg.run.checkpoint_interval, run_dir)
         self.transport = make_transport(self.cfg.rollout.weight_transport)
 
     def policy_version(self) -> int:
@@ -129,13 +203,19 @@ class LearnerActor:
         """Wait for a batch from the buffer actor, then take one learner step."""
         t0 = time.perf_counter()
         while True:
-            batch = ray.get(buffer.sample.remote(self.cfg.ppo.batch_size, self.stage.policy_version))
+            batch = ray.get(buffer.sample.remote(self.batch_size, self.stage.policy_version))
             if batch is not None:
                 break
             time.sleep(0.02)
         wait_s = time.perf_counter() - t0
         m = self.stage.step(batch)
         m["learner/wait_batch_s"] = wait_s
+        feedback = self.stage.replay_feedback(batch)
+        if feedback is not None:  # ordered before this learner's next sample call
+            buffer.update_priorities.remote(*feedback)
+        r = self.cfg.r2d2
+        if self.cfg.run.algorithm == "r2d2" and r.dq_interval and self.stage.policy_version % r.dq_interval == 0:
+            m.update(self.stage.diagnose(ray.get(buffer.recent_episodes.remote(r.dq_episodes)), r.sequence_period))
         return m
 
     def publish_weights(self) -> Any:

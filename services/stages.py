@@ -115,6 +115,22 @@ class LearnerStage:
         self.maybe_checkpoint()
         return m
 
+    def replay_feedback(self, batch: SampledBatch) -> tuple[list[int], list[float]] | None:
+        """(keys, new priorities) of the last batch when the learner computes priorities (R2D2)."""
+        priorities = getattr(self.learner, "last_priorities", None)
+        if not priorities or not batch.keys:
+            return None
+        return list(batch.keys), list(priorities)
+
+    def diagnose(self, episodes: Sequence[Any], sequence_period: int) -> dict[str, float]:
+        """R2D2's staleness diagnostic dQ on recent (episode, states) pairs, logged as dq/..."""
+        if not episodes or not hasattr(self.learner, "dq_diagnostic"):
+            return {}
+        m = self.learner.dq_diagnostic(episodes, sequence_period=sequence_period)
+        self.learner.network.train()
+        self.metrics.log(m, step=self.learner.policy_version)
+        return m
+
     def maybe_checkpoint(self, force: bool = False) -> str | None:
         v = self.learner.policy_version
         due = self.checkpoint_interval and v % self.checkpoint_interval == 0

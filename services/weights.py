@@ -53,3 +53,35 @@ def make_transport(name: str) -> Any:
     if name not in transports:
         raise ValueError(f"rollout.weight_transport: unknown transport {name!r} (have: {sorted(transports)})")
     return transports[name]()
+
+
+# ---- model directories by value (frozen encoders, built tiny models) -----------------------
+
+MAX_BUNDLE_BYTES = 2 << 30
+
+
+def pack_dir(path: str) -> dict[str, bytes]:
+    """A model directory's files as {relative path: bytes}, to ray.put once and unpack on any
+    node (the built tiny models live only on the driver's disk)."""
+    from pathlib import Path
+
+    root = Path(path)
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    total = sum(len(b) for b in files.values())
+    if total > MAX_BUNDLE_BYTES:
+        raise ValueError(f"{path}: {total / 2**30:.1f} GiB is too large to ship by value; put it on storage every node can read and pass its path")
+    return files
+
+
+def unpack_dir(bundle: dict[str, bytes], dest: str) -> str:
+    """Write a `pack_dir` bundle under `dest`; returns dest. Refuses paths that leave dest."""
+    from pathlib import Path
+
+    root = Path(dest).resolve()
+    for rel, data in bundle.items():
+        target = (root / rel).resolve()
+        if root not in target.parents:
+            raise ValueError(f"bundle path {rel!r} leaves the destination directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return str(root)

@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", cmd_demo, "init-model + train-rm + train on the built-in task"),
         ("init-model", cmd_init_model, "build tokenizer + tiny Llama + SFT warm-up"),
         ("train-rm", cmd_train_rm, "train the Bradley-Terry reward model"),
-        ("train", cmd_train, "run PPO (Ray job entrypoint)"),
+        ("train", cmd_train, "train with the config's run.algorithm: ppo, r2d2 or ilql (Ray job entrypoint)"),
         ("config", cmd_config, "print the resolved config"),
     ]:
         sp = sub.add_parser(name, help=help_)
@@ -261,6 +261,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         from reward.preferences import PreferenceFileError
 
         errs.append(PreferenceFileError)
+    except ImportError:
+        pass
+    try:
+        from rollout.envs.jsonl import EpisodeFileError
+
+        errs.append(EpisodeFileError)
     except ImportError:
         pass
     return tuple(errs)

@@ -196,7 +196,9 @@ class EpisodeWorker:
         except EnvFailure as e:
             dropped = DroppedEpisode(self.env.name, episode_id, e.turn, e.reason)
             batch.dropped.append(dropped)
-            self.metrics.event("episode_dropped", str(dropped))
+            event = getattr(self.metrics, "event", None)  # Redis/Tee sinks record events; a plain MetricsSink may not
+            if event is not None:
+                event("episode_dropped", str(dropped))
             return
         batch.episodes.append(dataclasses.replace(episode, worker_id=self.worker_id))
         batch.states.append(states)

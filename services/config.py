@@ -188,6 +188,7 @@ class ILQLSection(_Section):
     target_alpha: float = Field(0.005, ge=0, le=1, description="Polyak rate of the target Q heads per step (ILQL: 0.005).")
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
     beta: float = Field(16.0, ge=0, description="Decoding: logits = log pi_beta + beta (Q - V) (0: plain behaviour cloning).")
+    bc_only: bool = Field(False, description="Train the behaviour-cloning term alone (the BC baseline; decode it with beta 0).")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature of online rollout workers (evaluation is greedy).")
     max_new_tokens: int = Field(16, gt=0, description="Token cap of one utterance.")
     dataset: str | None = Field(None, description="Episodes JSONL (`shoal collect`) to learn from offline; the replay starts with them.")

@@ -147,15 +147,22 @@ class NullMetrics:
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         return None
 
+    def event(self, kind: str, message: str) -> None:
+        return None
+
 
 class ListMetrics:
     """A MetricsSink that keeps every record in memory (in-process runs and tests)."""
 
     def __init__(self) -> None:
         self.records: list[tuple[int | None, dict[str, float]]] = []
+        self.events: list[tuple[str, str]] = []
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.records.append((step, dict(metrics)))
+
+    def event(self, kind: str, message: str) -> None:
+        self.events.append((kind, message))
 
     def latest(self) -> dict[str, float]:
         out: dict[str, float] = {}

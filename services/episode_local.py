@@ -26,6 +26,7 @@ class EpisodePipeline:
 
         builder.torch_setup(cfg)
         self.cfg, self.ctx = cfg, ctx
+        multiturn.preflight(cfg)
         self.dataset = multiturn.load_dataset(cfg)
         if self.dataset:
             multiturn.check_dataset_fits(cfg, len(self.dataset))

@@ -37,6 +37,7 @@ class EpisodeProgram(ActorLearnerProgram):
 
     def __init__(self, cfg: ShoalConfig, ctx: RunContext) -> None:
         super().__init__(cfg, ctx)
+        multiturn.preflight(cfg)
         self.dataset = multiturn.load_dataset(cfg)
         if self.dataset:
             multiturn.check_dataset_fits(cfg, len(self.dataset))

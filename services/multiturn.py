@@ -39,7 +39,10 @@ def action_set(cfg: ShoalConfig, env: Any) -> list[str]:
     """The fixed action set R2D2 maximises over: the env's legal actions after a reset."""
     from rollout.envs.base import legal_actions_of
 
-    env.reset(seed=0)
+    try:
+        env.reset(seed=0)
+    except Exception:  # a broken episode is the workers' to drop and report; the actions may still be listed
+        pass
     actions = legal_actions_of(env)
     if not actions:
         raise ConfigError(
@@ -47,6 +50,14 @@ def action_set(cfg: ShoalConfig, env: Any) -> list[str]:
             "(use algorithm ilql, or the library's candidate_fn for CHAI-style sampled candidates)"
         )
     return list(actions)
+
+
+def preflight(cfg: ShoalConfig) -> None:
+    """On the driver, before any actor starts: the env builds and (r2d2) lists its actions.
+    Raises ConfigError naming the field, instead of an actor failing remotely."""
+    env = make_env(cfg)
+    if cfg.run.algorithm == "r2d2":
+        action_set(cfg, env)
 
 
 def load_dataset(cfg: ShoalConfig) -> list[Any]:
@@ -176,7 +187,7 @@ def make_learner(cfg: ShoalConfig, model_dir: str, metrics: MetricsSink | None =
         from learner.ilql import ILQLConfig, ILQLLearner
 
         q = cfg.ilql
-        ic = ILQLConfig(learning_rate=q.learning_rate, gamma=q.gamma, tau=q.tau, cql_weight=q.cql_weight, bc_weight=q.bc_weight, target_alpha=q.target_alpha, grad_clip=q.grad_clip)
+        ic = ILQLConfig(learning_rate=q.learning_rate, gamma=q.gamma, tau=q.tau, cql_weight=q.cql_weight, bc_weight=q.bc_weight, target_alpha=q.target_alpha, grad_clip=q.grad_clip, bc_only=q.bc_only)
         learner = ILQLLearner(model_dir, ic, seed=cfg.run.seed, device=learner_device())
     if cfg.run.resume_from:
         learner.restore(cfg.run.resume_from)
@@ -219,5 +230,5 @@ def with_lmrl_score(result: dict[str, float], anchors: tuple[float, float, float
 
 __all__ = [
     "action_set", "check_dataset_fits", "final_metrics", "dataset_anchors_of", "learner_batch_size", "load_dataset", "make_env",
-    "make_episode_worker", "make_learner", "make_replay", "prepare_models", "with_lmrl_score",
+    "make_episode_worker", "make_learner", "make_replay", "preflight", "prepare_models", "with_lmrl_score",
 ]

@@ -64,3 +64,28 @@ def test_local_train_and_metrics_command(sft_models, tmp_path):
     m = shoal("metrics", "latest", "--runs-dir", f"{tmp_path}/runs")
     assert m.returncode == 0, m.stderr[-2000:]
     assert "learner/policy_loss" in m.stdout and "status=finished" in m.stdout
+
+
+def test_multiturn_train_rejects_bad_input(tmp_path):
+    """r2d2 on a free-text env, an env factory that does not import, a malformed data set."""
+    base = ["--set", f"run.runs_dir={tmp_path}/runs", "--set", "dashboard.enabled=false", "--set", "run.mode=local"]
+    r = shoal("train", *base, "--set", "run.algorithm=r2d2", "--set", "env.name=random_walks")
+    assert_one_line_error(r, "env.name", "legal_actions")
+    r = shoal("train", *base, "--set", "run.algorithm=r2d2", "--set", "env.name=no_such_pkg.envs:make")
+    assert_one_line_error(r, "env.name", "no_such_pkg")
+    bad = tmp_path / "episodes.jsonl"
+    bad.write_text('{"episode_id": "a", "task": "t", "turns": []}\n{"episode_id": "b"\n')
+    r = shoal("train", *base, "--set", "run.algorithm=ilql", "--set", "env.name=random_walks", "--set", f"ilql.dataset={bad}")
+    assert_one_line_error(r, "episodes.jsonl:")
+
+
+def test_local_r2d2_train_then_metrics(tmp_path):
+    runs = f"{tmp_path}/runs"
+    r = shoal("train", "--set", "run.algorithm=r2d2", "--set", "run.mode=local", "--set", f"run.runs_dir={runs}", "--set", "dashboard.enabled=false",
+              "--set", "run.total_steps=20", "--set", "env.kwargs={corridor_length: 3}", "--set", "env.eval_episodes=5",
+              "--set", "replay.min_size_to_sample=16", "--set", "r2d2.batch_size=8", "--set", "rollout.num_workers=2", "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "eval/success_rate" in r.stdout and "learner_steps" in r.stdout
+    m = shoal("metrics", "latest", "--runs-dir", runs)
+    assert m.returncode == 0, m.stderr[-2000:]
+    assert "learner/q_loss" in m.stdout and "rollout/episode_return_mean" in m.stdout

@@ -29,6 +29,12 @@ def test_overrides_are_typed():
         ("model.num_heads=3", "model.num_heads"),
         ("reward.rule_functions=[no_such_module:f]", "reward.rule_functions"),
         ("reward.rule_functions=[os:no_such_fn]", "reward.rule_functions"),
+        ("run.algorithm=dqn", "run.algorithm"),
+        ("env.name=no_such_env", "env.name"),
+        ("r2d2.start_state=random", "r2d2.start_state"),
+        ("r2d2.trace_length=0", "r2d2.trace_length"),
+        ("ilql.tau=1.5", "ilql.tau"),
+        ("replay.samples_per_insert=-1", "replay.samples_per_insert"),
     ],
 )
 def test_bad_values_name_the_field(override, path):
@@ -75,3 +81,34 @@ def test_readme_config_reference_is_current():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert with_reference(readme) == readme, "run: python -m deploy.config_reference --write README.md"
+
+
+@pytest.mark.parametrize(
+    "overrides, path",
+    [
+        (["run.algorithm=ilql"], "ilql.dataset"),
+        (["run.algorithm=r2d2", "replay.capacity=10"], "replay.min_size_to_sample"),
+    ],
+)
+def test_whole_config_rules_name_the_field(overrides, path):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert str(e.value).startswith(path + ":"), str(e.value)
+
+
+def test_multiturn_paths_are_checked_before_training(tmp_path):
+    from services.config import check_paths_for_training
+
+    with pytest.raises(ConfigError, match="^ilql.dataset: .*does not exist"):
+        check_paths_for_training(load_config(None, ["run.algorithm=ilql", f"ilql.dataset={tmp_path}/none.jsonl"]))
+    with pytest.raises(ConfigError, match="^r2d2.encoder_path: "):
+        check_paths_for_training(load_config(None, ["run.algorithm=r2d2", f"r2d2.encoder_path={tmp_path}"]))
+    check_paths_for_training(load_config(None, ["run.algorithm=r2d2", "model.path=/not/needed/for/r2d2"]))
+
+
+def test_shipped_multiturn_configs_load():
+    from pathlib import Path
+
+    for name in ("r2d2_cue_recall.yaml", "ilql_random_walks.yaml"):
+        cfg = load_config(Path("deploy/configs") / name)
+        assert cfg.run.algorithm in ("r2d2", "ilql")

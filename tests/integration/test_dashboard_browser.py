@@ -156,3 +156,28 @@ def test_token_page_asks_for_the_token(browser, store):
         wait_until(browser, "!location.search.includes('token')")  # taken out of the address bar
     finally:
         server.stop()
+
+
+def test_multiturn_charts_draw_an_r2d2_run(browser, store):
+    """A run written the way EpisodeActors and the R2D2 learner write it: the multi-turn charts fill."""
+    from services.metrics import RedisMetrics
+
+    run = "r2d2-20250101-120000-003"
+    RunRegistry(store.url).start_run(run, "r2d2", "{}")
+    workers = {f"rollout-{i}": RedisMetrics(store.url, run, f"rollout-{i}") for i in range(2)}
+    learner = RedisMetrics(store.url, run, "learner")
+    for step in range(1, 5):
+        for i, sink in enumerate(workers.values()):
+            sink.log({"rollout/turns_per_s": 100.0 + i, "rollout/episode_return_mean": -1.0 + 0.2 * step, "rollout/success_rate": 0.1 * step}, step=step)
+        learner.log({"learner/q_loss": 1.0 / step, "learner/td_abs_mean": 0.5 / step, "learner/policy_version": float(step)}, step=step)
+        learner.log({"dq/zero": 1.5, "dq/zero_burn_in": 0.9, "dq/stored": 0.1, "dq/stored_burn_in": 0.03}, step=step)
+    server = start_dashboard(store.url, port=0, poll_interval_s=0.3)
+    try:
+        browser.get(f"{server.url}#run={run}")
+        wait_until(browser, "+(document.querySelector('[data-chart=dq]') || {dataset: {}}).dataset.points > 0")
+        points = browser.execute_script(f"return {POINTS};")
+        assert points["turns"] == 4 * 2 + 8 and points["episodes"] == 4 * 4 and points["q_losses"] == 8 and points["dq"] == 16, points
+        shot = artifacts_dir() / "dashboard-r2d2.png"
+        assert browser.save_screenshot(str(shot))
+    finally:
+        server.stop()

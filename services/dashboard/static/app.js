@@ -143,7 +143,7 @@
   // ------------------------------------------------------------------ rendering
   function buildCharts() {
     S.charts = {}; S.rendered = false;
-    for (const group of ["throughput", "reward", "pipeline"]) $(`#charts-${group}`).replaceChildren();
+    for (const group of ["throughput", "reward", "pipeline", "multi-turn"]) $(`#charts-${group}`).replaceChildren();
     for (const spec of CHARTS) {
       const div = h("div", {"data-chart": spec.id});
       $(`#charts-${spec.group}`).appendChild(div);

@@ -138,6 +138,21 @@
     {id: "versions", group: "pipeline", title: "Policy version", unit: "learner vs workers",
       series: s => [line(s, "learner/policy_version", "learner", {color: TOTAL, thick: true}),
         ...s.bySource("rollout/policy_version", /^rollout/).map(p => ({label: p.source, pts: p.pts}))]},
+    // multi-turn runs (run.algorithm r2d2 / ilql): episodes from the env, Q-learning losses, R2D2's dQ
+    {id: "turns", group: "multi-turn", title: "Rollout turns/s", unit: "per worker while playing episodes", zero: true,
+      emptyText: "no multi-turn episodes in this run", series: s => perWorker(s, "rollout/turns_per_s")},
+    {id: "episodes", group: "multi-turn", title: "Episode return and success", unit: "per worker, training episodes",
+      emptyText: "no multi-turn episodes in this run",
+      series: s => [...s.bySource("rollout/episode_return_mean", /^rollout/).map(p => ({label: `return ${p.source}`, pts: p.pts})),
+        ...s.bySource("rollout/success_rate", /^rollout/).map(p => ({label: `success ${p.source}`, pts: p.pts, dashed: true}))]},
+    {id: "q_losses", group: "multi-turn", title: "Q-learning losses", emptyText: "no Q-learning in this run",
+      series: s => [line(s, "learner/q_loss", "R2D2 q_loss"), line(s, "learner/td_abs_mean", "R2D2 |td|", {dashed: true}),
+        line(s, "learner/ilql_q_loss", "ILQL q"), line(s, "learner/ilql_v_loss", "ILQL v"),
+        line(s, "learner/ilql_cql_loss", "ILQL cql", {dashed: true}), line(s, "learner/ilql_bc_loss", "ILQL bc", {dashed: true})]},
+    {id: "dq", group: "multi-turn", title: "R2D2 staleness dQ", unit: "zero > burn-in > stored > stored + burn-in (paper)", zero: true,
+      emptyText: "set r2d2.dq_interval to report dQ",
+      series: s => [line(s, "dq/zero", "zero state"), line(s, "dq/zero_burn_in", "zero + burn-in"),
+        line(s, "dq/stored", "stored"), line(s, "dq/stored_burn_in", "stored + burn-in", {thick: true})]},
   ];
 
   window.ShoalSeries = {Store, CHARTS, sumOfLast, stdName};

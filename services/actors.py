@@ -50,8 +50,9 @@ def _setup(cfg_json: str) -> ShoalConfig:
     return cfg
 
 
-def _model_dir(bundle: dict[str, bytes] | None) -> str | None:
-    return None if bundle is None else unpack_dir(bundle, tempfile.mkdtemp(prefix="shoal-model-"))
+def _model_dirs(bundles: dict[str, dict[str, bytes]] | None) -> dict[str, str]:
+    """Unpack {role: pack_dir bundle} into local temporary directories -> {role: path}."""
+    return {role: unpack_dir(b, tempfile.mkdtemp(prefix=f"shoal-{role}-")) for role, b in (bundles or {}).items()}
 
 
 @ray.remote
@@ -95,13 +96,13 @@ class RolloutActor:
 class EpisodeActor:
     """Plays episodes of the run's environment with the current weights (r2d2 / ilql)."""
 
-    def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int, model_bundle: dict[str, bytes]) -> None:
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int, model_bundles: dict[str, dict[str, bytes]]) -> None:
         from services.multiturn import make_episode_worker
 
         cfg = _setup(cfg_json)
         self.worker_id = f"rollout-{index}"
         self.metrics = _sink(redis_url, run_id, self.worker_id)
-        self.worker = make_episode_worker(cfg, index, _model_dir(model_bundle), self.metrics)
+        self.worker = make_episode_worker(cfg, index, _model_dirs(model_bundles), self.metrics)
         self.transport = make_transport(cfg.rollout.weight_transport)
         self.node = ray.get_runtime_context().get_node_id()
         self._report(healthy=True)
@@ -183,7 +184,7 @@ class BufferActor:
 
 @ray.remote
 class LearnerActor:
-    def __init__(self, cfg_json: str, redis_url: str, run_id: str, run_dir: str, model_bundle: dict[str, bytes] | None = None) -> None:
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str, run_dir: str, model_bundles: dict[str, dict[str, bytes]] | None = None) -> None:
         from services import multiturn
 
         self.cfg = _setup(cfg_json)
@@ -191,7 +192,7 @@ class LearnerActor:
         if self.cfg.run.algorithm == "ppo":
             learner = builder.make_learner(self.cfg)
         else:
-            learner = multiturn.make_learner(self.cfg, _model_dir(model_bundle))
+            learner = multiturn.make_learner(self.cfg, _model_dirs(model_bundles))
         self.batch_size = multiturn.learner_batch_size(self.cfg)
         self.stage = LearnerStage(learner, sink, self.cfg.run.checkpoint_interval, run_dir)
         self.transport = make_transport(self.cfg.rollout.weight_transport)

@@ -174,6 +174,11 @@ class R2D2Section(_Section):
     epsilon_alpha: float = Field(7.0, ge=0, description="Spread of the per-worker epsilons (see epsilon).")
     encoder_path: str | None = Field(None, description="Frozen LM that encodes each turn (any local HF causal-LM dir); null: a tiny LM built from the environment's texts into the run directory.")
     encoder_hidden_size: int = Field(64, gt=0, description="Hidden size of the built tiny encoder (when encoder_path is null).")
+    candidates: Literal["legal_actions", "policy"] = Field("legal_actions", description="What max_a Q is taken over: the env's `legal_actions()` (small action sets), or `policy` = k utterances sampled from `candidate_model_path` per observation (CHAI-style, for free-text actions).")
+    num_candidates: int = Field(5, gt=0, description="k: utterances sampled per observation when candidates = policy.")
+    candidate_model_path: str | None = Field(None, description="Causal LM (local HF dir) that proposes the candidates when candidates = policy, e.g. the model/ of an `algorithm: ilql, ilql.bc_only: true` checkpoint.")
+    candidate_temperature: float = Field(1.0, gt=0, description="Sampling temperature of the candidate LM.")
+    candidate_max_new_tokens: int = Field(16, gt=0, description="Token cap of one candidate utterance.")
     dq_interval: int = Field(0, ge=0, description="Every N learner steps, report R2D2's staleness diagnostic dQ (zero / burn-in / stored / stored + burn-in) on recent episodes (0: off).")
     dq_episodes: int = Field(16, gt=0, description="Recent episodes the dQ diagnostic uses.")
 
@@ -259,6 +264,8 @@ class ShoalConfig(_Section):
     def _algorithm_needs(self) -> "ShoalConfig":
         if self.run.algorithm == "ilql" and not (self.ilql.dataset or self.ilql.online):
             raise ValueError("ilql.dataset: algorithm ilql needs a data set (ilql.dataset) or online collection (ilql.online: true)")
+        if self.run.algorithm == "r2d2" and self.r2d2.candidates == "policy" and not self.r2d2.candidate_model_path:
+            raise ValueError("r2d2.candidate_model_path: required when r2d2.candidates is `policy` (the LM that proposes the k candidates)")
         if self.run.algorithm == "r2d2" and self.replay.min_size_to_sample > self.replay.capacity:
             raise ValueError(f"replay.min_size_to_sample: {self.replay.min_size_to_sample} exceeds replay.capacity {self.replay.capacity}")
         return self
@@ -339,7 +346,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 def check_paths_for_training(cfg: ShoalConfig) -> None:
     """Fail early, naming the field, when a model directory or data file the run needs is missing."""
     if cfg.run.algorithm != "ppo":
-        for field_name, path in (("r2d2.encoder_path", cfg.r2d2.encoder_path), ("ilql.model_path", cfg.ilql.model_path)):
+        paths = (("r2d2.encoder_path", cfg.r2d2.encoder_path), ("r2d2.candidate_model_path", cfg.r2d2.candidate_model_path), ("ilql.model_path", cfg.ilql.model_path))
+        for field_name, path in paths:
             if path is not None and not (Path(path) / "config.json").is_file():
                 raise ConfigError(f"{field_name}: {path!r} is not a Hugging Face model directory (no config.json); set it to null to build a tiny one")
         if cfg.run.algorithm == "ilql" and cfg.ilql.dataset and not Path(cfg.ilql.dataset).is_file():

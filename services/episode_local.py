@@ -31,10 +31,10 @@ class EpisodePipeline:
         if self.dataset:
             multiturn.check_dataset_fits(cfg, len(self.dataset))
         self.anchors = multiturn.dataset_anchors_of(self.dataset)
-        model_dir = multiturn.prepare_models(cfg, ctx.run_dir)
-        self.workers = [multiturn.make_episode_worker(cfg, i, model_dir, ctx.sink(f"rollout-{i}")) for i in range(cfg.rollout.num_workers)]
+        model_dirs = multiturn.prepare_models(cfg, ctx.run_dir)
+        self.workers = [multiturn.make_episode_worker(cfg, i, model_dirs, ctx.sink(f"rollout-{i}")) for i in range(cfg.rollout.num_workers)]
         self.buffer = BufferStage(multiturn.make_replay(cfg), ctx.sink("buffer"))
-        self.learner = LearnerStage(multiturn.make_learner(cfg, model_dir), ctx.sink("learner"), cfg.run.checkpoint_interval, str(ctx.run_dir))
+        self.learner = LearnerStage(multiturn.make_learner(cfg, model_dirs), ctx.sink("learner"), cfg.run.checkpoint_interval, str(ctx.run_dir))
         self.batch_size = multiturn.learner_batch_size(cfg)
         self.collecting = cfg.run.algorithm == "r2d2" or cfg.ilql.online
         if self.dataset:

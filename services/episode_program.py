@@ -42,8 +42,8 @@ class EpisodeProgram(ActorLearnerProgram):
         if self.dataset:
             multiturn.check_dataset_fits(cfg, len(self.dataset))
         self.anchors = multiturn.dataset_anchors_of(self.dataset)
-        self.model_dir = multiturn.prepare_models(cfg, ctx.run_dir)
-        self.bundle = ray.put(pack_dir(self.model_dir))  # held: restarted actors unpack it again
+        self.model_dirs = multiturn.prepare_models(cfg, ctx.run_dir)
+        self.bundle = ray.put({role: pack_dir(d) for role, d in self.model_dirs.items()})  # held: restarted actors unpack it again
         cj, url, rid = cfg.model_dump_json(), ctx.redis_url, ctx.run_id
         self.workers = [EpisodeActor.options(**self.worker_options()).remote(cj, url, rid, i, self.bundle) for i in range(cfg.rollout.num_workers)]
         self.buffer = BufferActor.options(num_cpus=0, **self.env_opts).remote(cj, url, rid)

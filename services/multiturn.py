@@ -12,7 +12,8 @@ The counterpart of `services/builder.py` for PPO, used by both runners (the Ray 
 - `make_replay`: `EpisodeReplay` over `PrioritizedSequenceReplay` (r2d2: items cut by
   `cut_episode`; ilql: whole episodes, uniform since ILQL sends no priorities). With an
   offline data set the rate limiter is off (the data set goes in at once).
-- `make_learner`: `R2D2Learner` (action set = the env's legal actions) or `ILQLLearner`.
+- `make_learner`: `R2D2Learner` (max over the env's legal actions, or over k utterances from
+  `rollout.candidates.LMCandidates` when r2d2.candidates = policy) or `ILQLLearner`.
 No Ray here.
 """
 
@@ -46,8 +47,8 @@ def action_set(cfg: ShoalConfig, env: Any) -> list[str]:
     actions = legal_actions_of(env)
     if not actions:
         raise ConfigError(
-            f"env.name: algorithm r2d2 needs an environment with legal_actions() (a small action set); {cfg.env.name!r} takes free text "
-            "(use algorithm ilql, or the library's candidate_fn for CHAI-style sampled candidates)"
+            f"env.name: {cfg.env.name!r} takes free text (no legal_actions()); set r2d2.candidates=policy with r2d2.candidate_model_path "
+            "(CHAI-style sampled candidates), or use algorithm ilql"
         )
     return list(actions)
 
@@ -56,7 +57,7 @@ def preflight(cfg: ShoalConfig) -> None:
     """On the driver, before any actor starts: the env builds and (r2d2) lists its actions.
     Raises ConfigError naming the field, instead of an actor failing remotely."""
     env = make_env(cfg)
-    if cfg.run.algorithm == "r2d2":
+    if cfg.run.algorithm == "r2d2" and cfg.r2d2.candidates == "legal_actions":
         action_set(cfg, env)
 
 
@@ -84,27 +85,42 @@ def env_texts(cfg: ShoalConfig, dataset: list[Any]) -> list[str]:
     return sorted(x for x in texts if x)
 
 
-def prepare_models(cfg: ShoalConfig, run_dir: str | Path) -> str:
-    """The model directory of the run (see the module docstring); builds a tiny one if none is given."""
-    out = Path(run_dir) / ("encoder" if cfg.run.algorithm == "r2d2" else "policy")
+def prepare_models(cfg: ShoalConfig, run_dir: str | Path) -> dict[str, str]:
+    """The model directories of the run by role (see the module docstring): r2d2 -> "encoder"
+    (+ "candidates" when r2d2.candidates is policy); ilql -> "policy". Builds tiny ones if none is given."""
     if cfg.run.algorithm == "r2d2":
-        if cfg.r2d2.encoder_path:
-            return cfg.r2d2.encoder_path
-        from learner.recurrent_q import build_tiny_encoder
-
-        enc = build_tiny_encoder(env_texts(cfg, []), hidden_size=cfg.r2d2.encoder_hidden_size, seed=cfg.run.seed)
-        enc.model.save_pretrained(out)
-        enc.tokenizer.save_pretrained(out)
-        return str(out)
+        dirs = {"encoder": cfg.r2d2.encoder_path or _build_encoder(cfg, Path(run_dir) / "encoder")}
+        if cfg.r2d2.candidates == "policy":
+            dirs["candidates"] = str(cfg.r2d2.candidate_model_path)
+        return dirs
     if cfg.ilql.model_path:
-        return cfg.ilql.model_path
+        return {"policy": cfg.ilql.model_path}
     from learner.init_model import build_model_dir
 
     shape = types.SimpleNamespace(vocab_size=300, hidden_size=cfg.ilql.model_hidden_size, num_layers=2, num_heads=2)
-    return str(build_model_dir(_Corpus(env_texts(cfg, load_dataset(cfg))), shape, out, seed=cfg.run.seed))
+    return {"policy": str(build_model_dir(_Corpus(env_texts(cfg, load_dataset(cfg))), shape, Path(run_dir) / "policy", seed=cfg.run.seed))}
 
 
-def make_agent(cfg: ShoalConfig, index: int, model_dir: str) -> Any:
+def _build_encoder(cfg: ShoalConfig, out: Path) -> str:
+    from learner.recurrent_q import build_tiny_encoder
+
+    enc = build_tiny_encoder(env_texts(cfg, []), hidden_size=cfg.r2d2.encoder_hidden_size, seed=cfg.run.seed)
+    enc.model.save_pretrained(out)
+    enc.tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def make_candidates(cfg: ShoalConfig, model_dirs: dict[str, str]) -> Any:
+    """CHAI-style candidate sampler (r2d2.candidates = policy), or None for the env's legal actions."""
+    if cfg.r2d2.candidates != "policy":
+        return None
+    from rollout.candidates import LMCandidates
+
+    r = cfg.r2d2
+    return LMCandidates(model_dirs["candidates"], r.num_candidates, r.candidate_temperature, r.candidate_max_new_tokens, seed=cfg.run.seed)
+
+
+def make_agent(cfg: ShoalConfig, index: int, model_dirs: dict[str, str]) -> Any:
     from rollout.episode_worker import ILQLAgent, QAgent
 
     if cfg.run.algorithm == "r2d2":
@@ -112,15 +128,17 @@ def make_agent(cfg: ShoalConfig, index: int, model_dir: str) -> Any:
         from rollout.q_actor import QActor, apex_epsilon
 
         r = cfg.r2d2
-        encoder = TurnEncoder.from_pretrained(model_dir)
+        encoder = TurnEncoder.from_pretrained(model_dirs["encoder"])
         net = RecurrentQNetwork(encoder.dim, hidden_size=r.hidden_size, forget_bias=r.forget_bias, seed=cfg.run.seed)
         eps = apex_epsilon(index, cfg.rollout.num_workers, r.epsilon, r.epsilon_alpha)
-        return QAgent(QActor(net, encoder, epsilon=eps, worker_id=f"rollout-{index}"))
+        cands = make_candidates(cfg, model_dirs)
+        fn = None if cands is None else cands.for_actor
+        return QAgent(QActor(net, encoder, epsilon=eps, candidate_fn=fn, num_candidates=r.num_candidates, worker_id=f"rollout-{index}"))
     from learner.ilql import ILQLHeads
     from learner.init_model import load_policy
     from rollout.ilql_decoding import ILQLPolicy
 
-    model, tokenizer = load_policy(model_dir)
+    model, tokenizer = load_policy(model_dirs["policy"])
     text = model.config.get_text_config()
     heads = ILQLHeads(text.hidden_size, text.vocab_size)  # replaced by the learner's at the first sync
     q = cfg.ilql
@@ -128,10 +146,10 @@ def make_agent(cfg: ShoalConfig, index: int, model_dir: str) -> Any:
     return ILQLAgent(policy, q.temperature)
 
 
-def make_episode_worker(cfg: ShoalConfig, index: int, model_dir: str, metrics: MetricsSink | None = None) -> Any:
+def make_episode_worker(cfg: ShoalConfig, index: int, model_dirs: dict[str, str], metrics: MetricsSink | None = None) -> Any:
     from rollout.episode_worker import EpisodeWorker
 
-    agent = make_agent(cfg, index, model_dir)
+    agent = make_agent(cfg, index, model_dirs)
     return EpisodeWorker(make_env(cfg), agent, f"rollout-{index}", index, cfg.env.max_turns, cfg.run.seed, metrics)
 
 
@@ -167,7 +185,7 @@ def learner_batch_size(cfg: ShoalConfig) -> int:
     return {"ppo": cfg.ppo.batch_size, "r2d2": cfg.r2d2.batch_size, "ilql": cfg.ilql.batch_size}[cfg.run.algorithm]
 
 
-def make_learner(cfg: ShoalConfig, model_dir: str, metrics: MetricsSink | None = None) -> Any:
+def make_learner(cfg: ShoalConfig, model_dirs: dict[str, str], metrics: MetricsSink | None = None) -> Any:
     from services.builder import learner_device
 
     if cfg.run.algorithm == "r2d2":
@@ -175,20 +193,24 @@ def make_learner(cfg: ShoalConfig, model_dir: str, metrics: MetricsSink | None =
         from learner.recurrent_q import RecurrentQNetwork, TurnEncoder
 
         r = cfg.r2d2
-        encoder = TurnEncoder.from_pretrained(model_dir)
+        encoder = TurnEncoder.from_pretrained(model_dirs["encoder"])
         net = RecurrentQNetwork(encoder.dim, hidden_size=r.hidden_size, forget_bias=r.forget_bias, seed=cfg.run.seed)
         rc = R2D2Config(
             burn_in_length=r.burn_in_length, trace_length=r.trace_length, n_step=r.n_step, gamma=r.gamma, lr=r.learning_rate,
             target_update_period=r.target_update_period, burn_in_gradients=r.burn_in_gradients, start_state=r.start_state,
             rescale=r.value_rescaling, priority_eta=r.priority_eta, max_grad_norm=r.max_grad_norm, core_lr_scale=r.core_lr_scale,
         )
-        learner = R2D2Learner(net, encoder, rc, action_set=action_set(cfg, make_env(cfg)))
+        cands = make_candidates(cfg, model_dirs)
+        if cands is None:
+            learner = R2D2Learner(net, encoder, rc, action_set=action_set(cfg, make_env(cfg)))
+        else:
+            learner = R2D2Learner(net, encoder, rc, candidate_fn=cands)
     else:
         from learner.ilql import ILQLConfig, ILQLLearner
 
         q = cfg.ilql
         ic = ILQLConfig(learning_rate=q.learning_rate, gamma=q.gamma, tau=q.tau, cql_weight=q.cql_weight, bc_weight=q.bc_weight, target_alpha=q.target_alpha, grad_clip=q.grad_clip, bc_only=q.bc_only)
-        learner = ILQLLearner(model_dir, ic, seed=cfg.run.seed, device=learner_device())
+        learner = ILQLLearner(model_dirs["policy"], ic, seed=cfg.run.seed, device=learner_device())
     if cfg.run.resume_from:
         learner.restore(cfg.run.resume_from)
     return learner

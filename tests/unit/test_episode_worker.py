@@ -128,3 +128,24 @@ def test_model_bundle_round_trip_and_refuses_escaping_paths(tmp_path):
     assert out.endswith("dst")
     with pytest.raises(ValueError, match="leaves"):
         unpack_dir({"../evil": b"x"}, str(tmp_path / "dst2"))
+
+
+def test_lm_candidates_are_k_per_observation_and_the_same_for_actor_and_learner(tmp_path):
+    import random as _random
+    import types
+
+    from learner.init_model import build_model_dir
+    from rollout.candidates import LMCandidates
+
+    class Corpus:
+        def corpus(self):
+            return ["go left right", "you see a cue: left", "junction"]
+
+    d = build_model_dir(Corpus(), types.SimpleNamespace(vocab_size=280, hidden_size=64, num_layers=1, num_heads=2), tmp_path / "lm", seed=0)
+    a = LMCandidates(str(d), k=3, max_new_tokens=4, seed=5)
+    b = LMCandidates(str(d), k=3, max_new_tokens=4, seed=5)
+    first = a("junction")
+    assert len(first) == 3 and all(isinstance(c, str) for c in first)
+    assert b.for_actor("junction", 3, _random.Random(1)) == first  # another process, same seed: same set
+    assert a("junction") == first and a.sampled == 3  # cached
+    assert len(a("corridor")) == 3 and a.sampled == 6

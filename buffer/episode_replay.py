@@ -7,7 +7,8 @@ learners sample items. This adapter sits in front of `PrioritizedSequenceReplay`
   stored state each) or keeps the Episode itself as the item (ILQL: `cut=None`);
 - items the replay's rate limiter refuses now wait in a pending queue, in order, and go in
   as soon as the learner has sampled enough (`flush`, called on every add and sample), so an
-  insert limit slows producers down (`free()` counts the queue) but never loses data;
+  insert limit slows producers down (`free()` counts the queue, `episode_room()` converts it
+  to whole episodes at the mean items per episode seen so far) but never loses data;
 - the last `recent` whole episodes with their states are kept for R2D2's dQ diagnostic
   (`recent_episodes`).
 Everything else (`sample`, `update_priorities`, `last_policy_lags`, staleness, eviction) is
@@ -16,6 +17,7 @@ the wrapped replay's; `stats()` adds buffer/pending and buffer/episodes_added.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,7 +34,7 @@ class EpisodeReplay:
         self.replay, self.cut = replay, cut
         self.pending: deque[Any] = deque()
         self.recent: deque[tuple[Episode, Any]] = deque(maxlen=max(recent, 0)) if recent else deque(maxlen=0)
-        self.episodes_added = 0
+        self.episodes_added = self.items_queued = 0
 
     def __len__(self) -> int:
         return len(self.replay)
@@ -40,6 +42,16 @@ class EpisodeReplay:
     def free(self) -> int:
         """How many more items the replay would take now, net of those still pending."""
         return max(0, self.replay.free() - len(self.pending))
+
+    def items_per_episode(self) -> float:
+        """Mean items an episode has produced so far (1 before the first)."""
+        return self.items_queued / self.episodes_added if self.episodes_added else 1.0
+
+    def episode_room(self) -> int:
+        """Room in episodes: ceil(free() / items_per_episode), so it is > 0 exactly when free() is
+        (a caller that waits for room > 0 can never deadlock with a rate-limited learner). Asking
+        producers for about this many episodes keeps the pending queue short and sampled items fresh."""
+        return int(math.ceil(self.free() / max(self.items_per_episode(), 1e-9)))
 
     def flush(self) -> int:
         """Move pending items into the replay as far as its rate limiter allows."""
@@ -61,6 +73,7 @@ class EpisodeReplay:
             self.pending.extend(items)
             n += len(items)
             self.episodes_added += 1
+            self.items_queued += len(items)
             if states is not None and self.recent.maxlen:
                 self.recent.append((episode, states))
         self.flush()

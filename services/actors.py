@@ -55,13 +55,15 @@ def _model_dirs(bundles: dict[str, dict[str, bytes]] | None) -> dict[str, str]:
     return {role: unpack_dir(b, tempfile.mkdtemp(prefix=f"shoal-{role}-")) for role, b in (bundles or {}).items()}
 
 
-@ray.remote
-class RolloutActor:
-    def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int) -> None:
-        cfg = _setup(cfg_json)
-        self.worker_id = f"rollout-{index}"
-        self.metrics = _sink(redis_url, run_id, self.worker_id)
-        self.worker = builder.make_worker(cfg, index, self.metrics)
+class _WorkerHost:
+    """What both rollout actors share: weight loading through the transport, status, and the
+    worker record on the dashboard (`metrics.worker_status`)."""
+
+    worker_id: str
+    metrics: Any
+
+    def _host(self, cfg: ShoalConfig, worker: Any) -> None:
+        self.worker = worker
         self.transport = make_transport(cfg.rollout.weight_transport)
         self.node = ray.get_runtime_context().get_node_id()
         self._report(healthy=True)
@@ -70,11 +72,6 @@ class RolloutActor:
         s = self.worker.status()
         self.metrics.worker_status(self.worker_id, node=self.node, engine=s["engine"], policy_version=s["policy_version"], samples=s["samples"],
                                    tokens_per_s=s["tokens_per_s"], samples_per_s=s["samples_per_s"], **extra)
-
-    def generate(self, prompts: list) -> list:
-        rollouts = self.worker.generate(prompts)
-        self._report(healthy=True)
-        return rollouts
 
     def load_weights(self, handle: Any) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -85,15 +82,29 @@ class RolloutActor:
         self._report(healthy=True)
         return out
 
-    def logprobs(self, prompt_ids: list, response_ids: list) -> list:
-        return self.worker.logprobs(prompt_ids, response_ids)
-
     def status(self) -> dict[str, Any]:
         return {**self.worker.status(), "node": self.node}
 
 
 @ray.remote
-class EpisodeActor:
+class RolloutActor(_WorkerHost):
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int) -> None:
+        cfg = _setup(cfg_json)
+        self.worker_id = f"rollout-{index}"
+        self.metrics = _sink(redis_url, run_id, self.worker_id)
+        self._host(cfg, builder.make_worker(cfg, index, self.metrics))
+
+    def generate(self, prompts: list) -> list:
+        rollouts = self.worker.generate(prompts)
+        self._report(healthy=True)
+        return rollouts
+
+    def logprobs(self, prompt_ids: list, response_ids: list) -> list:
+        return self.worker.logprobs(prompt_ids, response_ids)
+
+
+@ray.remote
+class EpisodeActor(_WorkerHost):
     """Plays episodes of the run's environment with the current weights (r2d2 / ilql)."""
 
     def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int, model_bundles: dict[str, dict[str, bytes]]) -> None:
@@ -102,15 +113,7 @@ class EpisodeActor:
         cfg = _setup(cfg_json)
         self.worker_id = f"rollout-{index}"
         self.metrics = _sink(redis_url, run_id, self.worker_id)
-        self.worker = make_episode_worker(cfg, index, _model_dirs(model_bundles), self.metrics)
-        self.transport = make_transport(cfg.rollout.weight_transport)
-        self.node = ray.get_runtime_context().get_node_id()
-        self._report(healthy=True)
-
-    def _report(self, **extra: Any) -> None:
-        s = self.worker.status()
-        self.metrics.worker_status(self.worker_id, node=self.node, engine=s["engine"], policy_version=s["policy_version"], samples=s["samples"],
-                                   tokens_per_s=s["tokens_per_s"], samples_per_s=s["samples_per_s"], **extra)
+        self._host(cfg, make_episode_worker(cfg, index, _model_dirs(model_bundles), self.metrics))
 
     def run(self, num_episodes: int) -> Any:
         batch = self.worker.run(num_episodes)
@@ -119,18 +122,6 @@ class EpisodeActor:
 
     def evaluate(self, indices: list) -> dict[str, list[float]]:
         return self.worker.evaluate(indices)
-
-    def load_weights(self, handle: Any) -> dict[str, float]:
-        t0 = time.perf_counter()
-        weights = self.transport.fetch(handle)
-        fetch_s = time.perf_counter() - t0
-        out = self.worker.load_weights(weights)
-        out["weights/fetch_s"] = fetch_s
-        self._report(healthy=True)
-        return out
-
-    def status(self) -> dict[str, Any]:
-        return {**self.worker.status(), "node": self.node}
 
 
 @ray.remote
@@ -163,8 +154,12 @@ class BufferActor:
         return self.stage.add(items)
 
     def add_episodes(self, batch: Any) -> int:
-        """An EpisodeBatch from an EpisodeActor (r2d2 / ilql); returns free()."""
-        return self.stage.add(batch.pairs())
+        """An EpisodeBatch from an EpisodeActor (r2d2 / ilql); returns the room in whole episodes."""
+        self.stage.add(batch.pairs())
+        return self.stage.buffer.episode_room()
+
+    def episode_room(self) -> int:
+        return self.stage.buffer.episode_room()
 
     def update_priorities(self, keys: list, priorities: list) -> int:
         return self.stage.buffer.update_priorities(keys, priorities)

@@ -50,8 +50,9 @@ class EpisodePipeline:
     def collect(self) -> None:
         if not self.collecting:
             return
-        for w in self.workers:
-            if self.buffer.free() > 0:
+        for i, w in enumerate(self.workers):
+            room = self.buffer.buffer.episode_room()
+            if room >= self.cfg.env.episodes_per_request or (i == 0 and room > 0):  # never stall a rate-limited learner
                 batch = w.run(self.cfg.env.episodes_per_request)
                 self.episodes += len(batch.episodes)
                 self.buffer.add(batch.pairs())

@@ -49,6 +49,8 @@ class EpisodeProgram(ActorLearnerProgram):
         self.buffer = BufferActor.options(num_cpus=0, **self.env_opts).remote(cj, url, rid)
         self.learner = LearnerActor.options(**self.learner_options()).remote(cj, url, rid, str(ctx.run_dir), self.bundle)
         self.collecting = cfg.run.algorithm == "r2d2" or cfg.ilql.online
+        self.request_cost = cfg.env.episodes_per_request  # room is counted in whole episodes
+        self.partial_requests = True  # the replay queues what its rate limiter refuses: never stall the learner
         if self.dataset:
             ray.get(self.buffer.add.remote([(ep, None) for ep in self.dataset]))
             print(f"[shoal] replay holds the data set: {len(self.dataset)} episodes from {cfg.ilql.dataset}", flush=True)
@@ -62,6 +64,9 @@ class EpisodeProgram(ActorLearnerProgram):
 
     def request(self, i: int, num_episodes: int) -> Any:
         return self.buffer.add_episodes.remote(self.workers[i].run.remote(num_episodes))
+
+    def room(self) -> int:
+        return ray.get(self.buffer.episode_room.remote())
 
     def refill(self, free: int) -> None:
         if self.collecting:

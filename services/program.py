@@ -83,6 +83,7 @@ class ActorLearnerProgram:
     """
 
     request_cost = 1
+    partial_requests = False  # True: with nothing in flight, launch one request into any room (the buffer queues the overshoot)
 
     def __init__(self, cfg: ShoalConfig, ctx: RunContext) -> None:
         self.cfg, self.ctx = cfg, ctx
@@ -134,12 +135,16 @@ class ActorLearnerProgram:
     def in_flight(self) -> int:
         return sum(1 for kind, _ in self.pending.values() if kind == "chain")
 
+    def room(self) -> int:
+        """The buffer's room, in the unit of `request_cost`."""
+        return ray.get(self.buffer.free.remote())
+
     def refill(self, free: int) -> None:
         """Launch idle workers while the buffer has room for their requests."""
         per = self.request_cost
         room = free - self.in_flight() * per
         for i in sorted(self.idle):
-            if room < per:
+            if room < per and not (self.partial_requests and room > 0 and self.in_flight() == 0):
                 break
             self.launch(i)
             room -= per
@@ -171,7 +176,7 @@ class ActorLearnerProgram:
         bar = tqdm(total=total, desc="learner steps", disable=not progress)
         busy = {info.worker for kind, info in self.pending.values() if kind == "chain"}
         self.idle |= set(range(len(self.workers))) - busy
-        self.refill(ray.get(self.buffer.free.remote()))
+        self.refill(self.room())
         self.pending[self.learner.train_step.remote(self.buffer)] = ("learn", None)
         last: dict[str, float] = {}
         t_start = time.perf_counter()
@@ -179,7 +184,7 @@ class ActorLearnerProgram:
             ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
             if not ready:
                 if self.idle and self.in_flight() == 0:
-                    self.refill(ray.get(self.buffer.free.remote()))
+                    self.refill(self.room())
                 continue
             kind, info = self.pending.pop(ready[0])
             if kind == "chain":
@@ -203,7 +208,7 @@ class ActorLearnerProgram:
         if self.version < self.cfg.run.total_steps:
             self.pending[self.learner.train_step.remote(self.buffer)] = ("learn", None)
         if self.idle and self.in_flight() == 0:
-            self.refill(ray.get(self.buffer.free.remote()))
+            self.refill(self.room())
         return m
 
     def progress_fields(self, m: dict[str, float]) -> dict[str, str]:

@@ -19,13 +19,6 @@ from services.metrics import MetricsReader, resolve_redis  # noqa: E402
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=6, include_dashboard=False, runtime_env={"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}})
-    yield
-    ray.shutdown()
-
-
 def _cfg(tmp_path, *extra):
     return load_config(None, [f"run.runs_dir={tmp_path}/runs", "dashboard.enabled=false", "env.eval_episodes=6", *extra])
 

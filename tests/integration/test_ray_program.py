@@ -12,13 +12,6 @@ from tests.conftest import small_config  # noqa: E402
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=6, include_dashboard=False, runtime_env={"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}})
-    yield
-    ray.shutdown()
-
-
 def test_run_end_to_end_reports_to_redis(ray_local, sft_models, tmp_path):
     from services.program import run_ray
     from services.metrics import resolve_redis

@@ -149,3 +149,17 @@ def test_lm_candidates_are_k_per_observation_and_the_same_for_actor_and_learner(
     assert b.for_actor("junction", 3, _random.Random(1)) == first  # another process, same seed: same set
     assert a("junction") == first and a.sampled == 3  # cached
     assert len(a("corridor")) == 3 and a.sampled == 6
+
+
+def test_episode_room_counts_whole_episodes_and_is_positive_whenever_items_fit():
+    replay = PrioritizedSequenceReplay(capacity=100, samples_per_insert=1.0, min_size_to_sample=4, error_buffer=4)
+    er = EpisodeReplay(replay, cut=lambda ep, st: [ep] * 5)
+    assert er.episode_room() == er.free() > 0  # nothing seen yet: one item per episode
+    er.add([(_episode(0)[0], None)])
+    assert er.items_per_episode() == 5.0
+    assert er.episode_room() == -(-er.free() // 5)
+    for _ in range(50):  # drain: the learner samples until inserts are allowed again
+        er.sample(4, 0)
+        if er.free() > 0:
+            break
+    assert er.free() > 0 and er.episode_room() >= 1

@@ -91,5 +91,20 @@ def test_ray_job_submit_runs_training_and_reports_metrics(ray_head, sft_models, 
         latest = reader.latest(runs[0]["run_id"])
         assert latest["learner/policy_version"]["v"] == 2
         assert "rollout/tokens_per_s" in latest and "reward/mean" in latest
+
+        # the multi-turn learner through the same entrypoint: R2D2 from its shipped config
+        r2d2_cfg = str(Path(__file__).resolve().parents[2] / "deploy" / "configs" / "r2d2_cue_recall.yaml")
+        overrides = [f"run.runs_dir={cfg.run.runs_dir}", f"run.redis_url={redis.url}", "run.total_steps=20", "env.eval_episodes=4",
+                     "replay.min_size_to_sample=16", "r2d2.dq_interval=10"]
+        sets = [a for o in overrides for a in ("--set", o)]
+        cmd = [RAY, "job", "submit", f"--address={address}", "--", sys.executable, "-m", "deploy.cli", "train", r2d2_cfg, "--quiet", *sets]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0 and "succeeded" in out, out[-4000:]
+        run = next(x for x in reader.list_runs() if x["run_id"].startswith("r2d2-cue-recall"))
+        assert run["status"] == "finished", run
+        latest = reader.latest(run["run_id"])
+        assert latest["learner/policy_version"]["v"] == 20 and "learner/q_loss" in latest and "dq/stored_burn_in" in latest
+        assert set(reader.workers(run["run_id"])) == {"rollout-0", "rollout-1"}
     finally:
         redis.close()

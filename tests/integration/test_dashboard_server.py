@@ -149,7 +149,10 @@ def test_open_run_starts_the_dashboard_and_close_run_stops_it(tmp_path, capsys):
     assert f"(port {port} was busy)" in out
     status, body, _ = get(f"http://127.0.0.1:{ctx.dashboard.port}/api/runs")
     assert status == 200 and body["runs"][0]["run_id"] == ctx.run_id
-    assert "token" not in (tmp_path / "runs" / ctx.run_id / "config.yaml").read_text().split("dashboard:")[1]
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "runs" / ctx.run_id / "config.yaml").read_text())
+    assert "token" not in saved["dashboard"]
     close_run(ctx, "finished", {})
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{ctx.dashboard.port}/api/runs", timeout=2)

@@ -20,6 +20,13 @@ Pieces (see /work/shared/reference/ALGORITHMS.md, R2D2 and CHAI sections):
   set (cue recall: go/left/right) and k candidates sampled from a policy LM (CHAI) alike.
   The LSTM forget-gate bias starts at `forget_bias` (default 3.0: sigmoid = 0.95), so the
   untrained core already keeps information for many turns (Gers et al. 2000; Jozefowicz 2015).
+  `memory=False` is the memoryless baseline (a feed-forward Q(o_t, a) with the same layers and,
+  for the same seed, the same initial weights): `core_step` returns zeros whatever it is given
+  and `q_values` reads zeros in place of the state, so Q depends only on the current
+  observation and the candidates - not on earlier turns, the previous action or reward. The
+  interface (initial_state, q_values, core_step, unroll, [2, H] states) is unchanged, so
+  `R2D2Learner` and `QActor` run it as they are (the unused core gets no gradient). The PO-maze
+  proof compares the two (tests/learning/test_r2d2_maze_po.py).
 - `unroll(...)`: runs the core over [B, L] positions from a start state; positions with mask 0
   keep the state unchanged (needed for front padding, `pad_start=True`); the first `burn_in`
   positions run under no_grad unless `burn_in_gradients`.
@@ -100,8 +107,9 @@ def build_tiny_encoder(corpus: Sequence[str], hidden_size: int = 64, num_layers:
 class RecurrentQNetwork(nn.Module):
     """See the module docstring. Inputs are encoder embeddings of dimension `embed_dim`."""
 
-    def __init__(self, embed_dim: int, hidden_size: int = 64, forget_bias: float = 3.0, read_cell: bool = True, seed: int | None = None) -> None:
+    def __init__(self, embed_dim: int, hidden_size: int = 64, forget_bias: float = 3.0, read_cell: bool = True, seed: int | None = None, memory: bool = True) -> None:
         super().__init__()
+        self.memory = memory  # False: memoryless baseline (state ignored, core_step returns zeros)
         if seed is not None:
             torch.manual_seed(seed)
         self.embed_dim, self.hidden_size = embed_dim, hidden_size
@@ -123,6 +131,8 @@ class RecurrentQNetwork(nn.Module):
         """Dueling Q over candidates. state [..., 2, H], obs [..., E], cands [..., A, E] -> [..., A];
         with `taken` [..., E] also returns Q of that action [...] (centred by the same candidate mean)."""
         mem = state.flatten(-2) if self.read_cell else state[..., 0, :]
+        if not self.memory:
+            mem = torch.zeros_like(mem)
         u = torch.tanh(self.read(torch.cat([mem, obs], dim=-1)))
         value = self.value(u)
 
@@ -140,7 +150,10 @@ class RecurrentQNetwork(nn.Module):
         return q_all, q_taken
 
     def core_step(self, state: torch.Tensor, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """State after a complete turn: [B, 2, H] -> [B, 2, H]; rows with mask 0 keep their state."""
+        """State after a complete turn: [B, 2, H] -> [B, 2, H]; rows with mask 0 keep their state.
+        Memoryless (memory=False): zeros of the same shape, whatever the inputs."""
+        if not self.memory:
+            return torch.zeros_like(state)
         x = torch.cat([obs, action, reward.unsqueeze(-1)], dim=-1)
         h, c = self.core(x, (state[:, 0], state[:, 1]))
         new = torch.stack([h, c], dim=1)

@@ -169,6 +169,7 @@ class R2D2Section(_Section):
     max_grad_norm: float = Field(40.0, gt=0, description="Global gradient-norm clip (R2D2: 40).")
     core_lr_scale: float = Field(1.0, ge=0, description="The recurrent core's learning rate as a fraction of `learning_rate` (0 freezes it).")
     hidden_size: int = Field(64, gt=0, description="LSTM core size.")
+    memory: bool = Field(True, description="false: the memoryless baseline (Q of the current observation only; the same network without its recurrent state).")
     forget_bias: float = Field(3.0, description="Initial forget-gate bias of the LSTM (long memory from the start).")
     epsilon: float = Field(0.4, ge=0, le=1, description="Exploration: worker i of N acts epsilon^(1 + epsilon_alpha * i/(N-1))-greedily (Ape-X/R2D2: 0.4, 7).")
     epsilon_alpha: float = Field(7.0, ge=0, description="Spread of the per-worker epsilons (see epsilon).")

@@ -129,7 +129,7 @@ def make_agent(cfg: ShoalConfig, index: int, model_dirs: dict[str, str]) -> Any:
 
         r = cfg.r2d2
         encoder = TurnEncoder.from_pretrained(model_dirs["encoder"])
-        net = RecurrentQNetwork(encoder.dim, hidden_size=r.hidden_size, forget_bias=r.forget_bias, seed=cfg.run.seed)
+        net = RecurrentQNetwork(encoder.dim, hidden_size=r.hidden_size, forget_bias=r.forget_bias, seed=cfg.run.seed, memory=r.memory)
         eps = apex_epsilon(index, cfg.rollout.num_workers, r.epsilon, r.epsilon_alpha)
         cands = make_candidates(cfg, model_dirs)
         fn = None if cands is None else cands.for_actor
@@ -194,7 +194,7 @@ def make_learner(cfg: ShoalConfig, model_dirs: dict[str, str], metrics: MetricsS
 
         r = cfg.r2d2
         encoder = TurnEncoder.from_pretrained(model_dirs["encoder"])
-        net = RecurrentQNetwork(encoder.dim, hidden_size=r.hidden_size, forget_bias=r.forget_bias, seed=cfg.run.seed)
+        net = RecurrentQNetwork(encoder.dim, hidden_size=r.hidden_size, forget_bias=r.forget_bias, seed=cfg.run.seed, memory=r.memory)
         rc = R2D2Config(
             burn_in_length=r.burn_in_length, trace_length=r.trace_length, n_step=r.n_step, gamma=r.gamma, lr=r.learning_rate,
             target_update_period=r.target_update_period, burn_in_gradients=r.burn_in_gradients, start_state=r.start_state,

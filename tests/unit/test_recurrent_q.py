@@ -201,3 +201,53 @@ def test_save_restore_roundtrip(encoder, tmp_path):
         assert torch.equal(v, other.network.state_dict()[k])
     m1, m2 = learner.step(batch), other.step(batch)
     assert m1["learner/q_loss"] == pytest.approx(m2["learner/q_loss"], rel=1e-5)
+
+
+def _q_after(net, encoder, history, obs):
+    """Q over ACTIONS at `obs` after running the core over `history` [(observation, action, reward)]."""
+    s = net.initial_state(1)
+    for o, a, r in history:
+        e = encoder.encode([o, a])
+        s = net.core_step(s, e[0:1], e[1:2], torch.tensor([r]))
+    return net.q_values(s[0], encoder.encode([obs])[0], encoder.encode(ACTIONS)), s
+
+
+def test_memoryless_q_ignores_history_recurrent_does_not(encoder):
+    obs = "corridor."
+    h1 = [("cue: left.", "go", 0.0), ("corridor.", "go", 0.0)]
+    h2 = [("cue: right.", "left", -1.0), ("corridor.", "right", 1.0), ("corridor.", "go", 0.0)]
+    rec = RecurrentQNetwork(encoder.dim, hidden_size=H, seed=0)
+    memless = RecurrentQNetwork(encoder.dim, hidden_size=H, seed=0, memory=False)
+    # same layers and, for the same seed, the same initial weights: only the memory differs
+    assert all(torch.equal(v, memless.state_dict()[k]) for k, v in rec.state_dict().items())
+    with torch.no_grad():
+        q_rec = [_q_after(rec, encoder, h, obs)[0] for h in (h1, h2, [])]
+        (q0, s0), (q1, s1), (q2, s2) = (_q_after(memless, encoder, h, obs) for h in ([], h1, h2))
+        assert not torch.allclose(q_rec[0], q_rec[1]) and not torch.allclose(q_rec[0], q_rec[2])
+        assert torch.equal(q0, q1) and torch.equal(q0, q2)
+        assert all(torch.count_nonzero(s) == 0 for s in (s0, s1, s2))
+        # a non-zero state (e.g. a stored one) is ignored too
+        q_rand = memless.q_values(torch.randn(STATE_ROWS, H), encoder.encode([obs])[0], encoder.encode(ACTIONS))
+        assert torch.equal(q0, q_rand)
+        # but Q still depends on the current observation
+        q_other = memless.q_values(torch.zeros(STATE_ROWS, H), encoder.encode(["junction: say left or right."])[0], encoder.encode(ACTIONS))
+        assert not torch.allclose(q0, q_other)
+
+
+def test_memoryless_network_runs_in_learner_and_actor(encoder):
+    net = RecurrentQNetwork(encoder.dim, hidden_size=H, seed=0, memory=False)
+    learner = R2D2Learner(net, encoder, R2D2Config(burn_in_length=B, trace_length=T, n_step=2), action_set=ACTIONS)
+    actor = QActor(RecurrentQNetwork(encoder.dim, hidden_size=H, seed=1, memory=False), encoder, epsilon=0.5)
+    w = learner.get_weights()
+    actor.load_weights(w.tensors, w.version)
+    pairs = episodes(actor, n=3)
+    assert all(np.count_nonzero(st) == 0 for _, st in pairs)
+    core_before = {k: v.clone() for k, v in net.core.state_dict().items()}
+    m = learner.step(batch_of(pairs))
+    assert np.isfinite(m["learner/q_loss"])
+    assert all(torch.equal(v, net.core.state_dict()[k]) for k, v in core_before.items())  # the unused core never moves
+    t = learner._tensors(batch_of(pairs).items)
+    _, q_taken, states = net.unroll(torch.randn_like(t["start"]), t["obs"], t["act"], t["rewards"], t["mask"], t["cands"], B)
+    _, q_taken0, _ = net.unroll(torch.zeros_like(t["start"]), t["obs"], t["act"], t["rewards"], t["mask"], t["cands"], B)
+    assert torch.equal(q_taken, q_taken0)
+    assert torch.count_nonzero(states[:, 1:]) == 0  # every state after the (ignored) start one is zero

@@ -44,6 +44,7 @@ from learner.recurrent_q import RecurrentQNetwork, build_tiny_encoder
 from rollout.envs.base import episode_success
 from rollout.envs.cue_recall import ACTIONS, CueRecallEnv
 from rollout.q_actor import QActor, env_corpus
+from tests.learning.r2d2_loop import learn_after_episode, sync_actor
 
 K = 6
 BURN_IN, TRACE, PERIOD = 3, 3, 2
@@ -60,23 +61,14 @@ def train(start_state: str, encoder, seed: int = 0, episodes: int = 400, updates
     cfg = R2D2Config(burn_in_length=BURN_IN, trace_length=TRACE, n_step=3, gamma=0.95, lr=1e-3, target_update_period=50, start_state=start_state, core_lr_scale=0.1)
     learner = R2D2Learner(net, encoder, cfg, action_set=ACTIONS)
     actor = QActor(RecurrentQNetwork(encoder.dim, hidden_size=hidden, seed=seed), encoder, epsilon=0.3, worker_id="actor-0")
-    w = learner.get_weights()
-    actor.load_weights(w.tensors, w.version)
+    sync_actor(learner, actor)
     replay = PrioritizedSequenceReplay(capacity=300, min_size_to_sample=64, seed=seed)
     history = []
     for i in range(episodes):
         ep, states = actor.run_episode(env, f"train-{i}", seed=seed * 100_000 + i)
         history.append((ep, states))
         replay.add(cut_episode(ep, states, BURN_IN, TRACE, PERIOD))
-        for _ in range(updates_per_episode):
-            batch = replay.sample(batch_size, learner.policy_version)
-            if batch is None:
-                break
-            _, prio = learner.step_with_priorities(batch)
-            replay.update_priorities(batch.keys, prio)
-            if learner.policy_version % sync_period == 0:
-                w = learner.get_weights()
-                actor.load_weights(w.tensors, w.version)
+        learn_after_episode(learner, actor, replay, updates_per_episode, batch_size, sync_period)
     return learner, actor, history
 
 

@@ -57,6 +57,7 @@ from rollout.envs.base import episode_success
 from rollout.envs.maze import ACTIONS, MazeEnv
 from rollout.envs.registry import make_env
 from rollout.q_actor import QActor, env_corpus
+from tests.learning.r2d2_loop import learn_after_episode, sync_actor
 
 MAX_STEPS = 30
 BURN_IN, TRACE, PERIOD = 4, 6, 3
@@ -80,22 +81,13 @@ def train(memory: bool, encoder, seed: int = 0, episodes: int = EPISODES, update
     cfg = R2D2Config(burn_in_length=BURN_IN, trace_length=TRACE, n_step=5, gamma=0.95, lr=1e-3, target_update_period=50, start_state="stored", core_lr_scale=0.1)
     learner = R2D2Learner(net, encoder, cfg, action_set=ACTIONS)
     actor = QActor(RecurrentQNetwork(encoder.dim, hidden_size=hidden, seed=seed, memory=memory), encoder, epsilon=EPSILON_START, worker_id="actor-0")
-    w = learner.get_weights()
-    actor.load_weights(w.tensors, w.version)
+    sync_actor(learner, actor)
     replay = PrioritizedSequenceReplay(capacity=500, min_size_to_sample=64, seed=seed)
     for i in range(episodes):
         actor.epsilon = EPSILON_START + (EPSILON_END - EPSILON_START) * i / max(1, episodes - 1)
         ep, states = actor.run_episode(env, f"train-{i}", seed=seed * 100_000 + i, max_turns=MAX_STEPS)
         replay.add(cut_episode(ep, states, BURN_IN, TRACE, PERIOD))
-        for _ in range(updates_per_episode):
-            batch = replay.sample(batch_size, learner.policy_version)
-            if batch is None:
-                break
-            _, prio = learner.step_with_priorities(batch)
-            replay.update_priorities(batch.keys, prio)
-            if learner.policy_version % sync_period == 0:
-                w = learner.get_weights()
-                actor.load_weights(w.tensors, w.version)
+        learn_after_episode(learner, actor, replay, updates_per_episode, batch_size, sync_period)
     return learner
 
 

@@ -57,15 +57,15 @@ def machine_info() -> dict[str, Any]:
 
 def model_section(hidden: int, layers: int, heads: int, vocab: int = 512) -> Any:
     """A validated ModelSection (head_dim = hidden/heads must be >= 32 for vLLM CPU)."""
-    from services.config import ModelSection
+    from shoal.services.config import ModelSection
 
     return ModelSection(hidden_size=hidden, num_layers=layers, num_heads=heads, vocab_size=vocab)
 
 
 def build_random_model(out_dir: str | Path, hidden: int, layers: int, heads: int, seed: int = 0) -> Path:
-    """A random-init Llama + BPE tokenizer directory via learner.init_model.build_model_dir."""
-    from learner.init_model import build_model_dir
-    from rollout.tasks import KeywordsTask
+    """A random-init Llama + BPE tokenizer directory via shoal.models.build_model_dir."""
+    from shoal.models import build_model_dir
+    from shoal.rollout.tasks import KeywordsTask
 
     return build_model_dir(KeywordsTask(), model_section(hidden, layers, heads), out_dir, seed=seed)
 
@@ -90,7 +90,7 @@ def fixed_prompts(model_dir: str | Path, n: int, seed: int = 0) -> list[Any]:
     """n seeded prompts of the built-in task, tokenized by the model's tokenizer."""
     from transformers import AutoTokenizer
 
-    from rollout.tasks import KeywordsTask, TaskPromptSource
+    from shoal.rollout.tasks import KeywordsTask, TaskPromptSource
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     return TaskPromptSource(KeywordsTask(), tok, seed, prefix="bench").next_batch(n)
@@ -140,7 +140,14 @@ def write_results(name: str, payload: dict[str, Any], quick: bool, out: str | No
     """The JSON document: machine info, the caveat, the arguments, then `payload`."""
     path = results_path(name, out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": name, "quick": quick, "machine": machine_info(), "caveat": CAVEAT, "argv": sys.argv[1:], **payload}
+    doc = {
+        "benchmark": name,
+        "quick": quick,
+        "machine": machine_info(),
+        "caveat": CAVEAT,
+        "argv": sys.argv[1:],
+        **payload,
+    }
     path.write_text(json.dumps(doc, indent=2, default=str))
     return path
 

@@ -7,10 +7,10 @@ What is measured (each learner's own `step`, a batch already in memory; no repla
    (--lengths, items of L = burn_in + trace + 1 turns), burn_in_gradients off; and on, at
    one batch size (--bigrad-batch). Setup: a text environment (--env, default maze_po: 100-turn
    episodes, 4 moves), a tiny frozen encoder (learner.recurrent_q.build_tiny_encoder: random
-   Llama hidden --encoder-hidden, 1 layer, BPE trained on rollout.q_actor.env_corpus), an LSTM
+   Llama hidden --encoder-hidden, 1 layer, BPE trained on rollout.envs.base.env_corpus), an LSTM
    Q network of --hidden units, the env's legal actions as the action set, n-step 5, stored
    start states. Items: buffer.sequences.cut_episode (period = trace / 2) of --episodes
-   episodes played by rollout.q_actor.QActor (untrained network, epsilon 0.4). Columns:
+   episodes played by learner.r2d2.acting.QActor (untrained network, epsilon 0.4). Columns:
    - step ms: one `step_with_priorities` (encode, unroll online + target, targets, backward,
      Adam, priorities); steps/s, items/s, turns/s (B x L positions unrolled) and trace
      turns/s (B x trace, the turns that carry the loss) follow from it;
@@ -98,8 +98,12 @@ def n_params(*modules: Any) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def interleaved_rounds(configs: list[dict[str, Any]], step: Callable[[dict[str, Any], int], Any], args: argparse.Namespace,
-                       extra: Callable[[dict[str, Any], int], None] | None = None) -> None:
+def interleaved_rounds(
+    configs: list[dict[str, Any]],
+    step: Callable[[dict[str, Any], int], Any],
+    args: argparse.Namespace,
+    extra: Callable[[dict[str, Any], int], None] | None = None,
+) -> None:
     """Warm up every config, then --repeats rounds of --steps steps per config (interleaved);
     appends seconds per step to cfg["step_s"]; `extra(cfg, round)` runs after a config's steps."""
     for cfg in configs:
@@ -136,25 +140,38 @@ def parse_lengths(text: str) -> list[tuple[int, int]]:
 
 def distinct_items(items: list[Any]) -> list[Any]:
     """The items with every observation unique to its episode turn (padding stays "")."""
-    return [replace(it, observations=[f"{o} ({it.episode_id} turn {it.start + p})" if o else "" for p, o in enumerate(it.observations)]) for it in items]
+    return [
+        replace(
+            it,
+            observations=[
+                f"{o} ({it.episode_id} turn {it.start + p})" if o else "" for p, o in enumerate(it.observations)
+            ],
+        )
+        for it in items
+    ]
 
 
 def bench_r2d2(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from buffer.sequences import cut_episode, item_length
-    from learner.r2d2 import R2D2Config, R2D2Learner
-    from learner.recurrent_q import RecurrentQNetwork, build_tiny_encoder
-    from rollout.envs.base import legal_actions_of
-    from rollout.envs.registry import make_env
-    from rollout.q_actor import QActor, env_corpus
-    from services.types import SampledBatch
+    from shoal.buffer.sequences import cut_episode, item_length
+    from shoal.learner.r2d2.acting import QActor
+    from shoal.learner.r2d2.config import R2D2Config
+    from shoal.learner.r2d2.learning import R2D2Learner
+    from shoal.learner.r2d2.networks import RecurrentQNetwork, build_tiny_encoder
+    from shoal.rollout.envs.base import env_corpus, legal_actions_of
+    from shoal.rollout.envs.registry import make_env
+    from shoal.types import SampledBatch
 
     t0 = time.perf_counter()
     env = make_env(args.env)
     action_set = legal_actions_of(env)
     if not action_set:
         raise SystemExit(f"--env {args.env}: R2D2 here needs an env with legal_actions() (a small action set)")
-    encoder = build_tiny_encoder(env_corpus(env, num_episodes=60, seed=args.seed), hidden_size=args.encoder_hidden, seed=args.seed)
-    actor = QActor(RecurrentQNetwork(encoder.dim, hidden_size=args.hidden, seed=args.seed), encoder, epsilon=0.4, worker_id="bench")
+    encoder = build_tiny_encoder(
+        env_corpus(env, num_episodes=60, seed=args.seed), hidden_size=args.encoder_hidden, seed=args.seed
+    )
+    actor = QActor(
+        RecurrentQNetwork(encoder.dim, hidden_size=args.hidden, seed=args.seed), encoder, epsilon=0.4, worker_id="bench"
+    )
     episodes = [actor.run_episode(env, f"e{i}", seed=args.seed * 100_000 + i) for i in range(args.episodes)]
     setup_s = time.perf_counter() - t0
 
@@ -170,10 +187,28 @@ def bench_r2d2(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str
                 cfg = R2D2Config(burn_in_length=bi, trace_length=tr, burn_in_gradients=bigrad)
                 net = RecurrentQNetwork(encoder.dim, hidden_size=args.hidden, seed=args.seed)
                 learner = R2D2Learner(net, encoder, cfg, action_set=action_set)
-                batches = [SampledBatch(rng.choices(pool, k=b), keys=list(range(b)), weights=[1.0] * b) for _ in range(args.batch_pool)]
-                configs.append({"learner": learner, "batches": batches, "batch": b, "burn_in": bi, "trace": tr, "L": item_length(bi, tr),
-                                "burn_in_gradients": bigrad, "pool_items": len(pool), "warm": [], "cold": [], "distinct": [],
-                                "cold_texts": 0, "distinct_texts": 0, "valid_trace": []})
+                batches = [
+                    SampledBatch(rng.choices(pool, k=b), keys=list(range(b)), weights=[1.0] * b)
+                    for _ in range(args.batch_pool)
+                ]
+                configs.append(
+                    {
+                        "learner": learner,
+                        "batches": batches,
+                        "batch": b,
+                        "burn_in": bi,
+                        "trace": tr,
+                        "L": item_length(bi, tr),
+                        "burn_in_gradients": bigrad,
+                        "pool_items": len(pool),
+                        "warm": [],
+                        "cold": [],
+                        "distinct": [],
+                        "cold_texts": 0,
+                        "distinct_texts": 0,
+                        "valid_trace": [],
+                    }
+                )
     configs.sort(key=lambda c: (c["burn_in_gradients"], c["L"], c["batch"]))
     for c in configs:  # every text of every batch cached before anything is timed
         encoder.encode([s for bt in c["batches"] for it in bt.items for s in (*it.observations, *it.actions)])
@@ -205,27 +240,53 @@ def bench_r2d2(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str
     for c in configs:
         s, warm, cold, dist = C.median(c["step_s"]), C.median(c["warm"]), C.median(c["cold"]), C.median(c["distinct"])
         b, L = c["batch"], c["L"]
-        rows.append({
-            "burn_in": c["burn_in"], "trace": c["trace"], "lengths": f"{c['burn_in']}+{c['trace']}", "L": L, "batch": b,
-            "burn_in_gradients": c["burn_in_gradients"], "bigrad": "on" if c["burn_in_gradients"] else "off",
-            "step_ms": 1e3 * s, "steps_per_s": 1 / s, "items_per_s": b / s, "turns_per_s": b * L / s,
-            "trace_turns_per_s": b * c["trace"] / s, "valid_trace_turns_per_step": C.median(c["valid_trace"]),
-            "encode_warm_ms": 1e3 * warm, "update_ms": 1e3 * (s - warm), "encode_warm_share": warm / s,
-            "encode_cold_ms": 1e3 * cold, "cold_texts": c["cold_texts"],
-            "encode_distinct_ms": 1e3 * dist, "distinct_texts": c["distinct_texts"],
-            "encoder_texts_per_s": c["distinct_texts"] / (dist - warm) if dist > warm else float("nan"),
-            "step_s_all": c["step_s"], "pool_items": c["pool_items"],
-        })
+        rows.append(
+            {
+                "burn_in": c["burn_in"],
+                "trace": c["trace"],
+                "lengths": f"{c['burn_in']}+{c['trace']}",
+                "L": L,
+                "batch": b,
+                "burn_in_gradients": c["burn_in_gradients"],
+                "bigrad": "on" if c["burn_in_gradients"] else "off",
+                "step_ms": 1e3 * s,
+                "steps_per_s": 1 / s,
+                "items_per_s": b / s,
+                "turns_per_s": b * L / s,
+                "trace_turns_per_s": b * c["trace"] / s,
+                "valid_trace_turns_per_step": C.median(c["valid_trace"]),
+                "encode_warm_ms": 1e3 * warm,
+                "update_ms": 1e3 * (s - warm),
+                "encode_warm_share": warm / s,
+                "encode_cold_ms": 1e3 * cold,
+                "cold_texts": c["cold_texts"],
+                "encode_distinct_ms": 1e3 * dist,
+                "distinct_texts": c["distinct_texts"],
+                "encoder_texts_per_s": c["distinct_texts"] / (dist - warm) if dist > warm else float("nan"),
+                "step_s_all": c["step_s"],
+                "pool_items": c["pool_items"],
+            }
+        )
     base = {(r["L"], r["batch"]): r["step_s_all"] for r in rows if not r["burn_in_gradients"]}
     for r in rows:
         off = base.get((r["L"], r["batch"])) if r["burn_in_gradients"] else None
         r["bigrad_over_off"] = round_ratio(r["step_s_all"], off) if off else None
     lrn = configs[0]["learner"]
-    info = {"env": args.env, "actions": action_set, "episodes": args.episodes,
-            "episode_turns_mean": sum(len(ep.turns) for ep, _ in episodes) / len(episodes),
-            "hidden": args.hidden, "encoder_hidden": args.encoder_hidden, "q_params": n_params(lrn.network),
-            "encoder_params": n_params(encoder.model), "env_texts": len(encoder) - 1, "setup_s": setup_s,
-            "n_step": lrn.cfg.n_step, "start_state": lrn.cfg.start_state, "sequence_period": "trace // 2"}
+    info = {
+        "env": args.env,
+        "actions": action_set,
+        "episodes": args.episodes,
+        "episode_turns_mean": sum(len(ep.turns) for ep, _ in episodes) / len(episodes),
+        "hidden": args.hidden,
+        "encoder_hidden": args.encoder_hidden,
+        "q_params": n_params(lrn.network),
+        "encoder_params": n_params(encoder.model),
+        "env_texts": len(encoder) - 1,
+        "setup_s": setup_s,
+        "n_step": lrn.cfg.n_step,
+        "start_state": lrn.cfg.start_state,
+        "sequence_period": "trace // 2",
+    }
     return rows, info
 
 
@@ -240,14 +301,18 @@ class _Letters:
 
 
 def bench_ilql(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from learner.ilql import ILQLConfig, ILQLLearner
-    from learner.init_model import build_model_dir
-    from rollout.envs import collect
-    from rollout.envs.random_walks import RandomWalkPolicy, RandomWalksEnv
+    from shoal.learner.ilql.config import ILQLConfig
+    from shoal.learner.ilql.learning import ILQLLearner
+    from shoal.models import build_model_dir
+    from shoal.rollout.envs import collect
+    from shoal.rollout.envs.random_walks import RandomWalkPolicy, RandomWalksEnv
 
     t0 = time.perf_counter()
     env = RandomWalksEnv()
-    data = [ep for _, ep in collect(env, [("random_walk", RandomWalkPolicy(env))], args.ilql_episodes, args.seed, 1).episodes]
+    data = [
+        ep
+        for _, ep in collect(env, [("random_walk", RandomWalkPolicy(env))], args.ilql_episodes, args.seed, 1).episodes
+    ]
     model_cfg = types.SimpleNamespace(vocab_size=259, hidden_size=64, num_layers=2, num_heads=2)
     model_dir = build_model_dir(_Letters(), model_cfg, tmp / "ilql_policy", seed=args.seed)
     rng = random.Random(args.seed)
@@ -256,7 +321,17 @@ def bench_ilql(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]
         batches = [rng.sample(data, b) for _ in range(args.batch_pool)]
         for bc_only in (False, True):
             learner = ILQLLearner(str(model_dir), ILQLConfig(bc_only=bc_only), seed=args.seed)
-            configs.append({"learner": learner, "batches": batches, "batch": b, "bc_only": bc_only, "prep": [], "tokens": [], "seq_tokens": []})
+            configs.append(
+                {
+                    "learner": learner,
+                    "batches": batches,
+                    "batch": b,
+                    "bc_only": bc_only,
+                    "prep": [],
+                    "tokens": [],
+                    "seq_tokens": [],
+                }
+            )
     setup_s = time.perf_counter() - t0
 
     def step(c: dict[str, Any], i: int) -> None:
@@ -274,18 +349,35 @@ def bench_ilql(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]
     for c in configs:
         s, p = C.median(c["step_s"]), C.median(c["prep"])
         tokens, seq = C.median(c["tokens"]), C.median(c["seq_tokens"])
-        rows.append({
-            "batch": c["batch"], "mode": "bc_only" if c["bc_only"] else "ilql", "step_ms": 1e3 * s, "steps_per_s": 1 / s,
-            "episodes_per_s": c["batch"] / s, "agent_tokens_per_step": tokens, "agent_tokens_per_s": tokens / s,
-            "seq_tokens_per_s": seq / s, "prep_ms": 1e3 * p, "update_ms": 1e3 * (s - p), "prep_share": p / s, "step_s_all": c["step_s"],
-        })
+        rows.append(
+            {
+                "batch": c["batch"],
+                "mode": "bc_only" if c["bc_only"] else "ilql",
+                "step_ms": 1e3 * s,
+                "steps_per_s": 1 / s,
+                "episodes_per_s": c["batch"] / s,
+                "agent_tokens_per_step": tokens,
+                "agent_tokens_per_s": tokens / s,
+                "seq_tokens_per_s": seq / s,
+                "prep_ms": 1e3 * p,
+                "update_ms": 1e3 * (s - p),
+                "prep_share": p / s,
+                "step_s_all": c["step_s"],
+            }
+        )
     bc = {r["batch"]: r["step_s_all"] for r in rows if r["mode"] == "bc_only"}
     for r in rows:
         r["ilql_over_bc"] = round_ratio(r["step_s_all"], bc[r["batch"]]) if r["mode"] == "ilql" else None
     il = next(c["learner"] for c in configs if not c["bc_only"])
-    info = {"episodes": len(data), "model": vars(model_cfg), "trunk_params": n_params(il.model),
-            "head_params": sum(p.numel() for p in il.heads.online_parameters()), "target_head_params": n_params(il.heads.target_q1, il.heads.target_q2),
-            "mean_agent_tokens_per_episode": sum(r["agent_tokens_per_step"] / r["batch"] for r in rows) / len(rows), "setup_s": setup_s}
+    info = {
+        "episodes": len(data),
+        "model": vars(model_cfg),
+        "trunk_params": n_params(il.model),
+        "head_params": sum(p.numel() for p in il.heads.online_parameters()),
+        "target_head_params": n_params(il.heads.target_q1, il.heads.target_q2),
+        "mean_agent_tokens_per_episode": sum(r["agent_tokens_per_step"] / r["batch"] for r in rows) / len(rows),
+        "setup_s": setup_s,
+    }
     return rows, info
 
 
@@ -299,9 +391,10 @@ def parse_ppo_configs(text: str) -> list[tuple[int, int, int]]:
 def bench_ppo(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import torch
 
-    from learner.ppo import PPOLearner
-    from services.config import PPOSection, RewardSection
-    from services.types import RewardTerms, Rollout, SampledBatch, ScoredRollout
+    from shoal.learner.ppo.config import PPOConfig
+    from shoal.learner.ppo.learning import PPOLearner
+    from shoal.services.config import RewardSection
+    from shoal.types import RewardTerms, Rollout, SampledBatch, ScoredRollout
 
     t0 = time.perf_counter()
     hidden, layers, heads = 128, 2, 4
@@ -310,8 +403,12 @@ def bench_ppo(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]]
     gen = torch.Generator().manual_seed(args.seed)
     configs = []
     for b, mb, epochs in parse_ppo_configs(args.ppo_configs):
-        learner = PPOLearner(str(model_dir), PPOSection(batch_size=b, minibatch_size=mb, ppo_epochs=epochs),
-                             RewardSection(reward_model_path=None, kl_coef=0.05), seed=args.seed)
+        learner = PPOLearner(
+            str(model_dir),
+            PPOConfig(batch_size=b, minibatch_size=mb, ppo_epochs=epochs),
+            RewardSection(reward_model_path=None, kl_coef=0.05),
+            seed=args.seed,
+        )
         vocab = learner.model.config.vocab_size
         batches = []
         for _ in range(args.batch_pool):
@@ -319,9 +416,17 @@ def bench_ppo(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]]
             resp = [torch.randint(3, vocab, (args.ppo_tokens,), generator=gen).tolist() for _ in ps]
             lps = learner.logprobs([p.token_ids for p in ps], resp)
             rewards = torch.rand(b, generator=gen).tolist()
-            batches.append(SampledBatch([ScoredRollout(Rollout(p, r, "", lp, 0, "bench"), RewardTerms({"bench": rw}, list(lp)), rw)
-                                         for p, r, lp, rw in zip(ps, resp, lps, rewards)]))
-        configs.append({"learner": learner, "batches": batches, "batch": b, "minibatch": mb, "epochs": epochs, "tokens": []})
+            batches.append(
+                SampledBatch(
+                    [
+                        ScoredRollout(Rollout(p, r, "", lp, 0, "bench"), RewardTerms({"bench": rw}, list(lp)), rw)
+                        for p, r, lp, rw in zip(ps, resp, lps, rewards)
+                    ]
+                )
+            )
+        configs.append(
+            {"learner": learner, "batches": batches, "batch": b, "minibatch": mb, "epochs": epochs, "tokens": []}
+        )
     setup_s = time.perf_counter() - t0
 
     def step(c: dict[str, Any], i: int) -> None:
@@ -333,13 +438,27 @@ def bench_ppo(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]]
     for c in configs:
         s = C.median(c["step_s"])
         updates = c["epochs"] * -(-c["batch"] // c["minibatch"])
-        rows.append({
-            "batch": c["batch"], "minibatch": c["minibatch"], "epochs": c["epochs"], "step_ms": 1e3 * s, "steps_per_s": 1 / s,
-            "rollouts_per_s": c["batch"] / s, "tokens_per_s": C.median(c["tokens"]) / s, "updates_per_step": updates,
-            "updates_per_s": updates / s, "step_s_all": c["step_s"],
-        })
-    info = {"model": {"hidden_size": hidden, "num_layers": layers, "num_heads": heads}, "params": n_params(configs[0]["learner"].model),
-            "response_tokens": args.ppo_tokens, "prompt_tokens": len(prompts[0].token_ids), "setup_s": setup_s}
+        rows.append(
+            {
+                "batch": c["batch"],
+                "minibatch": c["minibatch"],
+                "epochs": c["epochs"],
+                "step_ms": 1e3 * s,
+                "steps_per_s": 1 / s,
+                "rollouts_per_s": c["batch"] / s,
+                "tokens_per_s": C.median(c["tokens"]) / s,
+                "updates_per_step": updates,
+                "updates_per_s": updates / s,
+                "step_s_all": c["step_s"],
+            }
+        )
+    info = {
+        "model": {"hidden_size": hidden, "num_layers": layers, "num_heads": heads},
+        "params": n_params(configs[0]["learner"].model),
+        "response_tokens": args.ppo_tokens,
+        "prompt_tokens": len(prompts[0].token_ids),
+        "setup_s": setup_s,
+    }
     return rows, info
 
 
@@ -390,15 +509,25 @@ PPO_COLUMNS = [
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: lengths 2+4, 4+8; batches 16, 32; ILQL 16, 32; PPO 16/8/1; 2 rounds")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: lengths 2+4, 4+8; batches 16, 32; ILQL 16, 32; PPO 16/8/1; 2 rounds",
+    )
     p.add_argument("--learners", default="r2d2,ilql,ppo")
     p.add_argument("--env", default="maze_po", help="R2D2 environment (built-in name with legal_actions())")
     p.add_argument("--lengths", default="2+4,4+8,8+16", help="R2D2 burn_in+trace pairs")
     p.add_argument("--batches", default="16,32,64", help="R2D2 batch sizes")
-    p.add_argument("--bigrad-batch", type=int, default=32, help="R2D2 batch size also run with burn_in_gradients on (0: skip)")
+    p.add_argument(
+        "--bigrad-batch", type=int, default=32, help="R2D2 batch size also run with burn_in_gradients on (0: skip)"
+    )
     p.add_argument("--hidden", type=int, default=64, help="R2D2 LSTM size (config default 64)")
-    p.add_argument("--encoder-hidden", type=int, default=64, help="hidden size of the tiny turn encoder (config default 64)")
+    p.add_argument(
+        "--encoder-hidden", type=int, default=64, help="hidden size of the tiny turn encoder (config default 64)"
+    )
     p.add_argument("--episodes", type=int, default=40, help="R2D2 episodes played to cut items from")
     p.add_argument("--ilql-batches", default="16,32,64")
     p.add_argument("--ilql-episodes", type=int, default=1000)
@@ -435,22 +564,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "r2d2" in args.learners:
             rows, info = bench_r2d2(args)
             payload["r2d2"], payload["r2d2_info"] = rows, info
-            title = (f"R2D2Learner on {info['env']} ({info['episode_turns_mean']:.0f}-turn episodes, {len(info['actions'])} actions): "
-                     f"Q net {info['q_params'] / 1e3:.0f}k params (LSTM {info['hidden']}), encoder {info['encoder_params'] / 1e3:.0f}k "
-                     f"(hidden {info['encoder_hidden']}); median of {args.repeats} rounds x {args.steps} steps")
+            title = (
+                f"R2D2Learner on {info['env']} ({info['episode_turns_mean']:.0f}-turn episodes, {len(info['actions'])} actions): "
+                f"Q net {info['q_params'] / 1e3:.0f}k params (LSTM {info['hidden']}), encoder {info['encoder_params'] / 1e3:.0f}k "
+                f"(hidden {info['encoder_hidden']}); median of {args.repeats} rounds x {args.steps} steps"
+            )
             tables.append((title, C.format_table(rows, R2D2_COLUMNS)))
         if "ilql" in args.learners:
             rows, info = bench_ilql(args, Path(tmp))
             payload["ilql"], payload["ilql_info"] = rows, info
-            title = (f"ILQLLearner on random_walks ({info['mean_agent_tokens_per_episode']:.1f} agent tokens/episode): trunk "
-                     f"{info['trunk_params'] / 1e3:.0f}k params, heads {info['head_params'] / 1e3:.0f}k (+ {info['target_head_params'] / 1e3:.0f}k "
-                     f"target copies); median of {args.repeats} rounds x {args.steps} steps")
+            title = (
+                f"ILQLLearner on random_walks ({info['mean_agent_tokens_per_episode']:.1f} agent tokens/episode): trunk "
+                f"{info['trunk_params'] / 1e3:.0f}k params, heads {info['head_params'] / 1e3:.0f}k (+ {info['target_head_params'] / 1e3:.0f}k "
+                f"target copies); median of {args.repeats} rounds x {args.steps} steps"
+            )
             tables.append((title, C.format_table(rows, ILQL_COLUMNS)))
         if "ppo" in args.learners:
             rows, info = bench_ppo(args, Path(tmp))
             payload["ppo"], payload["ppo_info"] = rows, info
-            title = (f"PPOLearner on keywords (reference): {info['params'] / 1e6:.2f}M params, {info['prompt_tokens']}-token prompts, "
-                     f"{info['response_tokens']}-token responses; median of {args.repeats} rounds x {args.steps} steps")
+            title = (
+                f"PPOLearner on keywords (reference): {info['params'] / 1e6:.2f}M params, {info['prompt_tokens']}-token prompts, "
+                f"{info['response_tokens']}-token responses; median of {args.repeats} rounds x {args.steps} steps"
+            )
             tables.append((title, C.format_table(rows, PPO_COLUMNS)))
     payload["settings"], payload["total_s"] = settings, time.perf_counter() - t0
     path = C.write_results(NAME, payload, args.quick, args.out)

@@ -58,19 +58,29 @@ NAME = "pipeline_overlap"
 COMMON = ["run.eval_prompts=0", "rollout.num_workers=2"]
 WORKLOADS = {
     # the tests' small_config: tiny requests and batches (per-call overheads dominate)
-    "test": ["rollout.prompts_per_request=8", "ppo.batch_size=16", "ppo.minibatch_size=8", "ppo.ppo_epochs=1",
-             "buffer.capacity=64"],
+    "test": [
+        "rollout.prompts_per_request=8",
+        "ppo.batch_size=16",
+        "ppo.minibatch_size=8",
+        "ppo.ppo_epochs=1",
+        "buffer.capacity=64",
+    ],
     # deploy/configs/demo.yaml's rollout/PPO/buffer settings: more work per call and per step
-    "demo": ["rollout.prompts_per_request=16", "ppo.batch_size=64", "ppo.minibatch_size=32", "ppo.ppo_epochs=4",
-             "buffer.capacity=128"],
+    "demo": [
+        "rollout.prompts_per_request=16",
+        "ppo.batch_size=64",
+        "ppo.minibatch_size=32",
+        "ppo.ppo_epochs=4",
+        "buffer.capacity=128",
+    ],
 }
 
 
 def build_models(root: Path, quick: bool) -> dict[str, str]:
     """SFT policy + reward model like tests/conftest.py's sft_models (reused if present)."""
-    from learner.sft import init_model
-    from reward.train_rm import train_reward_model
-    from services.config import load_config
+    from shoal.learner.sft.learning import init_model
+    from shoal.reward.train_rm import train_reward_model
+    from shoal.services.config import load_config
 
     paths = {"policy": str(root / "policy"), "reward": str(root / "reward")}
     if all((Path(p) / "config.json").is_file() for p in paths.values()):
@@ -85,21 +95,30 @@ def build_models(root: Path, quick: bool) -> dict[str, str]:
 
 def run_config(models: dict[str, str], runs_dir: Path, redis_url: str, steps: int, workload: str) -> Any:
     """The run config of one workload; the web dashboard (where the config has one) is off."""
-    from services.config import ShoalConfig, load_config
+    from shoal.services.config import ShoalConfig, load_config
 
     quiet = ["dashboard.enabled=false"] if "dashboard" in ShoalConfig.model_fields else []
-    return load_config(None, [
-        f"model.path={models['policy']}", f"reward.reward_model_path={models['reward']}", f"run.name=bench-{workload}",
-        f"run.runs_dir={runs_dir}", f"run.redis_url={redis_url}", f"run.total_steps={steps}",
-        *COMMON, *WORKLOADS[workload], *quiet,
-    ])
+    return load_config(
+        None,
+        [
+            f"model.path={models['policy']}",
+            f"reward.reward_model_path={models['reward']}",
+            f"run.name=bench-{workload}",
+            f"run.runs_dir={runs_dir}",
+            f"run.redis_url={redis_url}",
+            f"run.total_steps={steps}",
+            *COMMON,
+            *WORKLOADS[workload],
+            *quiet,
+        ],
+    )
 
 
 def steady_state(redis_url: str, run_id: str, prompts_per_request: int) -> dict[str, float]:
     """Rates between the learner's first and last step entries, from the run's metrics stream;
     plus how busy the learner (sum of learner/step_s) and the workers (sum of
     rollout/generate_s over workers; > 1 when they generate in parallel) were in that window."""
-    from services.metrics import MetricsReader
+    from shoal.services.metrics import MetricsReader
 
     reader = MetricsReader(redis_url)
     learn = reader.history(run_id, names=["learner/policy_version", "learner/step_s"], source="learner")
@@ -107,8 +126,11 @@ def steady_state(redis_url: str, run_id: str, prompts_per_request: int) -> dict[
         return {}
     t0, t1 = learn[0]["t"], learn[-1]["t"]
     span = t1 - t0
-    gens = [e for e in reader.history(run_id, names=["rollout/samples_total", "rollout/generate_s"])
-            if e["source"].startswith("rollout-") and t0 < e["t"] <= t1]
+    gens = [
+        e
+        for e in reader.history(run_id, names=["rollout/samples_total", "rollout/generate_s"])
+        if e["source"].startswith("rollout-") and t0 < e["t"] <= t1
+    ]
     return {
         "steady_s": span,
         "steady_steps_per_s": (len(learn) - 1) / span,
@@ -121,29 +143,43 @@ def steady_state(redis_url: str, run_id: str, prompts_per_request: int) -> dict[
 def measure(mode: str, workload: str, cfg: Any, redis_url: str) -> dict[str, Any]:
     """One run of `mode` ('local' or 'ray'); its summary turned into rates."""
     if mode == "local":
-        from services.local import run_local as runner
+        from shoal.services.local import run_local as runner
     else:
-        from services.program import run_ray as runner
+        from shoal.services.program import run_ray as runner
     summary, outer = C.timed(lambda: runner(cfg, progress=False))
     wall, steps = summary["wall_s"], summary["learner_steps"]
     row = {
-        "workload": workload, "mode": mode, "workers": cfg.rollout.num_workers, "batch": cfg.ppo.batch_size,
-        "wall_s": wall, "outer_wall_s": outer,
-        "samples": summary["samples"], "learner_steps": steps, "dropped_stale": summary.get("dropped_stale"),
-        "samples_per_s": summary["samples"] / wall, "trained_per_s": steps * cfg.ppo.batch_size / wall,
-        "steps_per_s": steps / wall, "run_id": summary["run_id"],
+        "workload": workload,
+        "mode": mode,
+        "workers": cfg.rollout.num_workers,
+        "batch": cfg.ppo.batch_size,
+        "wall_s": wall,
+        "outer_wall_s": outer,
+        "samples": summary["samples"],
+        "learner_steps": steps,
+        "dropped_stale": summary.get("dropped_stale"),
+        "samples_per_s": summary["samples"] / wall,
+        "trained_per_s": steps * cfg.ppo.batch_size / wall,
+        "steps_per_s": steps / wall,
+        "run_id": summary["run_id"],
     }
     return row | steady_state(redis_url, summary["run_id"], cfg.rollout.prompts_per_request)
 
 
-RATIO_KEYS = ["samples_per_s", "trained_per_s", "steps_per_s", "steady_samples_per_s", "steady_steps_per_s"]  # ray / local
+RATIO_KEYS = [
+    "samples_per_s",
+    "trained_per_s",
+    "steps_per_s",
+    "steady_samples_per_s",
+    "steady_steps_per_s",
+]  # ray / local
 
 
 def ratio_row(local: dict[str, Any], ray_: dict[str, Any]) -> dict[str, Any]:
     """Ray / local of the medians; per-round ratios under `rounds` (round i of each mode)."""
     keys = ["wall_s", *RATIO_KEYS]
     ratio = lambda a, b: {k: a[k] / b[k] for k in keys if k in a and k in b}
-    per_round = [ratio(r, l) for r, l in zip(ray_["rounds"], local["rounds"])]
+    per_round = [ratio(r, lo) for r, lo in zip(ray_["rounds"], local["rounds"])]
     return {"workload": local["workload"], "mode": "ray/local", **ratio(ray_, local), "rounds": per_round}
 
 
@@ -152,7 +188,7 @@ def start_ray(cfg: Any) -> float:
     (actor logs not forwarded, to keep the output readable); returns the seconds it took."""
     import ray
 
-    from services.program import required_resources
+    from shoal.services.program import required_resources
 
     os.environ["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] = "1"
     cpus = max(os.cpu_count() or 1, int(required_resources(cfg)["CPU"] + 1))
@@ -160,8 +196,9 @@ def start_ray(cfg: Any) -> float:
     return secs
 
 
-def bench_workload(workload: str, models: dict[str, str], runs_dir: Path, redis_url: str,
-                   args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench_workload(
+    workload: str, models: dict[str, str], runs_dir: Path, redis_url: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
     """`args.rounds` rounds of both modes on one config (local, ray, then ray, local, ...);
     rows: local and ray (medians over rounds), ray/local. Ray must be running."""
     cfg = run_config(models, runs_dir, redis_url, args.steps, workload)
@@ -187,11 +224,18 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 COLUMNS = [
-    ("workload", "workload", "s"), ("batch", "batch", "d"), ("mode", "mode", "s"), ("wall_s", "wall s", ".1f"),
+    ("workload", "workload", "s"),
+    ("batch", "batch", "d"),
+    ("mode", "mode", "s"),
+    ("wall_s", "wall s", ".1f"),
     ("samples", "samples", "d"),
-    ("learner_steps", "steps", "d"), ("samples_per_s", "samples/s", ".2f"), ("trained_per_s", "trained/s", ".2f"),
-    ("steps_per_s", "steps/s", ".3f"), ("steady_samples_per_s", "steady samples/s", ".2f"),
-    ("steady_steps_per_s", "steady steps/s", ".3f"), ("learner_busy", "learner busy", ".2f"),
+    ("learner_steps", "steps", "d"),
+    ("samples_per_s", "samples/s", ".2f"),
+    ("trained_per_s", "trained/s", ".2f"),
+    ("steps_per_s", "steps/s", ".3f"),
+    ("steady_samples_per_s", "steady samples/s", ".2f"),
+    ("steady_steps_per_s", "steady steps/s", ".3f"),
+    ("learner_busy", "learner busy", ".2f"),
     ("generate_busy", "generate busy", ".2f"),
 ]
 
@@ -201,7 +245,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke mode: smaller SFT/RM budgets, 4 learner steps")
     p.add_argument("--steps", type=int, default=None, help="run.total_steps of every run (default 40)")
     p.add_argument("--rounds", type=int, default=None, help="runs per mode and workload, order alternating (default 2)")
-    p.add_argument("--workloads", default=None, help=f"comma-separated from {list(WORKLOADS)} (default all; quick: test)")
+    p.add_argument(
+        "--workloads", default=None, help=f"comma-separated from {list(WORKLOADS)} (default all; quick: test)"
+    )
     p.add_argument("--models-dir", default=None, help="where the policy/reward models are built (reused if there)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/pipeline_overlap.json)")
     a = p.parse_args(argv)
@@ -219,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     C.single_thread_env()
     import ray
 
-    from services.metrics import EmbeddedRedis
+    from shoal.services.metrics import EmbeddedRedis
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
@@ -235,12 +281,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ray.shutdown()
         finally:
             redis.close()
-    settings = {"total_steps": args.steps, "rounds": args.rounds, "common": COMMON, "model_build_s": build_s,
-                "workloads": {w: WORKLOADS[w] for w in args.workloads}, "ray_init_s": ray_init_s}
+    settings = {
+        "total_steps": args.steps,
+        "rounds": args.rounds,
+        "common": COMMON,
+        "model_build_s": build_s,
+        "workloads": {w: WORKLOADS[w] for w in args.workloads},
+        "ray_init_s": ray_init_s,
+    }
     payload = {"settings": settings, "rows": rows, "total_s": time.perf_counter() - t0}
     path = C.write_results(NAME, payload, args.quick, args.out)
-    title = (f"Pipeline overlap: {args.steps} learner steps per run, 2 rollout workers, median of {args.rounds} round(s); "
-             f"ray.init ({ray_init_s:.1f} s) not in wall")
+    title = (
+        f"Pipeline overlap: {args.steps} learner steps per run, 2 rollout workers, median of {args.rounds} round(s); "
+        f"ray.init ({ray_init_s:.1f} s) not in wall"
+    )
     C.report(title, C.format_table(rows, COLUMNS), path)
     return {"rows": rows, "path": str(path)}
 

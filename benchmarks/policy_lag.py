@@ -1,6 +1,6 @@
 """Policy lag: the distribution of learner version - item policy_version over the items the
 R2D2 learner samples from its replay, with 1, 2 and 4 rollout workers (issue 3), through the
-real Ray program (services.program.run_ray -> services.episode_program.EpisodeProgram).
+real Ray program (services.program.run_ray over the R2D2 builder).
 
 What runs: for each variant (--variants) and each worker count N (--workers), one `run_ray` of
 algorithm r2d2 with a fixed number of learner steps (--steps, default 60). Only N and the
@@ -12,7 +12,7 @@ workers + the 1-CPU learner fit a 2-CPU Ray), one torch thread per process. Vari
 - `base`: samples_per_insert 4 (the config default: Reverb's rate limiter), sync_interval 1;
 - `sync5`: the same with rollout.sync_interval 5;
 - `nolimit`: replay.samples_per_insert null (no rate limiter), sync_interval 1.
-The frozen turn encoder is built once (services.multiturn.prepare_models) and passed to every
+The frozen turn encoder is built once (R2D2Builder.prepare_models) and passed to every
 run as r2d2.encoder_path. Ray is started once, before the first run (not in any wall time),
 sized as services.program.init_ray would size it for the largest N; every run reuses it
 (run_ray then neither starts nor stops Ray) and starts its own fresh actors. One embedded
@@ -92,8 +92,15 @@ from benchmarks import _common as C
 
 NAME = "policy_lag"
 COMMON = [
-    "run.algorithm=r2d2", "run.seed=0", "env.eval_episodes=0", "env.episodes_per_request=4", "dashboard.enabled=false",
-    "r2d2.batch_size=16", "replay.min_size_to_sample=32", "replay.samples_per_insert=4", "replay.capacity=2000",
+    "run.algorithm=r2d2",
+    "run.seed=0",
+    "env.eval_episodes=0",
+    "env.episodes_per_request=4",
+    "dashboard.enabled=false",
+    "r2d2.batch_size=16",
+    "replay.min_size_to_sample=32",
+    "replay.samples_per_insert=4",
+    "replay.capacity=2000",
     "rollout.num_cpus_per_worker=0.25",
 ]
 LAG_BINS = [(0, 0), (1, 1), (2, 4), (5, 14), (15, None)]  # (first, last) lag of each fraction column; None: open
@@ -103,27 +110,45 @@ VARIANTS = {
     # name: (overrides, what it shows)
     "base": (["rollout.sync_interval=1"], "weights to every worker after every learner step, rate limiter on"),
     "sync5": (["rollout.sync_interval=5"], "weights every 5 learner steps"),
-    "nolimit": (["rollout.sync_interval=1", "replay.samples_per_insert=null"], "no rate limiter: learner and workers run free"),
+    "nolimit": (
+        ["rollout.sync_interval=1", "replay.samples_per_insert=null"],
+        "no rate limiter: learner and workers run free",
+    ),
 }
 
 
-def run_config(runs_dir: Path, redis_url: str, encoder: str | None, steps: int, workers: int, variant: str,
-               extra: Sequence[str] = ()) -> Any:
-    from services.config import load_config
+def run_config(
+    runs_dir: Path,
+    redis_url: str,
+    encoder: str | None,
+    steps: int,
+    workers: int,
+    variant: str,
+    extra: Sequence[str] = (),
+) -> Any:
+    from shoal.services.config import load_config
 
-    return load_config(None, [
-        *COMMON, f"run.name=lag-{variant}-n{workers}", f"run.runs_dir={runs_dir}", f"run.redis_url={redis_url}",
-        f"run.total_steps={steps}", f"rollout.num_workers={workers}", *VARIANTS[variant][0], *extra,
-        *([f"r2d2.encoder_path={encoder}"] if encoder else []),
-    ])
+    return load_config(
+        None,
+        [
+            *COMMON,
+            f"run.name=lag-{variant}-n{workers}",
+            f"run.runs_dir={runs_dir}",
+            f"run.redis_url={redis_url}",
+            f"run.total_steps={steps}",
+            f"rollout.num_workers={workers}",
+            *VARIANTS[variant][0],
+            *extra,
+            *([f"r2d2.encoder_path={encoder}"] if encoder else []),
+        ],
+    )
 
 
 def build_encoder(root: Path) -> str:
     """The frozen turn encoder every run shares (what each run would otherwise build itself)."""
-    from services.multiturn import prepare_models
+    from shoal.builders import make_builder
 
-    dirs = prepare_models(run_config(root, "redis://unused", None, 1, 1, "base"), root)
-    return dirs if isinstance(dirs, str) else dirs["encoder"]  # a path, or {role: path}
+    return make_builder(run_config(root, "redis://unused", None, 1, 1, "base")).prepare_models(str(root))["encoder"]
 
 
 # ---- reading the metrics ---------------------------------------------------------------------
@@ -134,8 +159,8 @@ def lag_histogram(latest: dict[str, dict]) -> dict[int, int]:
     prefix = "buffer/policy_lag/"
     out = {}
     for name, d in latest.items():
-        if name.startswith(prefix) and name[len(prefix):].lstrip("-").isdigit() and d["v"] is not None:
-            out[int(name[len(prefix):])] = int(d["v"])
+        if name.startswith(prefix) and name[len(prefix) :].lstrip("-").isdigit() and d["v"] is not None:
+            out[int(name[len(prefix) :])] = int(d["v"])
     return dict(sorted(out.items()))
 
 
@@ -154,8 +179,11 @@ def lag_stats(hist: dict[int, int]) -> dict[str, float]:
     if not total:
         return {}
     out = {
-        "sampled": total, "lag_mean": sum(k * n for k, n in hist.items()) / total,
-        "lag_median": quantile(hist, 0.5), "lag_p90": quantile(hist, 0.9), "lag_max": float(max(hist)),
+        "sampled": total,
+        "lag_mean": sum(k * n for k, n in hist.items()) / total,
+        "lag_median": quantile(hist, 0.5),
+        "lag_p90": quantile(hist, 0.9),
+        "lag_max": float(max(hist)),
     }
     for lo, hi in LAG_BINS:
         out[bin_key(lo, hi)] = sum(n for k, n in hist.items() if k >= lo and (hi is None or k <= hi)) / total
@@ -192,8 +220,11 @@ def stream_stats(reader: Any, run_id: str) -> dict[str, float]:
             episodes_in += done
             turns_in += done * (e["data"].get("rollout/episode_length_mean") or 0.0)
     weight = sum(n for n, _ in play_lags)
-    pending = [e["data"]["buffer/pending"] for e in reader.history(run_id, names=["buffer/pending"], source="buffer")
-               if t0 <= e["t"] <= t1 and e["data"].get("buffer/pending") is not None]
+    pending = [
+        e["data"]["buffer/pending"]
+        for e in reader.history(run_id, names=["buffer/pending"], source="buffer")
+        if t0 <= e["t"] <= t1 and e["data"].get("buffer/pending") is not None
+    ]
     return {
         "pending_mean": sum(pending) / len(pending) if pending else float("nan"),
         "pending_max": max(pending, default=float("nan")),
@@ -210,8 +241,8 @@ def stream_stats(reader: Any, run_id: str) -> dict[str, float]:
 
 def measure(cfg: Any, redis_url: str, variant: str) -> dict[str, Any]:
     """One run_ray; its summary plus what its metrics in Redis say about lag and rates."""
-    from services.metrics import MetricsReader
-    from services.program import run_ray
+    from shoal.services.metrics import MetricsReader
+    from shoal.services.program import run_ray
 
     summary = run_ray(cfg, progress=False)
     reader = MetricsReader(redis_url)
@@ -220,12 +251,20 @@ def measure(cfg: Any, redis_url: str, variant: str) -> dict[str, Any]:
     hist = lag_histogram(latest)
     spi = cfg.replay.samples_per_insert
     row = {
-        "variant": variant, "workers": cfg.rollout.num_workers, "sync_interval": cfg.rollout.sync_interval,
+        "variant": variant,
+        "workers": cfg.rollout.num_workers,
+        "sync_interval": cfg.rollout.sync_interval,
         "samples_per_insert_limit": cfg.replay.samples_per_insert,
-        "learner_steps": summary["learner_steps"], "wall_s": summary["wall_s"], "episodes": summary["episodes"],
-        "replay_inserts": summary["replay_inserts"], "samples_per_insert": value("buffer/samples_per_insert"),
-        "rate_limited_inserts": value("buffer/rate_limited_inserts"), "rate_limited_samples": value("buffer/rate_limited_samples"),
-        "learner_lag_mean_last": value("learner/policy_lag_mean"), "run_id": summary["run_id"], "histogram": hist,
+        "learner_steps": summary["learner_steps"],
+        "wall_s": summary["wall_s"],
+        "episodes": summary["episodes"],
+        "replay_inserts": summary["replay_inserts"],
+        "samples_per_insert": value("buffer/samples_per_insert"),
+        "rate_limited_inserts": value("buffer/rate_limited_inserts"),
+        "rate_limited_samples": value("buffer/rate_limited_samples"),
+        "learner_lag_mean_last": value("learner/policy_lag_mean"),
+        "run_id": summary["run_id"],
+        "histogram": hist,
     }
     row |= lag_stats(hist) | stream_stats(reader, summary["run_id"])
     # with the limiter at its cap, items enter at batch / spi per learner step: the FIFO wait in steps
@@ -238,7 +277,7 @@ def start_ray(cfg: Any) -> float:
     actor logs not forwarded. Returns the seconds it took."""
     import ray
 
-    from services.program import required_resources
+    from shoal.services.program import required_resources
 
     os.environ["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] = "1"
     cpus = max(os.cpu_count() or 1, int(required_resources(cfg)["CPU"] + 1))
@@ -247,12 +286,20 @@ def start_ray(cfg: Any) -> float:
 
 
 COLUMNS = [
-    ("variant", "variant", "s"), ("workers", "workers", "d"), ("lag_mean", "lag mean", ".1f"),
-    ("lag_median", "median", ".0f"), ("lag_p90", "p90", ".0f"), ("lag_max", "max", ".0f"),
+    ("variant", "variant", "s"),
+    ("workers", "workers", "d"),
+    ("lag_mean", "lag mean", ".1f"),
+    ("lag_median", "median", ".0f"),
+    ("lag_p90", "p90", ".0f"),
+    ("lag_max", "max", ".0f"),
     *[(bin_key(lo, hi), bin_key(lo, hi), ".2f") for lo, hi in LAG_BINS],
-    ("play_lag_mean", "worker lag", ".2f"), ("queue_steps", "queue lag", ".1f"),
-    ("steady_episodes_per_s", "episodes/s", ".1f"), ("steady_steps_per_s", "steps/s", ".1f"),
-    ("samples_per_insert", "samples/insert", ".2f"), ("learner_busy", "learner busy", ".2f"), ("wall_s", "wall s", ".1f"),
+    ("play_lag_mean", "worker lag", ".2f"),
+    ("queue_steps", "queue lag", ".1f"),
+    ("steady_episodes_per_s", "episodes/s", ".1f"),
+    ("steady_steps_per_s", "steps/s", ".1f"),
+    ("samples_per_insert", "samples/insert", ".2f"),
+    ("learner_busy", "learner busy", ".2f"),
+    ("wall_s", "wall s", ".1f"),
 ]
 
 
@@ -262,7 +309,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", default=None, help="comma-separated rollout worker counts (default 1,2,4; quick: 1,2)")
     p.add_argument("--variants", default=None, help=f"comma-separated from {list(VARIANTS)} (default all; quick: base)")
     p.add_argument("--steps", type=int, default=None, help="run.total_steps of every run (default 60; quick: 12)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override for every run (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for every run (repeatable)",
+    )
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/policy_lag.json)")
     a = p.parse_args(argv)
     a.workers = [int(x) for x in (a.workers or ("1,2" if a.quick else "1,2,4")).split(",")]
@@ -281,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     C.single_thread_env()
     import ray
 
-    from services.metrics import EmbeddedRedis
+    from shoal.services.metrics import EmbeddedRedis
 
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -289,7 +342,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         encoder, encoder_s = C.timed(lambda: build_encoder(Path(tmp) / "models"))
         redis = EmbeddedRedis(Path(tmp) / "metrics.rdb")
         try:
-            ray_init_s = start_ray(run_config(Path(tmp), redis.url, encoder, args.steps, max(args.workers), "base", args.set))
+            ray_init_s = start_ray(
+                run_config(Path(tmp), redis.url, encoder, args.steps, max(args.workers), "base", args.set)
+            )
             try:
                 for variant in args.variants:
                     for n in args.workers:
@@ -300,12 +355,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ray.shutdown()
         finally:
             redis.close()
-    settings = {"total_steps": args.steps, "workers": args.workers, "common": COMMON, "extra": args.set,
-                "variants": {v: VARIANTS[v] for v in args.variants}, "encoder_build_s": encoder_s, "ray_init_s": ray_init_s}
+    settings = {
+        "total_steps": args.steps,
+        "workers": args.workers,
+        "common": COMMON,
+        "extra": args.set,
+        "variants": {v: VARIANTS[v] for v in args.variants},
+        "encoder_build_s": encoder_s,
+        "ray_init_s": ray_init_s,
+    }
     payload = {"settings": settings, "rows": rows, "total_s": time.perf_counter() - t0}
     path = C.write_results(NAME, payload, args.quick, args.out)
-    title = (f"Policy lag (learner steps) of the items R2D2 samples: {args.steps} learner steps per run, batch 16, "
-             f"samples_per_insert 4 unless `nolimit`; ray.init ({ray_init_s:.1f} s) not in wall")
+    title = (
+        f"Policy lag (learner steps) of the items R2D2 samples: {args.steps} learner steps per run, batch 16, "
+        f"samples_per_insert 4 unless `nolimit`; ray.init ({ray_init_s:.1f} s) not in wall"
+    )
     C.report(title, C.format_table(rows, COLUMNS), path)
     print(f"total {payload['total_s']:.0f} s", flush=True)
     return {"rows": rows, "path": str(path)}

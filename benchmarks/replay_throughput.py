@@ -40,14 +40,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import _common as C
-from buffer.prioritized import PrioritizedSequenceReplay
-from buffer.sequences import cut_episode, item_length, nbytes
-from services.types import Episode, Turn
+from shoal.buffer.prioritized import PrioritizedSequenceReplay
+from shoal.buffer.sequences import cut_episode, item_length, nbytes
+from shoal.types import Episode, Turn
 
 NAME = "replay_throughput"
 
 
-def make_episode(num_turns: int, obs_chars: int, act_chars: int, hidden: int, seed: int = 0) -> tuple[Episode, np.ndarray]:
+def make_episode(
+    num_turns: int, obs_chars: int, act_chars: int, hidden: int, seed: int = 0
+) -> tuple[Episode, np.ndarray]:
     """A synthetic text episode and its [T, 2, hidden] float32 states entering each turn."""
     rng = np.random.default_rng(seed)
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz "))
@@ -90,7 +92,9 @@ def _fill(buf: PrioritizedSequenceReplay, pool: list[Any], n: int, chunk: int) -
     return time.perf_counter() - t0
 
 
-def _sample_loop(buf: PrioritizedSequenceReplay, batch: int, rounds: int, update: bool, rng: np.random.Generator) -> float:
+def _sample_loop(
+    buf: PrioritizedSequenceReplay, batch: int, rounds: int, update: bool, rng: np.random.Generator
+) -> float:
     t0 = time.perf_counter()
     for _ in range(rounds):
         b = buf.sample(batch, learner_version=0)
@@ -166,7 +170,9 @@ MEMORY_COLUMNS = [
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: capacities 1e3, 1e4; T 10, 50; fewer rounds")
     p.add_argument("--capacities", default="1000,10000,100000")
     p.add_argument("--turns", default="10,50,200", help="episode lengths T for the memory table")
@@ -196,12 +202,32 @@ def main(argv: list[str] | None = None) -> None:
     capacities = [int(float(c)) for c in args.capacities.split(",")]
     throughput = [throughput_row(c, pool, args) for c in capacities]
     memory = [memory_row(int(t), args) for t in args.turns.split(",")]
-    config = {k: getattr(args, k) for k in ("batch", "chunk", "rounds", "repeats", "burn_in", "trace", "period", "hidden", "obs_chars", "act_chars")}
+    config = {
+        k: getattr(args, k)
+        for k in (
+            "batch",
+            "chunk",
+            "rounds",
+            "repeats",
+            "burn_in",
+            "trace",
+            "period",
+            "hidden",
+            "obs_chars",
+            "act_chars",
+        )
+    }
     config["item_length"] = item_length(args.burn_in, args.trace)
     path = C.write_results(NAME, {"config": config, "throughput": throughput, "memory": memory}, args.quick, args.out)
-    C.report(f"Replay throughput vs capacity (batch {args.batch}, add chunks of {args.chunk})", C.format_table(throughput, THROUGHPUT_COLUMNS), path)
-    title = (f"Memory per item: burn_in {args.burn_in} + trace {args.trace} + 1, period {args.period}, "
-             f"state [2, {args.hidden}] float32, {args.obs_chars}-char observations")
+    C.report(
+        f"Replay throughput vs capacity (batch {args.batch}, add chunks of {args.chunk})",
+        C.format_table(throughput, THROUGHPUT_COLUMNS),
+        path,
+    )
+    title = (
+        f"Memory per item: burn_in {args.burn_in} + trace {args.trace} + 1, period {args.period}, "
+        f"state [2, {args.hidden}] float32, {args.obs_chars}-char observations"
+    )
     print(f"\n{title}\n{C.format_table(memory, MEMORY_COLUMNS)}", flush=True)
 
 

@@ -14,7 +14,7 @@ What is measured, per (model size, engine):
   the two calls of one round.
 
 How: the model directories are random-init Llamas built with
-learner.init_model.build_model_dir (weights do not matter for throughput). Each engine runs
+shoal.models.build_model_dir (weights do not matter for throughput). Each engine runs
 in its own child process (this script with `--child`), with one torch thread and
 OMP_NUM_THREADS=1: the in-process vLLM engine replaces `torch.set_num_threads` and seeds the
 process-global generators, so engines never share a process. vLLM runs in-process
@@ -62,12 +62,14 @@ def make_engine(engine: str, model_dir: str, max_new_tokens: int, seed: int) -> 
     """Build the engine; returns it and its start timings."""
     t0 = time.perf_counter()
     if engine == "vllm":
-        from rollout.vllm_engine import VLLMEngine
+        from shoal.rollout.vllm_engine import VLLMEngine
 
-        eng = VLLMEngine(model_dir, temperature=1.0, top_k=0, max_new_tokens=max_new_tokens, seed=seed, worker_id="bench")
+        eng = VLLMEngine(
+            model_dir, temperature=1.0, top_k=0, max_new_tokens=max_new_tokens, seed=seed, worker_id="bench"
+        )
         extra = {"llm_init_s": eng.start_s}
     else:
-        from rollout.hf_engine import HFEngine
+        from shoal.rollout.hf_engine import HFEngine
 
         eng = HFEngine(model_dir, temperature=1.0, top_k=0, max_new_tokens=max_new_tokens, seed=seed, worker_id="bench")
         extra = {}
@@ -111,12 +113,23 @@ class Child:
     """One engine in its own interpreter (this script with --child), driven over stdin/stdout."""
 
     def __init__(self, engine: str, model_dir: Path, args: argparse.Namespace) -> None:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--model-dir", str(model_dir),
-               "--prompts", str(args.prompts), "--max-new-tokens", str(args.max_new_tokens)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            engine,
+            "--model-dir",
+            str(model_dir),
+            "--prompts",
+            str(args.prompts),
+            "--max-new-tokens",
+            str(args.max_new_tokens),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING"}
         self.engine, self.log = engine, tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     env=env, cwd=C.ROOT)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=C.ROOT
+        )
         self.ready = self._read("BENCH_READY")
 
     def _read(self, tag: str) -> dict[str, Any]:
@@ -146,7 +159,8 @@ def summarize(engine: str, ready: dict[str, Any], calls: list[dict[str, Any]]) -
     """Medians over the timed calls of one engine."""
     tok_s = [c["tokens"] / c["generate_s"] for c in calls]
     return {
-        "engine": engine, **ready,
+        "engine": engine,
+        **ready,
         "generate_s": C.median([c["generate_s"] for c in calls]),
         "tokens_per_s": C.median(tok_s),
         "samples_per_s": C.median([c["samples"] / c["generate_s"] for c in calls]),
@@ -194,14 +208,21 @@ def add_ratio(rows: list[dict[str, Any]], calls: dict[str, list[dict[str, Any]]]
 
 
 COLUMNS = [
-    ("size", "size", "s"), ("params_m", "params (M)", ".2f"), ("engine", "engine", "s"),
-    ("start_s", "start s", ".1f"), ("tokens_per_s", "tokens/s", ".0f"), ("samples_per_s", "samples/s", ".1f"),
-    ("mean_response_tokens", "tokens/sample", ".1f"), ("vllm_over_hf", "vLLM/HF tokens/s", ".2f"),
+    ("size", "size", "s"),
+    ("params_m", "params (M)", ".2f"),
+    ("engine", "engine", "s"),
+    ("start_s", "start s", ".1f"),
+    ("tokens_per_s", "tokens/s", ".0f"),
+    ("samples_per_s", "samples/s", ".1f"),
+    ("mean_response_tokens", "tokens/sample", ".1f"),
+    ("vllm_over_hf", "vLLM/HF tokens/s", ".2f"),
 ]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny model, 32 prompts x 16 tokens, 1 repeat")
     p.add_argument("--sizes", default=None, help=f"comma-separated presets from {list(SIZES)} (default all three)")
     p.add_argument("--engines", default=",".join(ENGINES))
@@ -233,12 +254,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         rows = [r for size in args.sizes for r in bench_size(size, Path(tmp), args)]
-    settings = {"prompts": args.prompts, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
-                "temperature": 1.0, "top_k": 0}
+    settings = {
+        "prompts": args.prompts,
+        "max_new_tokens": args.max_new_tokens,
+        "repeats": args.repeats,
+        "temperature": 1.0,
+        "top_k": 0,
+    }
     payload = {"settings": settings, "rows": rows, "total_s": time.perf_counter() - t0}
     path = C.write_results(NAME, payload, args.quick, args.out)
-    title = (f"Rollout throughput: {args.prompts} prompts x {args.max_new_tokens} new tokens, "
-             f"median of {args.repeats} alternating rounds, 1 torch thread")
+    title = (
+        f"Rollout throughput: {args.prompts} prompts x {args.max_new_tokens} new tokens, "
+        f"median of {args.repeats} alternating rounds, 1 torch thread"
+    )
     C.report(title, C.format_table(rows, COLUMNS), path)
     return {"rows": rows, "path": str(path)}
 

@@ -25,7 +25,7 @@ All actors live on this one node, so the "broadcast" is shared memory (plasma); 
 each other node pulls the object over the network once. Ray is started with num_cpus=8 (more
 logical CPUs than the 2 physical ones, as in the Ray program on this machine) and an object
 store sized for the largest model. Models are random-init Llamas from
-learner.init_model.build_model_dir; one torch thread per process.
+shoal.models.build_model_dir; one torch thread per process.
 
 Run (from the repository root):
     .venv/bin/python benchmarks/weight_sync.py           # full: 0.4M..100M params, 1/2/4 workers, ~3 min
@@ -68,19 +68,19 @@ def actor_classes() -> tuple[Any, Any]:
 
         def __init__(self) -> None:
             C.single_thread_env()
-            from services.weights import ObjectStoreTransport
+            from shoal.services.weights import ObjectStoreTransport
 
             self.model, self.transport = None, ObjectStoreTransport()
 
         def setup(self, model_dir: str) -> None:
-            from learner.init_model import load_policy
+            from shoal.models import load_policy
 
             self.model = None
             self.model, _ = load_policy(model_dir)
             self.policy_version = 0
 
         def publish(self) -> tuple[Any, dict[str, float]]:
-            from learner.ppo import PPOLearner
+            from shoal.learner.ppo.learning import PPOLearner
 
             self.policy_version += 1
             weights, snap_s = C.timed(lambda: PPOLearner.get_weights(self))  # the learner's own snapshot code
@@ -94,12 +94,12 @@ def actor_classes() -> tuple[Any, Any]:
 
         def __init__(self) -> None:
             C.single_thread_env()
-            from services.weights import ObjectStoreTransport
+            from shoal.services.weights import ObjectStoreTransport
 
             self.engine, self.transport = None, ObjectStoreTransport()
 
         def setup(self, model_dir: str) -> None:
-            from rollout.hf_engine import HFEngine
+            from shoal.rollout.hf_engine import HFEngine
 
             self.engine = None
             self.engine = HFEngine(model_dir, max_new_tokens=1)
@@ -118,7 +118,9 @@ def init_ray(largest_bytes: int) -> float:
 
     os.environ["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] = "1"
     store = max(512 << 20, 4 * largest_bytes)
-    _, secs = C.timed(lambda: ray.init(num_cpus=8, object_store_memory=store, include_dashboard=False, log_to_driver=False))
+    _, secs = C.timed(
+        lambda: ray.init(num_cpus=8, object_store_memory=store, include_dashboard=False, log_to_driver=False)
+    )
     return secs
 
 
@@ -143,25 +145,36 @@ def summarize(size: str, params: int, n: int, syncs: list[dict[str, Any]]) -> di
     mb = syncs[0]["bytes"] / 1e6
     sync_s = med("sync_s")
     return {
-        "size": size, "params_m": params / 1e6, "mb": mb, "workers": n, "snapshot_s": med("snapshot_s"),
-        "put_s": med("put_s"), "publish_s": med("publish_s"),
-        "fetch_s": per("fetch", C.median), "fetch_max_s": per("fetch", max),
-        "load_s": per("load", C.median), "load_max_s": per("load", max), "sync_s": sync_s,
-        "sync_min_s": min(s["sync_s"] for s in syncs), "gb_per_s": mb * n / 1e3 / sync_s,
+        "size": size,
+        "params_m": params / 1e6,
+        "mb": mb,
+        "workers": n,
+        "snapshot_s": med("snapshot_s"),
+        "put_s": med("put_s"),
+        "publish_s": med("publish_s"),
+        "fetch_s": per("fetch", C.median),
+        "fetch_max_s": per("fetch", max),
+        "load_s": per("load", C.median),
+        "load_max_s": per("load", max),
+        "sync_s": sync_s,
+        "sync_min_s": min(s["sync_s"] for s in syncs),
+        "gb_per_s": mb * n / 1e3 / sync_s,
         "sync_s_all": [round(s["sync_s"], 4) for s in syncs],
     }
 
 
 def start_actors(n_workers: int) -> tuple[Any, list[Any]]:
     """One publisher and n_workers loaders, reused for every size (setup() swaps the model)."""
-    from services.actors import ACTOR_ENV
+    from shoal.services.actors import ACTOR_ENV
 
     Publisher, Loader = actor_classes()
     opts = {"num_cpus": 1, "runtime_env": {"env_vars": ACTOR_ENV}}
     return Publisher.options(**opts).remote(), [Loader.options(**opts).remote() for _ in range(n_workers)]
 
 
-def bench_size(size: str, model_dir: Path, publisher: Any, pool: list[Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench_size(
+    size: str, model_dir: Path, publisher: Any, pool: list[Any], args: argparse.Namespace
+) -> list[dict[str, Any]]:
     """Load this size everywhere, warm up, then sync with N = each worker count, interleaved."""
     import ray
 
@@ -176,9 +189,17 @@ def bench_size(size: str, model_dir: Path, publisher: Any, pool: list[Any], args
 
 
 COLUMNS = [
-    ("size", "size", "s"), ("params_m", "params (M)", ".2f"), ("mb", "MB", ".1f"), ("workers", "workers", "d"),
-    ("publish_s", "publish s", ".3f"), ("put_s", "put s", ".3f"), ("fetch_s", "fetch s", ".4f"), ("load_s", "load s", ".3f"),
-    ("load_max_s", "load max s", ".3f"), ("sync_s", "sync s", ".3f"), ("sync_min_s", "sync min s", ".3f"),
+    ("size", "size", "s"),
+    ("params_m", "params (M)", ".2f"),
+    ("mb", "MB", ".1f"),
+    ("workers", "workers", "d"),
+    ("publish_s", "publish s", ".3f"),
+    ("put_s", "put s", ".3f"),
+    ("fetch_s", "fetch s", ".4f"),
+    ("load_s", "load s", ".3f"),
+    ("load_max_s", "load max s", ".3f"),
+    ("sync_s", "sync s", ".3f"),
+    ("sync_min_s", "sync min s", ".3f"),
     ("gb_per_s", "GB/s", ".2f"),
 ]
 

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from services.types import Episode, SampledBatch
+from shoal.types import Episode, SampledBatch
 
 CutFn = Callable[[Episode, Any], list[Any]]
 
@@ -35,6 +35,7 @@ class EpisodeReplay:
         self.pending: deque[Any] = deque()
         self.recent: deque[tuple[Episode, Any]] = deque(maxlen=max(recent, 0)) if recent else deque(maxlen=0)
         self.episodes_added = self.items_queued = 0
+        self.refused = 0  # leading pending items already refused by the replay (not counted again)
 
     def __len__(self) -> int:
         return len(self.replay)
@@ -47,6 +48,10 @@ class EpisodeReplay:
         """Mean items an episode has produced so far (1 before the first)."""
         return self.items_queued / self.episodes_added if self.episodes_added else 1.0
 
+    def room(self) -> int:
+        """Room in units of a request (whole episodes): the runners' back-pressure."""
+        return self.episode_room()
+
     def episode_room(self) -> int:
         """Room in episodes: ceil(free() / items_per_episode), so it is > 0 exactly when free() is
         (a caller that waits for room > 0 can never deadlock with a rate-limited learner). Asking
@@ -57,9 +62,10 @@ class EpisodeReplay:
         """Move pending items into the replay as far as its rate limiter allows."""
         if not self.pending:
             return 0
-        took = self.replay.add(list(self.pending))
+        took = self.replay.add(list(self.pending), already_refused=self.refused)
         for _ in range(took):
             self.pending.popleft()
+        self.refused = len(self.pending)  # all still pending were refused once (counted once by the replay)
         return took
 
     def items_of(self, episode: Episode, states: Any) -> list[Any]:
@@ -95,7 +101,11 @@ class EpisodeReplay:
         return list(self.recent)[-n:] if n > 0 else []
 
     def stats(self) -> dict[str, float]:
-        return {**self.replay.stats(), "buffer/pending": float(len(self.pending)), "buffer/episodes_added": float(self.episodes_added)}
+        return {
+            **self.replay.stats(),
+            "buffer/pending": float(len(self.pending)),
+            "buffer/episodes_added": float(self.episodes_added),
+        }
 
 
 __all__ = ["EpisodeReplay"]

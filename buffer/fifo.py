@@ -1,10 +1,10 @@
 """FIFO rollout queue for on-policy PPO, with back-pressure and the staleness bound.
 
-Implements the ReplayBuffer contract (services/core.py) that the R2D2 prioritized sequence
+Implements the ReplayBuffer contract (shoal/core.py) that the R2D2 prioritized sequence
 replay implements too. Producers `add` scored rollouts; `add` accepts at most `free()` items
 and returns how many it took, so a full queue pushes back on the rollout workers instead of
 growing without bound. `sample(batch_size, learner_version)` pops the oldest items, first
-discarding those older than `max_policy_lag` learner steps (`services.types.is_stale`: the one
+discarding those older than `max_policy_lag` learner steps (`shoal.types.is_stale`: the one
 staleness rule) and counting them; it returns None until a full batch of fresh items is there.
 
 Deviation from a plain queue: items are timestamped on insert so `stats()` reports the
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from services.types import SampledBatch, is_stale, policy_lag
+from shoal.types import SampledBatch, is_stale, policy_lag
 
 
 class FIFOQueue:
@@ -34,6 +35,10 @@ class FIFOQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def room(self) -> int:
+        """Room in units of a request (rollouts = prompts): the runners' back-pressure."""
+        return self.free()
 
     def free(self) -> int:
         return self.capacity - len(self._items)

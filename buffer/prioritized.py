@@ -1,6 +1,6 @@
 """Prioritized sequence replay for R2D2: sum-tree sampling, IS weights, FIFO eviction, rate limiter.
 
-Implements the ReplayBuffer contract (services/core.py) like `buffer.fifo.FIFOQueue`, plus
+Implements the ReplayBuffer contract (shoal/core.py) like `buffer.fifo.FIFOQueue`, plus
 `update_priorities(keys, priorities)`. Items are `SequenceItem`s (any object with
 `policy_version` works). Papers: PER (Schaul et al. 2016) for proportional sampling and
 importance weights; R2D2 (Kapturowski et al. 2019) for the numbers (priority exponent 0.9,
@@ -21,8 +21,9 @@ IS exponent 0.6); Reverb/Acme for the samples-per-insert rate limiter.
   and >= 0; they are floored at PRIORITY_FLOOR so no item becomes unsamplable forever and the
   total mass never reaches 0.
 - Staleness: with max_policy_lag set, `sample` first removes every item with
-  learner_version - policy_version > max_policy_lag (services.types.is_stale), counted in
-  `dropped_stale`.
+  learner_version - policy_version > max_policy_lag (shoal.types.is_stale), counted in
+  `dropped_stale`. Offline items (policy_version < 0: scripted or logged data, e.g. ILQL's
+  data set) were produced by no learner version and are never stale.
 - Rate limiter (Reverb's SampleToInsertRatio, simplified and non-blocking), with
   samples_per_insert = s, I items inserted so far (evicted ones included), S items sampled so
   far, offset = s * min_size_to_sample:
@@ -52,8 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from buffer.sum_tree import MinTree, SumTree
-from services.types import SampledBatch, policy_lag
+from shoal.buffer.sum_tree import MinTree, SumTree
+from shoal.types import SampledBatch, policy_lag
 
 PRIORITY_FLOOR = 1e-6
 INITIAL_MAX_PRIORITY = 1.0  # PER / baselines
@@ -86,7 +87,9 @@ class SampleToInsertRatio:
         if error_buffer is None:
             error_buffer = max(1.0, samples_per_insert) * min_size_to_sample
         if samples_per_insert <= 0 or error_buffer <= 0:
-            raise ValueError(f"rate limiter needs samples_per_insert > 0 and error_buffer > 0, got {samples_per_insert}, {error_buffer}")
+            raise ValueError(
+                f"rate limiter needs samples_per_insert > 0 and error_buffer > 0, got {samples_per_insert}, {error_buffer}"
+            )
         self.spi, self.error_buffer = float(samples_per_insert), float(error_buffer)
         self.offset = self.spi * min_size_to_sample
         self.min_size = min_size_to_sample  # grows to the largest batch size asked for
@@ -132,7 +135,9 @@ class PrioritizedSequenceReplay:
         if not 1 <= min_size_to_sample <= capacity:
             raise ValueError(f"min_size_to_sample must be in [1, capacity={capacity}], got {min_size_to_sample}")
         if priority_exponent < 0 or importance_sampling_exponent < 0:
-            raise ValueError(f"exponents must be >= 0, got priority {priority_exponent}, importance sampling {importance_sampling_exponent}")
+            raise ValueError(
+                f"exponents must be >= 0, got priority {priority_exponent}, importance sampling {importance_sampling_exponent}"
+            )
         self.capacity, self.alpha, self.beta = capacity, priority_exponent, importance_sampling_exponent
         self.use_importance_weights, self.max_policy_lag = use_importance_weights, max_policy_lag
         self.min_size_to_sample = min_size_to_sample
@@ -153,14 +158,22 @@ class PrioritizedSequenceReplay:
     def __len__(self) -> int:
         return self._size
 
+    def room(self) -> int:
+        """Room in units of a request (items): the runners' back-pressure."""
+        return self.free()
+
     def free(self) -> int:
         """How many items `add` would take now: the rate limiter's allowance, at most capacity."""
         return int(min(self.capacity, self.limiter.insert_allowance(self._size, self.inserts, self.samples)))
 
-    def add(self, items: Sequence[Any]) -> int:
-        """Insert up to the rate limiter's allowance (oldest first) at max priority; FIFO-evict when full."""
+    def add(self, items: Sequence[Any], already_refused: int = 0) -> int:
+        """Insert up to the rate limiter's allowance (oldest first) at max priority; FIFO-evict when full.
+
+        rate_limited_inserts counts each refused item once: the first `already_refused` items
+        are a caller's re-offer of items refused before (EpisodeReplay's pending queue) and are
+        not counted again."""
         take = int(min(len(items), self.limiter.insert_allowance(self._size, self.inserts, self.samples)))
-        self.rate_limited_inserts += len(items) - take
+        self.rate_limited_inserts += len(items) - max(take, min(already_refused, len(items)))
         if take == 0:
             return 0
         slots = (self.inserts + np.arange(take)) % self.capacity
@@ -186,12 +199,16 @@ class PrioritizedSequenceReplay:
             return None
         slots = self._sum.sample(batch_size, self.rng)
         if (self._keys[slots] < 0).any():
-            raise RuntimeError(f"sum tree returned empty slots {slots[self._keys[slots] < 0].tolist()}: buffer corrupted")
+            raise RuntimeError(
+                f"sum tree returned empty slots {slots[self._keys[slots] < 0].tolist()}: buffer corrupted"
+            )
         items = [self._items[s] for s in slots.tolist()]
         self.samples += batch_size
         self._last_lags = [policy_lag(learner_version, it.policy_version) for it in items]
         weights = self._importance_weights(slots)
-        return SampledBatch(items=items, keys=self._keys[slots].tolist(), weights=weights.tolist(), dropped_stale=dropped)
+        return SampledBatch(
+            items=items, keys=self._keys[slots].tolist(), weights=weights.tolist(), dropped_stale=dropped
+        )
 
     def update_priorities(self, keys: Sequence[int], priorities: Sequence[float]) -> int:
         """Set raw priorities (before the exponent) of still-held keys; returns how many were applied."""
@@ -261,7 +278,8 @@ class PrioritizedSequenceReplay:
     def _drop_stale(self, learner_version: int) -> int:
         if self.max_policy_lag is None or self._size == 0:
             return 0
-        stale = (self._keys >= 0) & (learner_version - self._versions > self.max_policy_lag)
+        offline = self._versions < 0  # policy_version -1: offline data, exempt from the bound
+        stale = (self._keys >= 0) & ~offline & (learner_version - self._versions > self.max_policy_lag)
         slots = np.flatnonzero(stale)
         if slots.size:
             self._remove(slots)
@@ -278,7 +296,9 @@ class PrioritizedSequenceReplay:
 
     def _check_batch_size(self, batch_size: int) -> None:
         if not 1 <= batch_size <= self.capacity:
-            raise ValueError(f"batch_size must be in [1, capacity={self.capacity}], got {batch_size}: the buffer could never serve it")
+            raise ValueError(
+                f"batch_size must be in [1, capacity={self.capacity}], got {batch_size}: the buffer could never serve it"
+            )
         self.limiter.check_batch(batch_size)
 
 

@@ -2,9 +2,14 @@
 
 Kapturowski et al. 2019 (R2D2), as Acme's `SequenceAdder` does it: an item is
 L = burn_in_length + trace_length + 1 consecutive turns of ONE episode (see
-`services.types.SequenceItem`); item k starts k * sequence_period turns after the first, so
+`shoal.types.SequenceItem`); item k starts k * sequence_period turns after the first, so
 adjacent items overlap by L - sequence_period turns; items never cross an episode end, and an
 item that runs past the last turn is padded (empty strings, reward 0, done=True, mask 0).
+Truncated episodes (cut off by max_turns: last turn done=False) with a `final_observation`:
+the position just past the last turn holds that observation (action "", reward 0,
+done=False, mask 1) so the n-step targets of the final turns bootstrap from
+Q(final_observation); it has no successor, so it never gets a target (or loss) itself.
+Without a final_observation the last turn has nothing to bootstrap from and gets no target.
 Each item stores ONE recurrent state: the state ENTERING its first turn, `states[start]`
 (copied, float32), never one per turn. Positions of an item:
 
@@ -40,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from services.types import Episode, SequenceItem, Turn
+from shoal.types import Episode, SequenceItem, Turn
 
 
 def item_length(burn_in_length: int, trace_length: int) -> int:
@@ -53,7 +58,9 @@ def check_sequence_config(burn_in_length: int, trace_length: int, sequence_perio
     if burn_in_length < 0 or trace_length < 1:
         raise ValueError(f"need burn_in_length >= 0 and trace_length >= 1, got {burn_in_length}, {trace_length}")
     if not 1 <= sequence_period <= trace_length:
-        raise ValueError(f"sequence_period must be in [1, trace_length={trace_length}] (else turns fall in no trace), got {sequence_period}")
+        raise ValueError(
+            f"sequence_period must be in [1, trace_length={trace_length}] (else turns fall in no trace), got {sequence_period}"
+        )
 
 
 def trace_positions(burn_in_length: int, trace_length: int) -> list[float]:
@@ -61,7 +68,9 @@ def trace_positions(burn_in_length: int, trace_length: int) -> list[float]:
     return [0.0] * burn_in_length + [1.0] * trace_length + [0.0]
 
 
-def sequence_starts(num_turns: int, burn_in_length: int, trace_length: int, sequence_period: int, pad_start: bool = False) -> list[int]:
+def sequence_starts(
+    num_turns: int, burn_in_length: int, trace_length: int, sequence_period: int, pad_start: bool = False
+) -> list[int]:
     """Start turns of the items of an episode of `num_turns` turns (negative with pad_start)."""
     check_sequence_config(burn_in_length, trace_length, sequence_period)
     first = -burn_in_length if pad_start else 0
@@ -71,16 +80,25 @@ def sequence_starts(num_turns: int, burn_in_length: int, trace_length: int, sequ
 def check_episode(episode: Episode, states: Any) -> None:
     """ValueError unless there is one state per turn and only the last turn may be done."""
     if len(states) != len(episode.turns):
-        raise ValueError(f"episode {episode.episode_id}: {len(episode.turns)} turns but {len(states)} states (need one entering each turn)")
+        raise ValueError(
+            f"episode {episode.episode_id}: {len(episode.turns)} turns but {len(states)} states (need one entering each turn)"
+        )
     early = [i for i, t in enumerate(episode.turns[:-1]) if t.done]
     if early:
-        raise ValueError(f"episode {episode.episode_id}: turns {early} are done before the last turn {len(episode.turns) - 1}")
+        raise ValueError(
+            f"episode {episode.episode_id}: turns {early} are done before the last turn {len(episode.turns) - 1}"
+        )
 
 
-def _position(turns: Sequence[Turn], i: int) -> tuple[str, str, float, bool, float]:
-    """(observation, action, reward, done, mask) of turn i, or padding outside the episode."""
+def _position(turns: Sequence[Turn], i: int, final_observation: str = "") -> tuple[str, str, float, bool, float]:
+    """(observation, action, reward, done, mask) of turn i, or padding outside the episode.
+
+    Position T (just past the last turn) of a truncated episode (last turn not done) with a
+    final_observation is the bootstrap position: (final_observation, "", 0.0, False, 1.0)."""
     if i < 0:
         return "", "", 0.0, False, 0.0
+    if i == len(turns) and final_observation and turns and not turns[-1].done:
+        return final_observation, "", 0.0, False, 1.0
     if i >= len(turns):
         return "", "", 0.0, True, 0.0
     t = turns[i]
@@ -89,7 +107,7 @@ def _position(turns: Sequence[Turn], i: int) -> tuple[str, str, float, bool, flo
 
 def make_item(episode: Episode, states: Any, start: int, length: int) -> SequenceItem:
     """The item of `length` positions starting at turn `start`; start_state = states[max(start, 0)]."""
-    cols = list(zip(*(_position(episode.turns, start + p) for p in range(length))))
+    cols = list(zip(*(_position(episode.turns, start + p, episode.final_observation) for p in range(length))))
     state = np.array(states[max(start, 0)], dtype=np.float32, copy=True)
     return SequenceItem(
         episode_id=episode.episode_id,

@@ -41,7 +41,9 @@ class SegmentTree:
 
     def _check_indices(self, indices: np.ndarray) -> None:
         if indices.size and (indices.min() < 0 or indices.max() >= self.capacity):
-            raise IndexError(f"leaf indices must be in [0, {self.capacity}), got min {indices.min()} max {indices.max()}")
+            raise IndexError(
+                f"leaf indices must be in [0, {self.capacity}), got min {indices.min()} max {indices.max()}"
+            )
 
     def set(self, indices, values) -> None:
         """Leaves[indices] = values (broadcast), then recompute their ancestors."""

@@ -25,7 +25,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from services.config import ConfigError, ShoalConfig, check_paths_for_training, dump_config, load_config
+from shoal.builders import make_builder
+from shoal.services.config import ConfigError, ShoalConfig, dump_config, load_config
+from shoal.utils import RunError
 
 
 class UserError(Exception):
@@ -33,7 +35,7 @@ class UserError(Exception):
 
 
 def default_config_path() -> str:
-    return str(resources.files("deploy") / "configs" / "demo.yaml")
+    return str(resources.files("shoal.deploy") / "configs" / "demo.yaml")
 
 
 def _load(args: argparse.Namespace) -> ShoalConfig:
@@ -43,7 +45,7 @@ def _load(args: argparse.Namespace) -> ShoalConfig:
 def _load_for_compute(args: argparse.Namespace) -> ShoalConfig:
     """The config, with torch's thread count applied (run.torch_threads): torch's default of one
     thread per core is many times slower on a shared or oversubscribed machine."""
-    from services.builder import torch_setup
+    from shoal.services.run import torch_setup
 
     cfg = _load(args)
     torch_setup(cfg)
@@ -51,37 +53,39 @@ def _load_for_compute(args: argparse.Namespace) -> ShoalConfig:
 
 
 def cmd_init_model(args: argparse.Namespace) -> None:
-    from learner.sft import init_model
+    from shoal.learner.sft.learning import init_model
 
     init_model(_load_for_compute(args), progress=not args.quiet)
 
 
 def cmd_train_rm(args: argparse.Namespace) -> None:
-    from reward.train_rm import train_reward_model
+    from shoal.reward.train_rm import train_reward_model
 
     cfg = _load_for_compute(args)
     if not (Path(cfg.model.path) / "config.json").is_file():
-        raise UserError(f"model.path: {cfg.model.path!r} has no model (the reward model starts from the SFT policy); run `shoal init-model` first")
+        raise UserError(
+            f"model.path: {cfg.model.path!r} has no model (the reward model starts from the SFT policy); run `shoal init-model` first"
+        )
     train_reward_model(cfg, progress=not args.quiet)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = _load_for_compute(args)
-    check_paths_for_training(cfg)
+    make_builder(cfg).preflight()
     print(f"[shoal] resolved config ({args.config or default_config_path()}, {len(args.set)} overrides):", flush=True)
     print(dump_config(cfg), flush=True)
     summary = run(cfg, progress=not args.quiet)
-    from services.run import format_summary
+    from shoal.services.run import format_summary
 
     print(format_summary(summary), flush=True)
 
 
 def run(cfg: ShoalConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.run.mode == "local":
-        from services.local import run_local
+        from shoal.services.local import run_local
 
         return run_local(cfg, progress)
-    from services.program import run_ray
+    from shoal.services.program import run_ray
 
     return run_ray(cfg, progress)
 
@@ -97,7 +101,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
-    from services.metrics import MetricsReader, format_latest_table, resolve_redis
+    from shoal.services.metrics import MetricsReader, resolve_redis
+    from shoal.services.metrics_table import format_latest_table
 
     url, embedded = resolve_redis(args.redis_url, args.runs_dir)
     try:
@@ -118,13 +123,13 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
 
 def _last_id(reader: Any, run_id: str) -> str:
-    from services.dashboard.follow import last_id
+    from shoal.services.dashboard.follow import last_id
 
     return last_id(reader, run_id)
 
 
 def _follow(reader: Any, run_id: str, since: str, args: argparse.Namespace) -> None:
-    from services.dashboard.follow import follow
+    from shoal.services.dashboard.follow import follow
 
     only = [p for p in (args.only or "").split(",") if p] or None
     print(f"[shoal] following {run_id} (Ctrl-C to stop)", flush=True)
@@ -139,9 +144,9 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
 
     from pydantic import ValidationError
 
-    from services.config import DashboardSection, format_validation_error
-    from services.dashboard import start_dashboard
-    from services.metrics import resolve_redis
+    from shoal.services.config import DashboardSection, format_validation_error
+    from shoal.services.dashboard import start_dashboard
+    from shoal.services.metrics import resolve_redis
 
     try:
         d = DashboardSection(host=args.host, port=args.port, token=args.token, poll_interval_s=args.poll_interval)
@@ -166,7 +171,7 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
 
 def cmd_config(args: argparse.Namespace) -> None:
     if args.reference:
-        from deploy.config_reference import config_reference
+        from shoal.deploy.config_reference import config_reference
 
         print(config_reference())
         return
@@ -174,7 +179,7 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    from rollout.envs.collector import build_collection, format_summary, parse_env_args, run_collection
+    from shoal.rollout.envs.collector import build_collection, format_summary, parse_env_args, run_collection
 
     try:
         env, policies = build_collection(args.env, args.policy, parse_env_args(args.env_arg))
@@ -197,12 +202,20 @@ def _positive_int(text: str) -> int:
 def _add_collect_parser(sub: Any) -> None:
     sc = sub.add_parser("collect", help="run scripted policies in a text environment, write episodes as JSONL")
     sc.add_argument("env", help="built-in environment (cue_recall, maze_fo, maze_po, wordle) or module:factory")
-    sc.add_argument("--policy", required=True, help="comma-separated policy names (e.g. optimal,mediocre,random) or module:factory")
+    sc.add_argument(
+        "--policy", required=True, help="comma-separated policy names (e.g. optimal,mediocre,random) or module:factory"
+    )
     sc.add_argument("--episodes", type=_positive_int, required=True, help="number of episodes; policies take turns")
     sc.add_argument("--out", required=True, help="output JSONL file")
     sc.add_argument("--seed", type=int, default=0, help="seed of the episode reset seeds")
     sc.add_argument("--max-turns", type=_positive_int, default=500, help="cut an episode after this many actions")
-    sc.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help="environment keyword, e.g. --env-arg corridor_length=15")
+    sc.add_argument(
+        "--env-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment keyword, e.g. --env-arg corridor_length=15",
+    )
     sc.set_defaults(fn=cmd_collect)
 
 
@@ -218,25 +231,46 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in demo config)")
-        sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a field, e.g. --set ppo.learning_rate=1e-4")
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="PATH=VALUE",
+            help="override a field, e.g. --set ppo.learning_rate=1e-4",
+        )
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "config":
             sp.add_argument("--reference", action="store_true", help="print every field with its description")
         sp.set_defaults(fn=fn)
     sm = sub.add_parser("metrics", help="print the latest metrics of a run")
     sm.add_argument("run", nargs="?", default="latest", help="run id, unique prefix, or `latest`")
-    sm.add_argument("--redis-url", default=os.environ.get("SHOAL_REDIS_URL"), help="metrics Redis (default: the embedded store in --runs-dir)")
+    sm.add_argument(
+        "--redis-url",
+        default=os.environ.get("SHOAL_REDIS_URL"),
+        help="metrics Redis (default: the embedded store in --runs-dir)",
+    )
     sm.add_argument("--runs-dir", default="runs", help="runs directory holding the embedded store")
-    sm.add_argument("--follow", "-f", action="store_true", help="then print new values until the run ends (Ctrl-C to stop)")
+    sm.add_argument(
+        "--follow", "-f", action="store_true", help="then print new values until the run ends (Ctrl-C to stop)"
+    )
     sm.add_argument("--interval", type=float, default=1.0, help="--follow: seconds between polls")
-    sm.add_argument("--only", default=None, metavar="PREFIXES", help="--follow: comma-separated name prefixes, e.g. reward/,learner/kl_ref")
+    sm.add_argument(
+        "--only",
+        default=None,
+        metavar="PREFIXES",
+        help="--follow: comma-separated name prefixes, e.g. reward/,learner/kl_ref",
+    )
     sm.set_defaults(fn=cmd_metrics)
     sd = sub.add_parser("dashboard", help="serve the web dashboard (read-only)")
     sd.add_argument("--host", default="127.0.0.1", help="bind address; anything but loopback needs --token")
     sd.add_argument("--port", type=int, default=8420, help="TCP port (the next free one if busy)")
     sd.add_argument("--token", default=None, help="access token for the API (default: env SHOAL_DASHBOARD_TOKEN)")
     sd.add_argument("--poll-interval", type=float, default=2.0, help="seconds between the page's polls")
-    sd.add_argument("--redis-url", default=os.environ.get("SHOAL_REDIS_URL"), help="metrics Redis (default: the embedded store in --runs-dir)")
+    sd.add_argument(
+        "--redis-url",
+        default=os.environ.get("SHOAL_REDIS_URL"),
+        help="metrics Redis (default: the embedded store in --runs-dir)",
+    )
     sd.add_argument("--runs-dir", default="runs", help="runs directory holding the embedded store")
     sd.set_defaults(fn=cmd_dashboard)
     _add_collect_parser(sub)
@@ -244,27 +278,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [UserError, ConfigError, FileNotFoundError]
+    errs: list[type[BaseException]] = [UserError, ConfigError, RunError, FileNotFoundError]
     try:
-        from services.dashboard import DashboardRefused
+        from shoal.services.dashboard import DashboardRefused
 
         errs.append(DashboardRefused)
     except ImportError:
         pass
     try:
-        from services.metrics import RedisUnavailable
+        from shoal.services.metrics import RedisUnavailable
 
         errs.append(RedisUnavailable)
     except ImportError:
         pass
     try:
-        from reward.preferences import PreferenceFileError
+        from shoal.reward.preferences import PreferenceFileError
 
         errs.append(PreferenceFileError)
     except ImportError:
         pass
     try:
-        from rollout.envs.jsonl import EpisodeFileError
+        from shoal.rollout.envs.jsonl import EpisodeFileError
 
         errs.append(EpisodeFileError)
     except ImportError:

@@ -1,6 +1,6 @@
 """The config reference, generated from the pydantic models' field descriptions.
 
-`python -m deploy.config_reference --write README.md` refreshes the README's section between
+`python -m shoal.deploy.config_reference --write README.md` refreshes the README's section between
 the BEGIN/END markers; a unit test fails when the README is out of date.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.config import ShoalConfig
+from shoal.services.config import ShoalConfig
 
 
 def _type_name(annotation: Any) -> str:

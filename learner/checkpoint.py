@@ -46,6 +46,22 @@ class Checkpoint:
     rng_state: dict[str, torch.Tensor]
     meta: dict[str, Any]
 
+    def extra(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The `extra_state` entries saved under `prefix` (e.g. "value_head."), prefix removed."""
+        return {k.removeprefix(prefix): v for k, v in self.extra_state.items() if k.startswith(prefix)}
+
+    def load_model_into(self, model: Any) -> None:
+        """Copy the saved Hugging Face model's weights into `model` in place."""
+        from transformers import AutoModelForCausalLM
+
+        saved = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch.float32)
+        model.load_state_dict(saved.state_dict())
+
+
+def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """A state dict with every key under `prefix`, for `save_checkpoint(extra_state=...)`."""
+    return {prefix + k: v for k, v in state.items()}
+
 
 def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
     """Where the checkpoint of learner step `step` lives inside a run directory."""
@@ -109,7 +125,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     if not root.is_dir():
         raise FileNotFoundError(f"checkpoint directory {str(root)!r} does not exist")
     if not (root / META_FILE).is_file():
-        raise FileNotFoundError(f"checkpoint directory {str(root)!r} has no {META_FILE}: empty or incomplete checkpoint")
+        raise FileNotFoundError(
+            f"checkpoint directory {str(root)!r} has no {META_FILE}: empty or incomplete checkpoint"
+        )
     meta = json.loads((root / META_FILE).read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"checkpoint {str(root)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from reward.kl import kl_k3
+from shoal.learner.kl import kl_k3
 
 WHITEN_EPS = 1e-8
 
@@ -73,7 +73,9 @@ def gae(
     A_t = delta_t + gamma * gae_lambda * A_{t+1}; returns = A + V. Padding gets 0.
     """
     if not rewards.shape == values.shape == mask.shape:
-        raise ValueError(f"shapes differ: rewards {tuple(rewards.shape)}, values {tuple(values.shape)}, mask {tuple(mask.shape)}")
+        raise ValueError(
+            f"shapes differ: rewards {tuple(rewards.shape)}, values {tuple(values.shape)}, mask {tuple(mask.shape)}"
+        )
     check_prefix_mask(mask)
     mask = mask.to(values.dtype)
     next_values = torch.zeros_like(values)

@@ -9,7 +9,6 @@ Papers and conventions:
   with m = n, shortened where the sequence runs out (rlax truncates the last n-1 returns to
   bootstrap from the last available step); no bootstrap after a real `done`.
 - Sequence priorities (R2D2): p = eta * max_t |delta_t| + (1 - eta) * mean_t |delta_t|.
-- Importance weights (Schaul et al. 2016, PER): w_i = (N P(i))^-beta / max_j w_j.
 - Expectile loss (IQL, Kostrikov et al. 2022; ILQL, Snell et al. 2023): |tau - 1(u < 0)| u^2.
 - CQL term (Kumar et al. 2020, as ILQL uses it): logsumexp_a Q(h, a) - Q(h, a_data).
 - Polyak averaging of target networks: target <- (1 - alpha) target + alpha online.
@@ -17,14 +16,15 @@ Papers and conventions:
 Shapes: [B, L] over the positions of a replay item (SequenceItem: burn-in + trace + 1 turns)
 or over tokens; Q-values [B, L, A]. `mask` is 1 on real turns and 0 on padding. Targets never
 read a masked position: `n_step_double_q_targets` returns a `valid` mask next to the targets,
-0 where no target can be formed (padding; the last real turn of a truncated episode, which has
-nothing to bootstrap from). The learner's loss mask is `valid * trace_positions`.
+0 where no target can be formed (padding; a last real position with no done and no successor).
+A truncated episode's final observation is such a position (the adder,
+`buffer.sequences.cut_episode`, puts it after the last turn with mask 1 and done=False), so
+the final turns bootstrap from Q(final_observation). The learner's loss mask is `valid * trace_positions`.
 
 Deviations to know:
 - A `done` on a mask-0 position is ignored (padding is done=True by convention; it never ends
   a real return early).
-- `importance_weights` normalises by the batch max (Acme) unless `min_prob` is given, in which
-  case by the buffer-wide max weight (N * min_prob)^-beta (PER paper, OpenAI baselines).
+- Importance weights (PER) are the buffer's (`buffer.prioritized`), not computed here.
 - Losses here return masked means (scalars); `masked_mean` raises on an all-zero mask.
 
 Pure torch; no Ray. Tests: `pytest tests/unit/test_q_math.py`.
@@ -36,7 +36,7 @@ from collections.abc import Iterable
 
 import torch
 
-from learner.losses import masked_mean
+from shoal.learner.losses import masked_mean
 
 RESCALE_EPS = 1e-3  # Pohlen et al. 2018; R2D2
 
@@ -54,9 +54,13 @@ def inverse_value_rescale(x: torch.Tensor, eps: float = RESCALE_EPS) -> torch.Te
 
 def _check_sequence_shapes(rewards, dones, mask, q_online, q_target) -> None:
     if not rewards.shape == dones.shape == mask.shape or rewards.dim() != 2:
-        raise ValueError(f"rewards, dones, mask must be equal [B, L]; got {tuple(rewards.shape)}, {tuple(dones.shape)}, {tuple(mask.shape)}")
+        raise ValueError(
+            f"rewards, dones, mask must be equal [B, L]; got {tuple(rewards.shape)}, {tuple(dones.shape)}, {tuple(mask.shape)}"
+        )
     if q_online.shape != q_target.shape or q_online.shape[:2] != rewards.shape or q_online.dim() != 3:
-        raise ValueError(f"q_online {tuple(q_online.shape)} and q_target {tuple(q_target.shape)} must be [B, L, A] with [B, L] = {tuple(rewards.shape)}")
+        raise ValueError(
+            f"q_online {tuple(q_online.shape)} and q_target {tuple(q_target.shape)} must be [B, L, A] with [B, L] = {tuple(rewards.shape)}"
+        )
 
 
 def _shift(x: torch.Tensor, k: int, fill: float) -> torch.Tensor:
@@ -139,15 +143,6 @@ def sequence_priorities(td_errors: torch.Tensor, mask: torch.Tensor, eta: float 
     return eta * abs_td.max(dim=1).values + (1.0 - eta) * mean
 
 
-def importance_weights(probs: torch.Tensor, n: int, beta: float, min_prob: float | None = None) -> torch.Tensor:
-    """w_i = (n P(i))^-beta / max w; max over the batch, or (n * min_prob)^-beta when min_prob is given."""
-    if n < 1 or bool((probs <= 0).any()):
-        raise ValueError(f"importance weights need n >= 1 and probs > 0; got n={n}, min prob {float(probs.min())}")
-    w = (n * probs) ** (-beta)
-    top = w.max() if min_prob is None else (n * min_prob) ** (-beta)
-    return w / top
-
-
 def expectile_loss(diff: torch.Tensor, tau: float, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of |tau - 1(diff < 0)| * diff^2, diff = target - prediction (IQL's L2^tau); masked if given."""
     if not 0.0 < tau < 1.0:
@@ -169,7 +164,9 @@ def polyak_update(target: Iterable[torch.Tensor], online: Iterable[torch.Tensor]
     """In place: target <- (1 - alpha) target + alpha online, for matching parameter lists."""
     target, online = list(target), list(online)
     if len(target) != len(online) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"polyak_update needs equal lists and alpha in [0, 1]; got {len(target)} vs {len(online)}, alpha={alpha}")
+        raise ValueError(
+            f"polyak_update needs equal lists and alpha in [0, 1]; got {len(target)} vs {len(online)}, alpha={alpha}"
+        )
     for t, o in zip(target, online):
         if t.shape != o.shape:
             raise ValueError(f"polyak_update shape mismatch: target {tuple(t.shape)} vs online {tuple(o.shape)}")
@@ -184,5 +181,7 @@ def ilql_value_target(q1_target: torch.Tensor, q2_target: torch.Tensor) -> torch
 def ilql_q_target(rewards: torch.Tensor, dones: torch.Tensor, v_next: torch.Tensor, gamma: float) -> torch.Tensor:
     """ILQL Q target: r + gamma (1 - done) V(h'), detached (IQL backup: no max over actions)."""
     if not rewards.shape == dones.shape == v_next.shape:
-        raise ValueError(f"rewards {tuple(rewards.shape)}, dones {tuple(dones.shape)}, v_next {tuple(v_next.shape)} differ")
+        raise ValueError(
+            f"rewards {tuple(rewards.shape)}, dones {tuple(dones.shape)}, v_next {tuple(v_next.shape)} differ"
+        )
     return (rewards + gamma * (1.0 - dones.to(rewards.dtype)) * v_next).detach()

@@ -60,12 +60,16 @@ def _labelled_pair(task: Any, rng: random.Random, bt_scale: float) -> dict[str, 
 def generate_preference_pairs(task: Any, n: int, seed: int, bt_scale: float = 8.0) -> list[dict[str, Any]]:
     """n gold-labelled pairs {prompt, meta, chosen, rejected, gold_chosen, gold_rejected}."""
     if not hasattr(task, "sample_response"):
-        raise TypeError(f"task {getattr(task, 'name', task)!r} has no sample_response(); give reward.preference_file instead")
+        raise TypeError(
+            f"task {getattr(task, 'name', task)!r} has no sample_response(); give reward.preference_file instead"
+        )
     rng, pairs, tries = random.Random(seed), [], 0
     while len(pairs) < n:
         tries += 1
         if tries > 100 * n + 100:
-            raise RuntimeError(f"only {len(pairs)} of {n} pairs after {tries} draws: the gold reward ties almost always")
+            raise RuntimeError(
+                f"only {len(pairs)} of {n} pairs after {tries} draws: the gold reward ties almost always"
+            )
         pair = _labelled_pair(task, rng, bt_scale)
         if pair is not None:
             pairs.append(pair)

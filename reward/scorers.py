@@ -1,4 +1,4 @@
-"""Reward scorers: each implements `services.core.RewardScorer` (`name`, `score(rollouts)`).
+"""Reward scorers: each implements `shoal.core.RewardScorer` (`name`, `score(rollouts)`).
 
 - `RewardModelScorer`: a learned reward model (Hugging Face sequence classification with one
   label, trained by `reward.train_rm`); RewardTerms.sequence = {name: r_RM(x, y)}.
@@ -23,13 +23,15 @@ tests/unit/test_scorers.py.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from services.config import import_object
-from services.types import RewardTerms, Rollout
+from shoal.tensors import pad_tokens, teacher_forced_logprobs
+from shoal.types import RewardTerms, Rollout
+from shoal.utils import import_object
 
 GREEDY_TEMPERATURE = 1e-5  # same value as rollout.hf_engine.GREEDY_TEMPERATURE
 
@@ -47,20 +49,10 @@ def rm_token_ids(tokenizer: Any, text: str, max_length: int) -> list[int]:
     return ids if len(ids) <= max_length else ids[:1] + ids[len(ids) - max_length + 1 :]
 
 
-def right_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, T] input ids (right-padded with pad_id) and attention mask."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s, dtype=torch.long), 1
-    return ids, mask
-
-
 def rm_forward(model: Any, tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
     """[B] reward-model scores of texts (one forward pass, gradients as the caller allows)."""
     max_len = getattr(model.config, "max_position_embeddings", 4096)
-    ids, mask = right_pad([rm_token_ids(tokenizer, t, max_len) for t in texts], model.config.pad_token_id)
+    ids, mask = pad_tokens([rm_token_ids(tokenizer, t, max_len) for t in texts], model.config.pad_token_id)
     device = next(model.parameters()).device
     return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0]
 
@@ -79,12 +71,16 @@ def load_reward_model(path: str | Path) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"reward model {str(path)!r} is not a model directory (no config.json); run `shoal train-rm`")
+        raise FileNotFoundError(
+            f"reward model {str(path)!r} is not a model directory (no config.json); run `shoal train-rm`"
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32)
     if model.config.pad_token_id is None or model.config.num_labels != 1:
-        raise ValueError(f"reward model {str(path)!r}: need num_labels=1 and pad_token_id set, got "
-                         f"num_labels={model.config.num_labels} pad_token_id={model.config.pad_token_id}")
+        raise ValueError(
+            f"reward model {str(path)!r}: need num_labels=1 and pad_token_id set, got "
+            f"num_labels={model.config.num_labels} pad_token_id={model.config.pad_token_id}"
+        )
     return model.eval(), tokenizer
 
 
@@ -97,7 +93,9 @@ class RewardModelScorer:
 
     def score(self, rollouts: Sequence[Rollout]) -> list[RewardTerms]:
         texts = [rm_text(r.prompt.text, r.response_text) for r in rollouts]
-        return [RewardTerms(sequence={self.name: s}) for s in rm_scores(self.model, self.tokenizer, texts, self.batch_size)]
+        return [
+            RewardTerms(sequence={self.name: s}) for s in rm_scores(self.model, self.tokenizer, texts, self.batch_size)
+        ]
 
 
 class RuleScorer:
@@ -114,28 +112,19 @@ class RuleScorer:
     def _call(self, r: Rollout) -> float:
         value = self.fn(r.prompt, r.response_text)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"rule function {self.name!r} returned {value!r} for {r.prompt.prompt_id}; expected a float")
+            raise TypeError(
+                f"rule function {self.name!r} returned {value!r} for {r.prompt.prompt_id}; expected a float"
+            )
         return float(value)
-
-
-def teacher_forced_logprobs(
-    model: Any, prompt_ids: Sequence[list[int]], response_ids: Sequence[list[int]], temperature: float, pad_id: int
-) -> list[list[float]]:
-    """log softmax(logits / temperature) of each response token given everything before it."""
-    seqs = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
-    ids, mask = right_pad(seqs, pad_id)
-    device = next(model.parameters()).device
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-    logp = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)
-    token_logp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
-    return [token_logp[i, len(p) - 1 : len(p) - 1 + len(r)].tolist() for i, (p, r) in enumerate(zip(prompt_ids, response_ids))]
 
 
 class ReferenceKLScorer:
     """Frozen reference policy: RewardTerms(ref_logprobs=[log pi_ref(a_t|s_t), ...])."""
 
-    def __init__(self, path: str | Path, temperature: float = 1.0, batch_size: int = 64, name: str = "kl_reference") -> None:
-        from learner.init_model import load_policy
+    def __init__(
+        self, path: str | Path, temperature: float = 1.0, batch_size: int = 64, name: str = "kl_reference"
+    ) -> None:
+        from shoal.models import load_policy
 
         if temperature <= 0:
             raise ValueError(f"ReferenceKLScorer temperature must be > 0, got {temperature}")
@@ -149,8 +138,11 @@ class ReferenceKLScorer:
         for i in range(0, len(rollouts), self.batch_size):
             chunk = rollouts[i : i + self.batch_size]
             lps = teacher_forced_logprobs(
-                self.model, [r.prompt.token_ids for r in chunk], [r.response_ids for r in chunk],
-                self.temperature, self.tokenizer.pad_token_id,
+                self.model,
+                [r.prompt.token_ids for r in chunk],
+                [r.response_ids for r in chunk],
+                self.tokenizer.pad_token_id,
+                self.temperature,
             )
             out += [RewardTerms(ref_logprobs=lp) for lp in lps]
         return out
@@ -163,7 +155,10 @@ class GoldScorer:
         self.task, self.name = task, name
 
     def score(self, rollouts: Sequence[Rollout]) -> list[RewardTerms]:
-        return [RewardTerms(metrics_only={self.name: float(self.task.gold_reward(r.prompt.meta, r.response_text))}) for r in rollouts]
+        return [
+            RewardTerms(metrics_only={self.name: float(self.task.gold_reward(r.prompt.meta, r.response_text))})
+            for r in rollouts
+        ]
 
 
 def reference_temperature(sampling_temperature: float) -> float:

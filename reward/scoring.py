@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from services.types import RewardTerms, Rollout, ScoredRollout
+from shoal.types import RewardTerms, Rollout, ScoredRollout
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class Rejection:
     value: Any
 
 
-def _check_shapes(rollouts: Sequence[Rollout], per_scorer_terms: Sequence[Sequence[RewardTerms]], names: Sequence[str]) -> None:
+def _check_shapes(
+    rollouts: Sequence[Rollout], per_scorer_terms: Sequence[Sequence[RewardTerms]], names: Sequence[str]
+) -> None:
     if len(per_scorer_terms) != len(names):
         raise ValueError(f"{len(per_scorer_terms)} term lists for {len(names)} scorer names {list(names)}")
     for name, terms in zip(names, per_scorer_terms):

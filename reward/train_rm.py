@@ -34,10 +34,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from reward.bradley_terry import bradley_terry_loss, pairwise_accuracy, pearson
-from reward.preferences import generate_preference_pairs, read_preference_file
-from reward.scorers import rm_forward, rm_scores, rm_text
-from rollout.tasks import task_from_config
+from shoal.reward.bradley_terry import bradley_terry_loss, pairwise_accuracy, pearson
+from shoal.reward.preferences import generate_preference_pairs, read_preference_file
+from shoal.reward.scorers import rm_forward, rm_scores, rm_text
+from shoal.rollout.tasks import task_from_config
 
 HELD_OUT_FRACTION = 0.1
 CORRELATION_SAMPLES = 512
@@ -47,7 +47,7 @@ def init_reward_model(policy_path: str | Path, seed: int = 0) -> tuple[Any, Any]
     """(reward model, tokenizer): the SFT policy's trunk weights copied, a fresh scalar head."""
     from transformers import AutoModelForSequenceClassification
 
-    from learner.init_model import load_policy
+    from shoal.models import load_policy
 
     policy, tokenizer = load_policy(policy_path)
     config = copy.deepcopy(policy.config)
@@ -56,7 +56,9 @@ def init_reward_model(policy_path: str | Path, seed: int = 0) -> tuple[Any, Any]
     torch.manual_seed(seed)
     rm = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
     if rm.base_model_prefix != policy.base_model_prefix:
-        raise ValueError(f"{policy_path}: policy trunk {policy.base_model_prefix!r} != reward trunk {rm.base_model_prefix!r}")
+        raise ValueError(
+            f"{policy_path}: policy trunk {policy.base_model_prefix!r} != reward trunk {rm.base_model_prefix!r}"
+        )
     rm.base_model.load_state_dict(policy.base_model.state_dict(), strict=True)
     return rm, tokenizer
 
@@ -86,8 +88,15 @@ def pair_loss(model: Any, tokenizer: Any, batch: list[dict[str, Any]]) -> torch.
 
 
 def train_pairs(
-    model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *, epochs: int, learning_rate: float, batch_size: int,
-    seed: int, progress: bool = True,
+    model: Any,
+    tokenizer: Any,
+    pairs: list[dict[str, Any]],
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
 ) -> list[float]:
     """AdamW on the Bradley-Terry loss, `epochs` seeded passes; returns the per-step losses."""
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate)
@@ -120,7 +129,9 @@ def pair_gold(task: Any, pair: dict[str, Any], which: str) -> float | None:
     return None
 
 
-def evaluate_pairs(model: Any, tokenizer: Any, task: Any, pairs: list[dict[str, Any]], batch_size: int = 64) -> dict[str, float]:
+def evaluate_pairs(
+    model: Any, tokenizer: Any, task: Any, pairs: list[dict[str, Any]], batch_size: int = 64
+) -> dict[str, float]:
     """Accuracy vs the labels and vs the noiseless gold ordering (pairs with known, untied gold)."""
     rc = torch.tensor(rm_scores(model, tokenizer, [rm_text(p["prompt"], p["chosen"]) for p in pairs], batch_size))
     rr = torch.tensor(rm_scores(model, tokenizer, [rm_text(p["prompt"], p["rejected"]) for p in pairs], batch_size))
@@ -162,13 +173,28 @@ def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
     summary: dict[str, Any] = {"pairs_train": len(train), "pairs_heldout": len(held_out)}
     summary |= _metrics(model, tokenizer, task, held_out, cfg.run.seed, "_init")
     t0 = time.perf_counter()
-    losses = train_pairs(model, tokenizer, train, epochs=r.rm_epochs, learning_rate=r.rm_learning_rate,
-                         batch_size=r.rm_batch_size, seed=cfg.run.seed, progress=progress)
-    summary |= {"loss_first": losses[0], "loss_last": sum(losses[-10:]) / len(losses[-10:]), "train_seconds": time.perf_counter() - t0}
+    losses = train_pairs(
+        model,
+        tokenizer,
+        train,
+        epochs=r.rm_epochs,
+        learning_rate=r.rm_learning_rate,
+        batch_size=r.rm_batch_size,
+        seed=cfg.run.seed,
+        progress=progress,
+    )
+    summary |= {
+        "loss_first": losses[0],
+        "loss_last": sum(losses[-10:]) / len(losses[-10:]),
+        "train_seconds": time.perf_counter() - t0,
+    }
     summary |= _metrics(model, tokenizer, task, held_out, cfg.run.seed, "")
     save_reward_model(model, tokenizer, r.reward_model_path, summary)
     summary["seconds"] = time.perf_counter() - start
-    print("train-rm: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()), flush=True)
+    print(
+        "train-rm: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()),
+        flush=True,
+    )
     return summary
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from services.core import RolloutEngine
+from shoal.core import RolloutEngine
 
 ENGINE_KINDS = ("auto", "vllm", "transformers")
 
@@ -60,7 +60,9 @@ def _vllm_usable_on_gpu() -> bool:
         return False
     err = vllm_import_error()
     if err is not None:
-        warnings.warn(f"rollout.engine=auto: vllm is installed but does not import ({err}); using transformers")
+        warnings.warn(
+            f"rollout.engine=auto: vllm is installed but does not import ({err}); using transformers", stacklevel=2
+        )
     return err is None
 
 
@@ -74,7 +76,7 @@ def make_engine(kind: str, model_path: Any, rollout_cfg: Any, seed: int, worker_
         worker_id=worker_id,
     )
     if resolve_engine_kind(kind) == "vllm":
-        from rollout.vllm_engine import VLLMEngine
+        from shoal.rollout.vllm_engine import VLLMEngine
 
         return VLLMEngine(
             str(model_path),
@@ -82,6 +84,6 @@ def make_engine(kind: str, model_path: Any, rollout_cfg: Any, seed: int, worker_
             cpu_kvcache_gib=rollout_cfg.vllm_cpu_kvcache_gib,
             **common,
         )
-    from rollout.hf_engine import HFEngine
+    from shoal.rollout.hf_engine import HFEngine
 
     return HFEngine(str(model_path), device="cuda" if torch.cuda.is_available() else "cpu", **common)

@@ -7,9 +7,9 @@ id), the recurrent states entering every turn when the agent has them (R2D2 stor
 them per replay item), and the episodes the environment broke.
 
 Agents (the `EpisodeAgent` protocol: play / load_weights / policy_version / engine):
-- `QAgent`: `rollout.q_actor.QActor` (recurrent per-utterance Q, epsilon-greedy over the
+- `QAgent`: `learner.r2d2.acting.QActor` (recurrent per-utterance Q, epsilon-greedy over the
   env's legal actions); returns states.
-- `ILQLAgent`: `rollout.ilql_decoding.ILQLPolicy` (token-level ILQL decoding
+- `ILQLAgent`: `learner.ilql.acting.ILQLPolicy` (token-level ILQL decoding
   log pi_beta + beta (Q - V) on the transformers engine; vLLM cannot, see that module);
   no states.
 
@@ -35,9 +35,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rollout.envs.base import DroppedEpisode, _check_observation, _check_step, _reason, episode_success, legal_actions_of, run_episode, task_name
-from services.core import MetricsSink, NullMetrics
-from services.types import Episode, VersionedWeights
+from shoal.core import MetricsSink, NullMetrics
+from shoal.rollout.envs.base import (
+    DroppedEpisode,
+    _check_observation,
+    _check_step,
+    _reason,
+    episode_success,
+    legal_actions_of,
+    run_episode,
+    task_name,
+)
+from shoal.types import Episode, VersionedWeights
 
 EVAL_SEED_BASE = 9_000_000_000
 
@@ -93,7 +102,9 @@ class EpisodeAgent(Protocol):
     policy_version: int
     engine: str
 
-    def play(self, env: Any, episode_id: str, seed: int, max_turns: int, greedy: bool) -> tuple[Episode, np.ndarray | None]: ...
+    def play(
+        self, env: Any, episode_id: str, seed: int, max_turns: int, greedy: bool
+    ) -> tuple[Episode, np.ndarray | None]: ...
 
     def load_weights(self, weights: VersionedWeights) -> None: ...
 
@@ -110,7 +121,9 @@ class QAgent:
     def policy_version(self) -> int:
         return self.actor.policy_version
 
-    def play(self, env: Any, episode_id: str, seed: int, max_turns: int, greedy: bool) -> tuple[Episode, np.ndarray | None]:
+    def play(
+        self, env: Any, episode_id: str, seed: int, max_turns: int, greedy: bool
+    ) -> tuple[Episode, np.ndarray | None]:
         return self.actor.run_episode(env, episode_id, seed=seed, max_turns=max_turns, greedy=greedy)
 
     def load_weights(self, weights: VersionedWeights) -> None:
@@ -125,7 +138,9 @@ class ILQLAgent:
     def __init__(self, policy: Any, temperature: float) -> None:
         self.policy, self.temperature, self.policy_version = policy, temperature, 0
 
-    def play(self, env: Any, episode_id: str, seed: int, max_turns: int, greedy: bool) -> tuple[Episode, np.ndarray | None]:
+    def play(
+        self, env: Any, episode_id: str, seed: int, max_turns: int, greedy: bool
+    ) -> tuple[Episode, np.ndarray | None]:
         self.policy.temperature = 0.0 if greedy else self.temperature
         result = run_episode(env, self.policy, episode_id, max_turns, seed=seed)
         if isinstance(result, DroppedEpisode):  # GuardedEnv raised inside: surface it the same way
@@ -174,7 +189,16 @@ def summarize_eval(parts: Sequence[dict[str, list[float]]]) -> dict[str, float]:
 class EpisodeWorker:
     """Plays episodes of one environment with one agent (module docstring)."""
 
-    def __init__(self, env: Any, agent: Any, worker_id: str, worker_index: int, max_turns: int, seed: int, metrics: MetricsSink | None = None) -> None:
+    def __init__(
+        self,
+        env: Any,
+        agent: Any,
+        worker_id: str,
+        worker_index: int,
+        max_turns: int,
+        seed: int,
+        metrics: MetricsSink | None = None,
+    ) -> None:
         self.env, self.agent = GuardedEnv(env), agent
         self.worker_id, self.worker_index, self.max_turns, self.seed = worker_id, worker_index, max_turns, seed
         self.metrics = metrics or NullMetrics()
@@ -214,6 +238,11 @@ class EpisodeWorker:
         batch.seconds = time.perf_counter() - t0
         self._account(batch)
         return batch
+
+    def act(self, num_episodes: int) -> list[tuple[Episode, Any]]:
+        """One request of the generic runners (`shoal.builders`): (episode, recurrent states)
+        pairs for the replay; dropped episodes are counted in `dropped` and reported."""
+        return self.run(num_episodes).pairs()
 
     def _account(self, batch: EpisodeBatch) -> None:
         self.episodes_played += len(batch.episodes)
@@ -258,4 +287,15 @@ class EpisodeWorker:
         }
 
 
-__all__ = ["EnvFailure", "EpisodeAgent", "EpisodeBatch", "EpisodeWorker", "GuardedEnv", "ILQLAgent", "QAgent", "eval_seed", "summarize_eval", "train_seed"]
+__all__ = [
+    "EnvFailure",
+    "EpisodeAgent",
+    "EpisodeBatch",
+    "EpisodeWorker",
+    "GuardedEnv",
+    "ILQLAgent",
+    "QAgent",
+    "eval_seed",
+    "summarize_eval",
+    "train_seed",
+]

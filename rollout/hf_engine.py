@@ -24,27 +24,15 @@ Run: `HFEngine("models/tiny/policy").generate(prompts)`; tests in tests/unit/tes
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from learner.init_model import load_policy
-from services.types import Prompt, Rollout, VersionedWeights
-from rollout.stats import generation_stats
-
-GREEDY_TEMPERATURE = 1e-5
-
-
-def sampling_logprobs(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
-    """[..., V] logits -> [..., V] log-probs of the sampling distribution (see module doc)."""
-    logits = logits.float()
-    if temperature <= GREEDY_TEMPERATURE:
-        return torch.log_softmax(logits, dim=-1)
-    scaled = logits / temperature
-    if 0 < top_k < scaled.shape[-1]:
-        kth = torch.topk(scaled, top_k, dim=-1).values[..., -1:]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    return torch.log_softmax(scaled, dim=-1)
+from shoal.models import load_policy
+from shoal.rollout.stats import generation_stats
+from shoal.tensors import GREEDY_TEMPERATURE, pad_tokens, sampling_logprobs, teacher_forced_logprobs
+from shoal.types import Prompt, Rollout, VersionedWeights
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -64,19 +52,6 @@ def cut_at_eos(ids: list[int], lps: list[float], eos: Sequence[int]) -> tuple[li
         if t in eos:
             return ids[: i + 1], lps[: i + 1], "stop"
     return ids, lps, "length"
-
-
-def left_pad(seqs: Sequence[list[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token lists -> (input_ids [B, L], attention_mask [B, L]), padded on the left."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if not s:
-            raise ValueError(f"prompt {i} has no tokens")
-        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 class HFEngine:
@@ -123,14 +98,20 @@ class HFEngine:
     @torch.no_grad()
     def _decode(self, prompt_ids: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample up to max_new_tokens per prompt -> (tokens [B, T], log-probs [B, T])."""
-        ids, mask = left_pad(prompt_ids, self.pad_id, self.device)
+        ids, mask = (t.to(self.device) for t in pad_tokens(prompt_ids, self.pad_id, left=True))
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         done = torch.zeros(len(prompt_ids), dtype=torch.bool, device=self.device)
         eos = torch.tensor(self.eos, device=self.device)
         cache, toks, lps = None, [], []
         for _ in range(self.max_new_tokens):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             cache = out.past_key_values
             tok, lp = self._pick(out.logits[:, -1, :])
             tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
@@ -171,7 +152,6 @@ class HFEngine:
         self.policy_version = weights.version
         self.last_stats["rollout/weight_sync_s"] = time.perf_counter() - start
 
-    @torch.no_grad()
     def logprobs(
         self,
         prompt_ids: Sequence[list[int]],
@@ -181,14 +161,4 @@ class HFEngine:
     ) -> list[list[float]]:
         """Teacher-forced log pi(a_t | s_t) of each response token under the current weights,
         with the sampling distribution of (temperature, top_k)."""
-        if len(prompt_ids) != len(response_ids):
-            raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
-        if not prompt_ids:
-            return []
-        seqs = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
-        ids, mask = left_pad(seqs, self.pad_id, self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-        lp = sampling_logprobs(logits[:, :-1], temperature, top_k)
-        picked = lp.gather(-1, ids[:, 1:, None]).squeeze(-1).cpu()
-        return [picked[i, picked.shape[1] - len(r) :].tolist() if r else [] for i, r in enumerate(response_ids)]
+        return teacher_forced_logprobs(self.model, prompt_ids, response_ids, self.pad_id, temperature, top_k)

@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.types import Prompt
+from shoal.types import Prompt
 
 _ONSETS = ["ko", "ma", "ti", "ru", "se", "ly", "pa", "ne", "du", "vi", "ho", "ze"]
 _SUFFIXES = ["fa", "bi", "lo", "nu", "ke", "ra", "mi", "to", "su", "we", "pe", "ga"]
@@ -115,7 +115,7 @@ def build_task(name: str, **kwargs: Any) -> Task:
     if name == "keywords":
         return KeywordsTask(**kwargs)
     if ":" in name:
-        from services.config import import_object
+        from shoal.utils import import_object
 
         return import_object(name)()
     raise ValueError(f"task.name: unknown task {name!r} (built-in: keywords; or module:factory)")
@@ -154,5 +154,5 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
 
 def keywords_gold(prompt: Prompt, response_text: str) -> float:
     """The default `keywords` task's gold reward as a rule function
-    (`reward.rule_functions: [rollout.tasks:keywords_gold]`): RL on the true reward."""
+    (`reward.rule_functions: [shoal.rollout.tasks:keywords_gold]`): RL on the true reward."""
     return KeywordsTask().gold_reward(prompt.meta, response_text)

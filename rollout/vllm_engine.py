@@ -15,7 +15,7 @@ log-probs, as HFEngine does. `prompt_logprobs` skip the sampling processors (alw
 temperature/top-k itself (shift invariance: log_softmax(lp / T) == log_softmax(logits / T));
 that path costs O(tokens x vocab) and is meant for checks, not training.
 
-Weight sync: `LLM(worker_extension_cls="rollout.vllm_engine.WeightSyncExtension")` mixes
+Weight sync: `LLM(worker_extension_cls="shoal.rollout.vllm_engine.WeightSyncExtension")` mixes
 `update_weights` into every vLLM worker; `load_weights` calls it with
 `llm.collective_rpc("shoal_update_weights", args=(payload,))`. The payload is a list of
 (name, dtype string, shape, raw bytes) because torch tensors sent through `collective_rpc`
@@ -52,13 +52,14 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
-from rollout.hf_engine import GREEDY_TEMPERATURE, sampling_logprobs
-from services.types import Prompt, Rollout, VersionedWeights
-from rollout.stats import generation_stats
+from shoal.rollout.stats import generation_stats
+from shoal.tensors import GREEDY_TEMPERATURE, sampling_logprobs
+from shoal.types import Prompt, Rollout, VersionedWeights
 
 WeightPayload = list[tuple[str, str, list[int], bytes]]
 
@@ -106,7 +107,9 @@ def configure_vllm_env(on_cpu: bool, cpu_kvcache_gib: int) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
-def llm_kwargs(model_path: str, seed: int, on_cpu: bool, gpu_memory_utilization: float, max_model_len: int) -> dict[str, Any]:
+def llm_kwargs(
+    model_path: str, seed: int, on_cpu: bool, gpu_memory_utilization: float, max_model_len: int
+) -> dict[str, Any]:
     """Arguments for `vllm.LLM` (float32 + eager on CPU: no bf16 surprises, no compile time)."""
     kw: dict[str, Any] = dict(
         model=str(model_path),
@@ -190,7 +193,9 @@ class VLLMEngine:
             self._check_length(p.token_ids, self.max_new_tokens)
         start = time.perf_counter()
         params = [self._sampling_params() for _ in prompts]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts], params, use_tqdm=False)
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts], params, use_tqdm=False
+        )
         rollouts = [self._rollout(p, o.outputs[0]) for p, o in zip(prompts, outs)]
         self._record_generate(rollouts, time.perf_counter() - start)
         return rollouts
@@ -242,7 +247,9 @@ class VLLMEngine:
             result.append(self._pick(steps, list(r), raw, temperature, top_k))
         return result
 
-    def _pick(self, steps: list[dict[int, Any]], tokens: list[int], raw: bool, temperature: float, top_k: int) -> list[float]:
+    def _pick(
+        self, steps: list[dict[int, Any]], tokens: list[int], raw: bool, temperature: float, top_k: int
+    ) -> list[float]:
         """Prompt-logprob entries of the response positions -> log-prob of each response token."""
         if raw or not tokens:
             return [step[t].logprob for t, step in zip(tokens, steps)]

@@ -8,11 +8,11 @@ that dies with its worker is simply sent again (work re-queued, nothing lost).
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
-from rollout.stats import generation_stats
-from services.core import MetricsSink, NullMetrics, RolloutEngine
-from services.types import Prompt, Rollout, VersionedWeights
+from shoal.core import MetricsSink, NullMetrics, RolloutEngine
+from shoal.rollout.stats import generation_stats
+from shoal.types import Prompt, Rollout, VersionedWeights
 
 
 class RolloutWorker:
@@ -32,10 +32,21 @@ class RolloutWorker:
         stats = generation_stats(rollouts, time.perf_counter() - t0)
         self.samples += len(rollouts)
         self.tokens += sum(len(r.response_ids) for r in rollouts)
-        self.last_rates = {"tokens_per_s": stats["rollout/tokens_per_s"], "samples_per_s": stats["rollout/samples_per_s"]}
+        self.last_rates = {
+            "tokens_per_s": stats["rollout/tokens_per_s"],
+            "samples_per_s": stats["rollout/samples_per_s"],
+        }
         stats |= {"rollout/policy_version": float(self.policy_version), "rollout/samples_total": float(self.samples)}
         self.metrics.log(stats, step=self.policy_version)
         return rollouts
+
+    def act(self, prompts: Sequence[Prompt]) -> list[Rollout]:
+        """One request of the generic runners (`shoal.builders`): generate for the prompts."""
+        return self.generate(prompts)
+
+    def evaluate(self, prompts: Sequence[Prompt]) -> list[Rollout]:
+        """Held-out prompts, sampled as in training (the runners score them)."""
+        return self.generate(prompts)
 
     def load_weights(self, weights: VersionedWeights) -> dict[str, float]:
         t0 = time.perf_counter()

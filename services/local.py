@@ -1,9 +1,12 @@
-"""Everything in one process: the same components as the Ray program, stepped in order.
+"""Everything in one process: any algorithm's components (`shoal.builders`), stepped in order.
 
-generate -> score -> buffer -> learner step -> (every sync_interval) publish + load weights.
-For tests and debugging (`run.mode: local`); it reports to the same metrics store under the
-same names as the Ray program. It is strictly sequential, which also makes it the baseline
-of the pipeline-overlap benchmark.
+Per round: every worker whose request fits the replay's room acts (generates for prompts, or
+plays episodes), its output is scored when the algorithm has scorers and goes into the
+replay; then the learner steps while the replay serves batches, sends priorities back when
+it computes them, runs its diagnostic when due, and publishes weights to the workers every
+`rollout.sync_interval` steps. For tests and debugging (`run.mode: local`); deterministic for
+a fixed seed; it reports to the same metrics store under the same names as the Ray program,
+and is the sequential baseline of the pipeline-overlap benchmark.
 """
 
 from __future__ import annotations
@@ -12,87 +15,115 @@ from typing import Any
 
 from tqdm import tqdm
 
-from services import builder
-from services.config import ShoalConfig
-from services.run import RunContext, build_summary, close_run, evaluate, open_run
-from services.stages import BufferStage, LearnerStage, ScoringStage
-from services.weights import InProcessTransport
+from shoal.builders import make_builder
+from shoal.services.run import RunContext, build_summary, close_run, open_run, torch_setup
+from shoal.services.stages import BufferStage, LearnerStage, ScoringStage
+from shoal.utils import RunError
 
 
 class LocalPipeline:
-    """The PPO components of one run, in this process."""
+    """One run's components, in this process."""
 
-    def __init__(self, cfg: ShoalConfig, ctx: RunContext) -> None:
-        builder.torch_setup(cfg)
+    def __init__(self, cfg: Any, ctx: RunContext) -> None:
+        torch_setup(cfg)
         self.cfg, self.ctx = cfg, ctx
-        self.workers = [builder.make_worker(cfg, i, ctx.sink(f"rollout-{i}")) for i in range(cfg.rollout.num_workers)]
-        self.scoring = ScoringStage(builder.make_scorers(cfg), ctx.sink("reward"), ctx.sink("reward"))
-        self.buffer = BufferStage(builder.make_buffer(cfg), ctx.sink("buffer"))
-        self.learner = LearnerStage(builder.make_learner(cfg), ctx.sink("learner"), cfg.run.checkpoint_interval, str(ctx.run_dir))
-        tokenizer = builder.make_tokenizer(cfg)
-        self.prompts = builder.make_prompt_source(cfg, tokenizer, "train")
-        self.eval_prompts = builder.make_prompt_source(cfg, tokenizer, "eval").next_batch(cfg.run.eval_prompts)
-        self.transport = InProcessTransport()
+        self.builder = b = make_builder(cfg)
+        b.preflight()
+        model_dirs = b.prepare_models(str(ctx.run_dir))
+        self.workers = [b.make_worker(i, model_dirs, ctx.sink(f"rollout-{i}")) for i in range(cfg.rollout.num_workers)]
+        scorers = b.make_scorers()
+        self.scoring = ScoringStage(scorers, ctx.sink("reward"), ctx.sink("reward")) if scorers else None
+        self.buffer = BufferStage(b.make_replay(), ctx.sink("buffer"))
+        self.learner = LearnerStage(
+            b.make_learner(model_dirs), ctx.sink("learner"), cfg.run.checkpoint_interval, str(ctx.run_dir)
+        )
+        initial = b.initial_items()
+        if initial:
+            self.buffer.add(initial)
         self.samples = 0
-        self._sync()
+        self.sync()
 
-    def evaluate(self) -> dict[str, float]:
-        if not self.eval_prompts:
-            return {}
-        return evaluate(self.workers[0].generate, self.scoring, self.eval_prompts)
-
-    def _sync(self) -> None:
-        handle = self.transport.publish(self.learner.learner.get_weights())
+    def sync(self) -> None:
+        weights = self.learner.learner.get_weights()
         for w in self.workers:
-            w.load_weights(self.transport.fetch(handle))
+            w.load_weights(weights)
 
-    def collect(self, worker_index: int) -> None:
-        worker = self.workers[worker_index % len(self.workers)]
-        rollouts = worker.generate(self.prompts.next_batch(self.cfg.rollout.prompts_per_request))
-        self.samples += len(rollouts)
-        self.buffer.add(self.scoring(rollouts))
+    def collect(self) -> bool:
+        """One request per worker while the replay has room for it; True if any ran."""
+        if not self.builder.collecting():
+            return False
+        ran, size = False, self.builder.request_size()
+        for i, w in enumerate(self.workers):
+            room = self.buffer.room()
+            if room >= size or (
+                self.builder.partial_requests and i == 0 and room > 0
+            ):  # never stall a rate-limited learner
+                items = w.act(self.builder.new_request())
+                self.samples += len(items)
+                self.buffer.add(self.scoring(items) if self.scoring else items)
+                ran = True
+        return ran
 
     def train_step(self) -> dict[str, float] | None:
-        batch = self.buffer.sample(self.cfg.ppo.batch_size, self.learner.policy_version)
+        batch = self.buffer.sample(self.builder.batch_size(), self.learner.policy_version)
         if batch is None:
             return None
         m = self.learner.step(batch)
+        feedback = self.learner.replay_feedback(batch)
+        if feedback is not None:
+            self.buffer.buffer.update_priorities(*feedback)
+        wanted = self.learner.diagnostic_episodes()
+        if wanted:
+            m.update(self.learner.diagnose(self.buffer.buffer.recent_episodes(wanted)))
         if self.learner.policy_version % self.cfg.rollout.sync_interval == 0:
-            self._sync()
+            self.sync()
         return m
 
+    def evaluate(self) -> dict[str, float]:
+        requests = self.builder.eval_requests(1)
+        outputs = [self.workers[0].evaluate(r) for r in requests]
+        if self.scoring:
+            outputs = [self.scoring(o) for o in outputs]
+        return self.builder.summarize_eval(outputs) if outputs else {}
 
-def run_local(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
+    def counters(self, last: dict[str, float]) -> dict[str, Any]:
+        stats = self.buffer.stats()
+        rejected = self.scoring.rejected if self.scoring else 0
+        dropped = sum(getattr(w, "dropped", 0) for w in self.workers)
+        return {
+            "learner_steps": self.learner.policy_version,
+            self.builder.unit: self.samples,
+            **self.builder.counters(stats, rejected, dropped),
+            **self.builder.final_metrics(last),
+        }
+
+
+def run_local(cfg: Any, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
     """Run the config's algorithm in this process; returns the summary dict."""
-    if cfg.run.algorithm != "ppo":
-        from services.episode_local import run_episodes_local
-
-        return run_episodes_local(cfg, progress, ctx)
     ctx = ctx or open_run(cfg)
     status, summary = "failed", {}
     try:
         pipe = LocalPipeline(cfg, ctx)
         before = pipe.evaluate()
-        bar = tqdm(total=cfg.run.total_steps, desc="learner steps", disable=not progress)
-        i, last = 0, {}
-        while pipe.learner.policy_version < cfg.run.total_steps:
-            pipe.collect(i)
-            i += 1
-            m = pipe.train_step()
-            if m is not None:
-                last = m
+        total = cfg.run.total_steps
+        bar = tqdm(total=total, desc="learner steps", disable=not progress)
+        last: dict[str, float] = {}
+        while pipe.learner.policy_version < total:
+            collected, trained = pipe.collect(), False
+            while pipe.learner.policy_version < total and (m := pipe.train_step()) is not None:
+                last, trained = m, True
                 bar.update(1)
-                bar.set_postfix(reward=f"{m.get('reward/mean', float('nan')):.3f}", kl=f"{m.get('learner/kl_ref', 0):.3f}")
+                bar.set_postfix(**pipe.builder.progress_fields(m))
+            if not (collected or trained):  # B2: nothing can change any more; say so instead of looping
+                raise RunError(
+                    f"the learner can never get a batch: the replay holds {len(pipe.buffer.buffer)} items, "
+                    f"fewer than it needs to sample (batch size {pipe.builder.batch_size()}, replay.min_size_to_sample), "
+                    "and nothing collects more; add data or lower them"
+                )
         bar.close()
+        pipe.sync()  # B3: the final weights reach the workers before "after" is evaluated
         pipe.learner.maybe_checkpoint(force=True)
-        counters = {
-            "learner_steps": pipe.learner.policy_version,
-            "samples": pipe.samples,
-            "dropped_stale": pipe.buffer.stats().get("buffer/dropped_stale", 0.0),
-            "rejected_nonfinite": pipe.scoring.rejected,
-            "final_reward_mean": last.get("reward/mean"),
-        }
-        summary = build_summary(ctx, before, pipe.evaluate(), counters)
+        summary = build_summary(ctx, before, pipe.evaluate(), pipe.counters(last))
         status = "finished"
         return summary
     finally:

@@ -43,7 +43,8 @@ from typing import Any
 
 import redis
 
-from services.redis_server import (  # noqa: F401  (re-exported: the store's one entry point)
+from shoal.services.metrics_schema import EVENT_KINDS, NAMESPACES, RUN_STATUSES, WORKER_FIELDS, _num  # noqa: F401  (the schema, re-exported)
+from shoal.services.redis_server import (  # noqa: F401  (re-exported: the store's one entry point)
     EMBEDDED_DB_NAME,
     EmbeddedRedis,
     RedisUnavailable,
@@ -57,11 +58,6 @@ from services.redis_server import (  # noqa: F401  (re-exported: the store's one
 
 log = logging.getLogger(__name__)
 
-NAMESPACES = ("rollout", "reward", "buffer", "learner", "weights")
-WORKER_FIELDS = ("node", "engine", "policy_version", "tokens_per_s", "samples_per_s", "healthy", "last_seen")
-EVENT_KINDS = ("run_started", "run_finished", "run_failed", "worker_joined", "worker_restarted",
-               "nan_rewards_rejected", "stale_dropped", "checkpoint_saved", "weights_synced")
-RUN_STATUSES = ("running", "finished", "failed")
 DEFAULT_MAXLEN = 100_000
 RUNS_KEY = "shoal:runs"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*/\S+$")
@@ -89,6 +85,7 @@ def events_key(run_id: str) -> str:
 
 
 # ---------------------------------------------------------------- encoding (pure)
+
 
 def clean_value(name: str, value: Any) -> int | float | str | bool | None:
     """A JSON scalar for `value`: non-finite floats -> None; nested values -> ValueError."""
@@ -144,10 +141,6 @@ def parse_json(text: Any) -> Any:
 
 def _dict_or_empty(x: Any) -> dict:
     return x if isinstance(x, dict) else {}
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def finite_float(text: Any) -> float | None:
@@ -214,12 +207,14 @@ def decode_event(entry_id: str, fields: dict) -> dict | None:
 
 def clean_json_object(obj: dict[str, Any], what: str) -> dict[str, Any]:
     """A JSON-safe copy of a (possibly nested) dict: non-finite floats -> None."""
+
     def walk(x: Any) -> Any:
         if isinstance(x, dict):
             return {str(k): walk(v) for k, v in x.items()}
         if isinstance(x, (list, tuple)):
             return [walk(v) for v in x]
         return clean_value(what, x)
+
     return walk(obj)
 
 
@@ -231,6 +226,7 @@ def check_run_id(run_id: str) -> str:
 
 # ---------------------------------------------------------------- writers
 
+
 class RedisMetrics:
     """MetricsSink backed by Redis: `log()` = one pipeline (XADD metrics + HSET latest).
 
@@ -240,8 +236,9 @@ class RedisMetrics:
     non-numeric values raise ValueError at once.
     """
 
-    def __init__(self, url: str, run_id: str, source: str, maxlen: int = DEFAULT_MAXLEN,
-                 retry_after_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, run_id: str, source: str, maxlen: int = DEFAULT_MAXLEN, retry_after_s: float = 5.0
+    ) -> None:
         self.url, self.run_id, self.source = url, check_run_id(run_id), str(source)
         self.maxlen, self.retry_after_s = int(maxlen), retry_after_s
         self.dropped = 0
@@ -264,8 +261,12 @@ class RedisMetrics:
         except redis.RedisError as e:
             self.dropped += 1
             self._down_until = time.monotonic() + self.retry_after_s
-            log.warning("metrics store %s failed (%s); dropping records for %.0f s",
-                        redact(self.url), _reason(e), self.retry_after_s)
+            log.warning(
+                "metrics store %s failed (%s); dropping records for %.0f s",
+                redact(self.url),
+                _reason(e),
+                self.retry_after_s,
+            )
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         data = encode_metrics(metrics)
@@ -275,9 +276,11 @@ class RedisMetrics:
         latest = {k: to_json({"v": v, "step": step, "t": t, "source": self.source}) for k, v in data.items()}
 
         def fill(pipe):
-            pipe.xadd(metrics_key(self.run_id), encode_entry(self.source, step, data, t),
-                      maxlen=self.maxlen, approximate=True)
+            pipe.xadd(
+                metrics_key(self.run_id), encode_entry(self.source, step, data, t), maxlen=self.maxlen, approximate=True
+            )
             pipe.hset(latest_key(self.run_id), mapping=latest)
+
         self._write(fill)
 
     def event(self, kind: str, message: str) -> None:
@@ -296,6 +299,7 @@ class RedisMetrics:
             old = decode_worker(self._client.hget(client_key, worker_id)) or {}
             record = {**old, **clean, "last_seen": time.time()}
             pipe.hset(client_key, worker_id, to_json(record))
+
         self._write(fill)
 
 
@@ -320,8 +324,14 @@ class RunRegistry:
         if not exist_ok and self.client.exists(run_key(run_id)):
             raise ValueError(f"run {run_id} already exists in {redact(self.url)}")
         now = time.time()
-        fields = {"status": "running", "algorithm": str(algorithm), "started_at": repr(now), "ended_at": "",
-                  "config_json": to_json(clean_json_object(config, "config")), "summary_json": "{}"}
+        fields = {
+            "status": "running",
+            "algorithm": str(algorithm),
+            "started_at": repr(now),
+            "ended_at": "",
+            "config_json": to_json(clean_json_object(config, "config")),
+            "summary_json": "{}",
+        }
         pipe = self.client.pipeline()
         pipe.hset(run_key(run_id), mapping=fields)
         pipe.zadd(RUNS_KEY, {run_id: now})
@@ -335,12 +345,14 @@ class RunRegistry:
         if not self.client.exists(run_key(check_run_id(run_id))):
             raise ValueError(f"run {run_id} was never started in {redact(self.url)}")
         summary_json = to_json(clean_json_object(summary or {}, "summary"))
-        self.client.hset(run_key(run_id), mapping={"status": status, "ended_at": repr(time.time()),
-                                                   "summary_json": summary_json})
+        self.client.hset(
+            run_key(run_id), mapping={"status": status, "ended_at": repr(time.time()), "summary_json": summary_json}
+        )
         RedisMetrics(self.url, run_id, "driver").event(f"run_{status}", f"run {run_id} {status}")
 
 
 # ---------------------------------------------------------------- reader
+
 
 class MetricsReader:
     """Reads runs, metrics, workers and events; malformed entries are skipped and counted.
@@ -386,11 +398,15 @@ class MetricsReader:
         if started is None:
             return None
         status = fields.get("status")
-        return {"run_id": run_id, "status": status if status in RUN_STATUSES else "unknown",
-                "algorithm": fields.get("algorithm", ""), "started_at": started,
-                "ended_at": finite_float(fields.get("ended_at")),
-                "summary": _dict_or_empty(parse_json(fields.get("summary_json"))),
-                "last_update": int(last_id[0][0].split("-")[0]) / 1000 if last_id else None}
+        return {
+            "run_id": run_id,
+            "status": status if status in RUN_STATUSES else "unknown",
+            "algorithm": fields.get("algorithm", ""),
+            "started_at": started,
+            "ended_at": finite_float(fields.get("ended_at")),
+            "summary": _dict_or_empty(parse_json(fields.get("summary_json"))),
+            "last_update": int(last_id[0][0].split("-")[0]) / 1000 if last_id else None,
+        }
 
     def list_runs(self) -> list[dict]:
         """Every registered run, newest first: run_id, status, algorithm, times, summary."""
@@ -431,8 +447,14 @@ class MetricsReader:
                 return
             start = f"({batch[-1][0]}"
 
-    def history(self, run_id: str, names: list[str] | None = None, since_id: str = "-",
-                count: int | None = None, source: str | None = None) -> list[dict]:
+    def history(
+        self,
+        run_id: str,
+        names: list[str] | None = None,
+        since_id: str = "-",
+        count: int | None = None,
+        source: str | None = None,
+    ) -> list[dict]:
         """Parsed metrics entries {id, source, step, t, data}, oldest first.
 
         names: keep only these metrics (entries without any are left out); source: one writer;
@@ -468,6 +490,3 @@ class MetricsReader:
             if count is not None and len(out) >= count:
                 break
         return out
-
-
-from services.metrics_table import format_latest_table, format_number  # noqa: E402,F401  (re-exported)

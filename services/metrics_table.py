@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from services.metrics import NAMESPACES, WORKER_FIELDS, _num
+from shoal.services.metrics_schema import NAMESPACES, WORKER_FIELDS, _num
+
 
 def format_number(v: Any, none: str = "null") -> str:
     """A number for the table: 6 significant digits; None -> `none`; bools -> yes/no."""
@@ -37,8 +38,9 @@ def _namespace_order(name: str) -> tuple:
     return (NAMESPACES.index(ns) if ns in NAMESPACES else len(NAMESPACES), ns, name)
 
 
-def format_latest_table(latest: dict[str, dict], workers: dict[str, dict] | None = None,
-                        now: float | None = None) -> str:
+def format_latest_table(
+    latest: dict[str, dict], workers: dict[str, dict] | None = None, now: float | None = None
+) -> str:
     """Plain-text table of the latest metrics grouped by namespace, then the workers."""
     now = time.time() if now is None else now
     rows, ns_seen = [], None
@@ -48,11 +50,15 @@ def format_latest_table(latest: dict[str, dict], workers: dict[str, dict] | None
             rows.append([f"{ns}/", "", "", ""])
             ns_seen = ns
         d = latest[name]
-        rows.append([f"  {name}", format_number(d.get("v")), format_number(d.get("step"), "-"), str(d.get("source", ""))])
+        rows.append(
+            [f"  {name}", format_number(d.get("v")), format_number(d.get("step"), "-"), str(d.get("source", ""))]
+        )
     lines = _table(["metric", "value", "step", "source"], rows, right=(1, 2)) if rows else ["no metrics yet"]
     if workers:
         headers = ["worker", *WORKER_FIELDS]
-        wrows = [[w, *[format_number(d.get(f), "-") for f in WORKER_FIELDS[:-1]], _ago(d.get("last_seen"), now)]
-                 for w, d in sorted(workers.items())]
+        wrows = [
+            [w, *[format_number(d.get(f), "-") for f in WORKER_FIELDS[:-1]], _ago(d.get("last_seen"), now)]
+            for w, d in sorted(workers.items())
+        ]
         lines += ["", "workers", *_table(headers, wrows, right=(3, 4, 5))]
     return "\n".join(lines)

@@ -1,17 +1,23 @@
 """The Ray program: `shoal train CONFIG` with run.mode=ray, and the `ray job submit` entrypoint.
 
-The driver is a single controller that moves object refs, never data:
+One program for every algorithm: what the actors hold comes from the run's builder
+(`shoal.builders`); the driver is a single controller that moves object refs, never data:
 
-    prompts -> RolloutActor.generate -> ScorerActor.score -> BufferActor.add      (per worker,
-                                                                                    in flight)
-    LearnerActor.train_step(buffer)  (the learner pulls batches from the buffer actor)
+    payload -> WorkerActor.act -> [ScorerActor.score] -> BufferActor.add     (per worker, in
+                                                                            flight; scorers
+                                                                            when the algorithm
+                                                                            has them)
+    LearnerActor.train_step(buffer)  (the learner pulls batches from the buffer actor and
+                                      sends priorities back to it)
     every sync_interval steps: LearnerActor.publish_weights -> handle -> every
-    RolloutActor.load_weights(handle) (queued behind its current generate: no restart)
+    WorkerActor.load_weights(handle) (queued behind its current request: no restart)
 
-Generation and learning overlap: workers keep generating with version v while the learner
-trains; the buffer drops samples older than max_policy_lag. Back-pressure: a worker gets a new
-request only when the buffer has room for it. A dead worker is restarted by Ray
-(max_restarts), gets the latest weights again and its prompts are re-sent.
+Generation and learning overlap: workers keep acting with version v while the learner trains;
+the buffer drops samples older than max_policy_lag. Back-pressure: a worker gets a new request
+only when the buffer has room for it (in units of a request: prompts, or whole episodes). A
+dead worker is restarted by Ray (max_restarts), gets the latest weights again and its request
+is re-sent. Model directories the actors need (a frozen encoder, a built tiny LM) are built
+once here and shipped to every actor by value (`services.weights.pack_dir`).
 """
 
 from __future__ import annotations
@@ -25,16 +31,18 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
-from services import builder
-from services.actors import ACTOR_ENV, BufferActor, LearnerActor, RolloutActor, ScorerActor
-from services.config import ConfigError, ShoalConfig
-from services.run import RunContext, build_summary, close_run, evaluate, open_run
+from shoal.builders import make_builder
+from shoal.services.actors import ACTOR_ENV, BufferActor, LearnerActor, ScorerActor, WorkerActor
+from shoal.services.config import ConfigError, ShoalConfig
+from shoal.services.run import RunContext, build_summary, close_run, open_run
+from shoal.services.weights import pack_dir
+from shoal.utils import RunError
 
 
 def required_resources(cfg: ShoalConfig) -> dict[str, float]:
-    """CPUs and GPUs the run's actors reserve (scorers only for ppo: multi-turn rewards come from the env)."""
+    """CPUs and GPUs the run's actors reserve (scorers only for algorithms that have them)."""
     r = cfg.rollout
-    scorers = cfg.reward.num_scorers if cfg.run.algorithm == "ppo" else 0
+    scorers = make_builder(cfg).num_scorers()
     cpus = r.num_workers * r.num_cpus_per_worker + scorers * cfg.reward.num_cpus_per_scorer + cfg.run.learner_num_cpus
     gpus = r.num_workers * r.num_gpus_per_worker + scorers * cfg.reward.num_gpus_per_scorer + cfg.run.learner_num_gpus
     return {"CPU": cpus, "GPU": gpus}
@@ -72,47 +80,58 @@ class _Chain:
     started: float = field(default_factory=time.perf_counter)
 
 
-class ActorLearnerProgram:
-    """The single-controller loop shared by every algorithm (module docstring).
-
-    Subclasses create `self.workers`, `self.buffer`, `self.learner` (actor handles), then call
-    `self.start()`, and define how a request is made: `new_payload()` (what a worker is asked
-    to do: prompts, or a number of episodes), `request(i, payload) -> ObjectRef` of the
-    buffer's add (returns the buffer's free()), `payload_size(payload)` (samples it yields)
-    and `request_cost` (buffer room a request needs before it is launched).
-    """
-
-    request_cost = 1
-    partial_requests = False  # True: with nothing in flight, launch one request into any room (the buffer queues the overshoot)
+class RayProgram:
+    """The single-controller loop for any builder (module docstring)."""
 
     def __init__(self, cfg: ShoalConfig, ctx: RunContext) -> None:
         self.cfg, self.ctx = cfg, ctx
+        self.builder = b = make_builder(cfg)
         self.env_opts = {"runtime_env": {"env_vars": ACTOR_ENV}}
         self.events = ctx.sink("driver")
         self.version, self.samples, self.restarts = 0, 0, 0
         self.handle: Any = None
         self.pending: dict[Any, tuple[str, Any]] = {}
         self.idle: set[int] = set()
-        self.workers: list[Any] = []
-
-    def start(self) -> None:
+        b.preflight()
+        model_dirs = b.prepare_models(str(ctx.run_dir))
+        self.bundle = (
+            ray.put({role: pack_dir(d) for role, d in model_dirs.items()}) if model_dirs else None
+        )  # held: restarted actors unpack it again
+        cj, url, rid = cfg.model_dump_json(), ctx.redis_url, ctx.run_id
+        self.workers = [self._worker(i) for i in range(cfg.rollout.num_workers)]
+        self.scorers = [
+            ScorerActor.options(
+                num_cpus=cfg.reward.num_cpus_per_scorer, num_gpus=cfg.reward.num_gpus_per_scorer, **self.env_opts
+            ).remote(cj, url, rid, i)
+            for i in range(b.num_scorers())
+        ]
+        self.buffer = BufferActor.options(num_cpus=0, **self.env_opts).remote(cj, url, rid)
+        self.learner = LearnerActor.options(**self.learner_options()).remote(
+            cj, url, rid, str(ctx.run_dir), self.bundle
+        )
+        self.next_scorer = 0
+        initial = b.initial_items()
+        if initial:
+            ray.get(self.buffer.add.remote(initial))
+            print(f"[shoal] replay holds the data set: {len(initial)} items", flush=True)
         self.sync(wait=True)
+
+    def _worker(self, i: int) -> Any:
+        return WorkerActor.options(**self.worker_options()).remote(
+            self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i, self.bundle
+        )
 
     def worker_options(self) -> dict[str, Any]:
         r = self.cfg.rollout
-        return {"num_cpus": r.num_cpus_per_worker, "num_gpus": r.num_gpus_per_worker, "max_restarts": 3, **self.env_opts}
+        return {
+            "num_cpus": r.num_cpus_per_worker,
+            "num_gpus": r.num_gpus_per_worker,
+            "max_restarts": 3,
+            **self.env_opts,
+        }
 
     def learner_options(self) -> dict[str, Any]:
         return {"num_cpus": self.cfg.run.learner_num_cpus, "num_gpus": self.cfg.run.learner_num_gpus, **self.env_opts}
-
-    def new_payload(self) -> Any:
-        raise NotImplementedError
-
-    def request(self, i: int, payload: Any) -> Any:
-        raise NotImplementedError
-
-    def payload_size(self, payload: Any) -> int:
-        raise NotImplementedError
 
     # -- weights ---------------------------------------------------------------------------
     def sync(self, wait: bool = False) -> None:
@@ -127,8 +146,16 @@ class ActorLearnerProgram:
             self.pending[ref] = ("load", (i, t0))
 
     # -- requests ----------------------------------------------------------------------------
+    def request(self, i: int, payload: Any) -> Any:
+        """The chain of one request; resolves to the buffer's room after the add."""
+        items = self.workers[i].act.remote(payload)
+        if self.scorers:
+            items = self.scorers[self.next_scorer % len(self.scorers)].score.remote(items)
+            self.next_scorer += 1
+        return self.buffer.add.remote(items)
+
     def launch(self, i: int, payload: Any = None) -> None:
-        payload = payload if payload is not None else self.new_payload()
+        payload = payload if payload is not None else self.builder.new_request()
         self.pending[self.request(i, payload)] = ("chain", _Chain(i, payload))
         self.idle.discard(i)
 
@@ -136,15 +163,17 @@ class ActorLearnerProgram:
         return sum(1 for kind, _ in self.pending.values() if kind == "chain")
 
     def room(self) -> int:
-        """The buffer's room, in the unit of `request_cost`."""
-        return ray.get(self.buffer.free.remote())
+        """The buffer's room, in units of a request."""
+        return ray.get(self.buffer.room.remote())
 
     def refill(self, free: int) -> None:
         """Launch idle workers while the buffer has room for their requests."""
-        per = self.request_cost
+        if not self.builder.collecting():
+            return
+        per = self.builder.request_size()
         room = free - self.in_flight() * per
         for i in sorted(self.idle):
-            if room < per and not (self.partial_requests and room > 0 and self.in_flight() == 0):
+            if room < per and not (self.builder.partial_requests and room > 0 and self.in_flight() == 0):
                 break
             self.launch(i)
             room -= per
@@ -154,15 +183,16 @@ class ActorLearnerProgram:
             free = ray.get(ref)
         except (RayActorError, RayTaskError) as e:
             return self.recover(chain, e)
-        self.samples += self.payload_size(chain.payload)
+        self.samples += self.builder.request_units(chain.payload)
         self.idle.add(chain.worker)
         if not stopping:
             self.refill(free)
 
     def recover(self, chain: _Chain, err: Exception) -> None:
-        """A worker (or scorer) died mid-request: Ray restarts it; resend weights and prompts."""
+        """A worker (or scorer) died mid-request: Ray restarts it; resend weights and the request."""
         self.restarts += 1
-        msg = f"rollout-{chain.worker} request failed ({type(err).__name__}); re-sending weights v{self.version} and its request ({self.payload_size(chain.payload)} samples)"
+        units = self.builder.request_units(chain.payload)
+        msg = f"rollout-{chain.worker} request failed ({type(err).__name__}); re-sending weights v{self.version} and its request ({units} {self.builder.unit})"
         print(f"[shoal] {msg}", flush=True)
         self.events.event("worker_restarted", msg)
         if self.restarts > 10 * len(self.workers):
@@ -171,13 +201,16 @@ class ActorLearnerProgram:
         self.launch(chain.worker, chain.payload)
 
     # -- main loop --------------------------------------------------------------------------
+    def train_request(self) -> Any:
+        return self.learner.train_step.remote(self.buffer, self.builder.collecting())
+
     def run(self, progress: bool = True) -> dict[str, float]:
         total = self.cfg.run.total_steps
         bar = tqdm(total=total, desc="learner steps", disable=not progress)
         busy = {info.worker for kind, info in self.pending.values() if kind == "chain"}
         self.idle |= set(range(len(self.workers))) - busy
         self.refill(self.room())
-        self.pending[self.learner.train_step.remote(self.buffer)] = ("learn", None)
+        self.pending[self.train_request()] = ("learn", None)
         last: dict[str, float] = {}
         t_start = time.perf_counter()
         while self.version < total:
@@ -192,7 +225,7 @@ class ActorLearnerProgram:
             elif kind == "load":
                 self.on_load(ready[0], *info)
             else:
-                last = self.on_learn(ray.get(ready[0]), bar, t_start)
+                last = self.on_learn(learner_result(ready[0]), bar, t_start)
         bar.close()
         self.drain()
         return last
@@ -201,18 +234,17 @@ class ActorLearnerProgram:
         self.version = int(m["learner/policy_version"])
         bar.update(1)
         sps = self.samples / (time.perf_counter() - t_start)
-        bar.set_postfix(**self.progress_fields(m), samples_s=f"{sps:.1f}", lag=f"{m.get('learner/policy_lag_mean', 0):.2f}")
+        bar.set_postfix(
+            **self.builder.progress_fields(m), samples_s=f"{sps:.1f}", lag=f"{m.get('learner/policy_lag_mean', 0):.2f}"
+        )
         self.events.log({"rollout/total_samples_per_s": sps}, step=self.version)
         if self.version % self.cfg.rollout.sync_interval == 0:
             self.sync()
         if self.version < self.cfg.run.total_steps:
-            self.pending[self.learner.train_step.remote(self.buffer)] = ("learn", None)
+            self.pending[self.train_request()] = ("learn", None)
         if self.idle and self.in_flight() == 0:
             self.refill(self.room())
         return m
-
-    def progress_fields(self, m: dict[str, float]) -> dict[str, str]:
-        return {"reward": f"{m.get('reward/mean', float('nan')):.3f}"}
 
     def on_load(self, ref: Any, worker: int, t0: float) -> None:
         try:
@@ -220,7 +252,10 @@ class ActorLearnerProgram:
         except (RayActorError, RayTaskError) as e:
             self.events.event("weight_load_failed", f"rollout-{worker}: {type(e).__name__}")
             return
-        self.events.log({"weights/sync_s": time.perf_counter() - t0, "weights/load_s": out.get("weights/load_s", 0.0)}, step=self.version)
+        self.events.log(
+            {"weights/sync_s": time.perf_counter() - t0, "weights/load_s": out.get("weights/load_s", 0.0)},
+            step=self.version,
+        )
 
     def drain(self) -> None:
         """Finish in-flight requests, then give every worker the final weights."""
@@ -232,70 +267,37 @@ class ActorLearnerProgram:
         self.pending.clear()
         self.sync(wait=True)
 
-
-
-class RayProgram(ActorLearnerProgram):
-    """PPO: prompts -> RolloutActor.generate -> ScorerActor.score -> BufferActor.add."""
-
-    def __init__(self, cfg: ShoalConfig, ctx: RunContext) -> None:
-        super().__init__(cfg, ctx)
-        cj, url, rid = cfg.model_dump_json(), ctx.redis_url, ctx.run_id
-        self.request_cost = cfg.rollout.prompts_per_request
-        self.workers = [self._worker(i) for i in range(cfg.rollout.num_workers)]
-        self.scorers = [
-            ScorerActor.options(num_cpus=cfg.reward.num_cpus_per_scorer, num_gpus=cfg.reward.num_gpus_per_scorer, **self.env_opts).remote(cj, url, rid, i)
-            for i in range(cfg.reward.num_scorers)
-        ]
-        self.buffer = BufferActor.options(num_cpus=0, **self.env_opts).remote(cj, url, rid)
-        self.learner = LearnerActor.options(**self.learner_options()).remote(cj, url, rid, str(ctx.run_dir))
-        tokenizer = builder.make_tokenizer(cfg)
-        self.prompts = builder.make_prompt_source(cfg, tokenizer, "train")
-        self.eval_prompts = builder.make_prompt_source(cfg, tokenizer, "eval").next_batch(cfg.run.eval_prompts)
-        self.next_scorer = 0
-        self.start()
-
-    def _worker(self, i: int) -> Any:
-        return RolloutActor.options(**self.worker_options()).remote(self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i)
-
-    def new_payload(self) -> list:
-        return self.prompts.next_batch(self.cfg.rollout.prompts_per_request)
-
-    def payload_size(self, payload: list) -> int:
-        return len(payload)
-
-    def request(self, i: int, prompts: list) -> Any:
-        scorer = self.scorers[self.next_scorer % len(self.scorers)]
-        self.next_scorer += 1
-        rollouts = self.workers[i].generate.remote(prompts)
-        return self.buffer.add.remote(scorer.score.remote(rollouts))
-
+    # -- evaluation and summary -------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        if not self.eval_prompts:
+        requests = self.builder.eval_requests(len(self.workers))
+        if not requests:
             return {}
-        gen = lambda p: ray.get(self.workers[0].generate.remote(p))  # noqa: E731
-        score = lambda r: ray.get(self.scorers[0].score.remote(r))  # noqa: E731
-        return evaluate(gen, score, self.eval_prompts)
+        outputs = [self.workers[i].evaluate.remote(r) for i, r in enumerate(requests)]
+        if self.scorers:
+            outputs = [self.scorers[0].score.remote(o) for o in outputs]
+        return self.builder.summarize_eval(ray.get(outputs))
 
-    def final_metrics(self, last: dict[str, float]) -> dict[str, Any]:
-        return {"final_reward_mean": last.get("reward/mean")}
-
-    def counters(self) -> dict[str, Any]:
+    def counters(self, last: dict[str, float]) -> dict[str, Any]:
         stats = ray.get(self.buffer.stats.remote())
+        rejected = sum(ray.get([s.rejected.remote() for s in self.scorers]))
+        dropped = sum(int(s.get("dropped_episodes", 0)) for s in ray.get([w.status.remote() for w in self.workers]))
         return {
             "learner_steps": self.version,
-            "samples": self.samples,
-            "dropped_stale": stats.get("buffer/dropped_stale", 0.0),
-            "rejected_nonfinite": sum(ray.get([s.rejected.remote() for s in self.scorers])),
+            self.builder.unit: self.samples,
+            **self.builder.counters(stats, rejected, dropped),
             "worker_restarts": self.restarts,
+            **self.builder.final_metrics(last),
         }
 
 
-def make_program(cfg: ShoalConfig, ctx: RunContext) -> ActorLearnerProgram:
-    if cfg.run.algorithm == "ppo":
-        return RayProgram(cfg, ctx)
-    from services.episode_program import EpisodeProgram
-
-    return EpisodeProgram(cfg, ctx)
+def learner_result(ref: Any) -> dict[str, float]:
+    """A train_step's metrics; a RunError raised in the learner reaches the user as itself."""
+    try:
+        return ray.get(ref)
+    except RayTaskError as e:
+        if isinstance(e.cause, RunError):
+            raise e.cause from None
+        raise
 
 
 def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
@@ -304,13 +306,15 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
     try:
         started_ray = init_ray(cfg)
         check_resources(cfg)
-        print(f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}", flush=True)
-        prog = make_program(cfg, ctx)
+        print(
+            f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}",
+            flush=True,
+        )
+        prog = RayProgram(cfg, ctx)
         before = prog.evaluate()
         last = prog.run(progress)
         ray.get(prog.learner.checkpoint.remote(True))
-        counters = {**prog.counters(), **prog.final_metrics(last)}
-        summary = build_summary(ctx, before, prog.evaluate(), counters)
+        summary = build_summary(ctx, before, prog.evaluate(), prog.counters(last))
         status = "finished"
         return summary
     finally:

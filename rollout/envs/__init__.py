@@ -6,7 +6,7 @@ a user's environment by `module:factory`. Each ships scripted policies of mixed 
 (`make_policy(name, env)`): optimal, mediocre, random, and a few task-specific ones.
 """
 
-from rollout.envs.base import (
+from shoal.rollout.envs.base import (
     CollectResult,
     DroppedEpisode,
     Policy,
@@ -18,15 +18,15 @@ from rollout.envs.base import (
     parse_choice,
     run_episode,
 )
-from rollout.envs.jsonl import (
+from shoal.rollout.envs.jsonl import (
     EpisodeFileError,
     iter_episodes,
     read_episodes,
     write_episode,
     write_episodes,
 )
-from rollout.envs.registry import BUILTIN_ENVS, make_env, make_policy, policy_names
-from rollout.envs.scoring import dataset_anchors, normalized_score, normalized_scores
+from shoal.rollout.envs.registry import BUILTIN_ENVS, make_env, make_policy, policy_names
+from shoal.rollout.envs.scoring import dataset_anchors, normalized_score, normalized_scores
 
 __all__ = [
     "BUILTIN_ENVS",

@@ -1,8 +1,8 @@
 """Driving text environments: the policy contract, the safe episode runner and the collector.
 
-A `TextEnvironment` (services/core.py) is a POMDP spoken in text: `reset(seed)` gives the
+A `TextEnvironment` (shoal/core.py) is a POMDP spoken in text: `reset(seed)` gives the
 first observation, `step(action)` gives (observation, reward, done, info). An `Episode`
-(services/types.py) is the history (o_1, a_1, r_1, ..., o_T, a_T, r_T), the POMDP's Markov
+(shoal/types.py) is the history (o_1, a_1, r_1, ..., o_T, a_T, r_T), the POMDP's Markov
 state (seed 000 section 2.3). A `Policy` maps the observations it has seen to the next action
 text; it keeps its own memory between `reset` calls, so a scripted policy, a recurrent policy
 and a language model that re-reads the whole history all fit the same two methods. A model
@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from services.core import TextEnvironment
-from services.types import Episode, Turn
+from shoal.core import TextEnvironment
+from shoal.types import Episode, Turn
 
 
 @runtime_checkable
@@ -128,7 +128,9 @@ def _check_step(result: Any) -> tuple[str, float, bool, dict[str, Any]]:
     return obs, reward, bool(done), dict(info)
 
 
-def run_episode(env: TextEnvironment, policy: Policy, episode_id: str, max_turns: int, seed: int | None = None, worker_id: str = "") -> Episode | DroppedEpisode:
+def run_episode(
+    env: TextEnvironment, policy: Policy, episode_id: str, max_turns: int, seed: int | None = None, worker_id: str = ""
+) -> Episode | DroppedEpisode:
     """Play one episode of at most `max_turns` actions; the env is reset with `seed`, the
     policy with `policy_seed(seed)`.
 
@@ -148,7 +150,9 @@ def run_episode(env: TextEnvironment, policy: Policy, episode_id: str, max_turns
     for t in range(max_turns):
         action = policy.act(obs)
         if not isinstance(action, str):
-            raise TypeError(f"policy {getattr(policy, 'name', policy)!r} returned {type(action).__name__} {action!r:.60}, expected action text")
+            raise TypeError(
+                f"policy {getattr(policy, 'name', policy)!r} returned {type(action).__name__} {action!r:.60}, expected action text"
+            )
         try:
             next_obs, reward, done, info = _check_step(env.step(action))
         except Exception as e:  # same: the environment is the user's, the run is ours
@@ -178,7 +182,9 @@ def episode_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
 
 
-def iter_collect(env: TextEnvironment, policies: Sequence[tuple[str, Policy]], num_episodes: int, seed: int, max_turns: int) -> Iterator[tuple[str, Episode | DroppedEpisode]]:
+def iter_collect(
+    env: TextEnvironment, policies: Sequence[tuple[str, Policy]], num_episodes: int, seed: int, max_turns: int
+) -> Iterator[tuple[str, Episode | DroppedEpisode]]:
     """Yield (policy name, Episode or DroppedEpisode) for `num_episodes` episodes; episode i
     is played by policy i mod len(policies) with reset seed `episode_seed(seed, i)`."""
     if not policies:
@@ -205,7 +211,14 @@ class CollectResult:
             self.episodes.append((policy_name, result))
 
 
-def collect(env: TextEnvironment, policies: Sequence[tuple[str, Policy]], num_episodes: int, seed: int, max_turns: int, on_drop: Callable[[DroppedEpisode], None] | None = None) -> CollectResult:
+def collect(
+    env: TextEnvironment,
+    policies: Sequence[tuple[str, Policy]],
+    num_episodes: int,
+    seed: int,
+    max_turns: int,
+    on_drop: Callable[[DroppedEpisode], None] | None = None,
+) -> CollectResult:
     """Run `iter_collect` to the end; `on_drop` is told about each dropped episode."""
     out = CollectResult()
     for name, result in iter_collect(env, policies, num_episodes, seed, max_turns):
@@ -226,6 +239,7 @@ __all__ = [
     "Policy",
     "RandomPolicy",
     "collect",
+    "env_corpus",
     "episode_seed",
     "episode_success",
     "iter_collect",
@@ -234,3 +248,19 @@ __all__ = [
     "run_episode",
     "task_name",
 ]
+
+
+def env_corpus(env: Any, num_episodes: int = 50, seed: int = 0, max_turns: int = 100) -> list[str]:
+    """Texts a random policy meets in `env` (observations and legal actions): a tokenizer corpus."""
+    rng, texts = random.Random(seed), set()
+    for i in range(num_episodes):
+        obs = env.reset(seed=seed * 1000 + i)
+        for _ in range(max_turns):
+            texts.add(obs)
+            acts = legal_actions_of(env) or ["go"]
+            texts.update(acts)
+            obs, _, done, _ = env.step(rng.choice(acts))
+            if done:
+                texts.add(obs)
+                break
+    return sorted(texts)

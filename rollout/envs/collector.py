@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from rollout.envs.base import (
+from shoal.rollout.envs.base import (
     CollectResult,
     DroppedEpisode,
     Policy,
@@ -28,9 +28,9 @@ from rollout.envs.base import (
     iter_collect,
     task_name,
 )
-from rollout.envs.jsonl import write_episode
-from rollout.envs.registry import make_env, make_policy
-from rollout.envs.scoring import dataset_anchors, normalized_score
+from shoal.rollout.envs.jsonl import write_episode
+from shoal.rollout.envs.registry import make_env, make_policy
+from shoal.rollout.envs.scoring import dataset_anchors, normalized_score
 
 
 def parse_env_args(items: Sequence[str]) -> dict[str, Any]:
@@ -54,7 +54,12 @@ def build_collection(env_spec: str, policy_spec: str, env_args: dict[str, Any]) 
 
 
 def run_collection(
-    env: Any, policies: Sequence[tuple[str, Policy]], num_episodes: int, out: str | Path, seed: int, max_turns: int,
+    env: Any,
+    policies: Sequence[tuple[str, Policy]],
+    num_episodes: int,
+    out: str | Path,
+    seed: int,
+    max_turns: int,
     on_drop: Callable[[DroppedEpisode], None] | None = None,
 ) -> CollectResult:
     """Play `num_episodes` episodes and stream the kept ones to `out` (JSONL)."""
@@ -87,7 +92,15 @@ def summarize(result: CollectResult) -> list[dict[str, Any]]:
         score = None
         if anchors is not None and anchors[0] < anchors[1] < anchors[2]:
             score = normalized_score(mean, *anchors)
-        rows.append({"policy": name, "episodes": len(eps), "mean_return": mean, "success_rate": statistics.fmean(episode_success(ep) for ep in eps) if eps else float("nan"), "score": score})
+        rows.append(
+            {
+                "policy": name,
+                "episodes": len(eps),
+                "mean_return": mean,
+                "success_rate": statistics.fmean(episode_success(ep) for ep in eps) if eps else float("nan"),
+                "score": score,
+            }
+        )
     return rows
 
 

@@ -23,13 +23,23 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from rollout.envs.base import Policy, RandomPolicy, parse_choice
+from shoal.rollout.envs.base import Policy, RandomPolicy, parse_choice
 
 ACTIONS = ["go", "left", "right"]
 CUES = ("left", "right")
 THINGS = [
-    "a lamp", "a door", "a painting", "a crack in the wall", "a puddle", "a wooden crate",
-    "a cold draught", "a flickering light", "a pile of stones", "a spider web", "a broken chair", "a rusty key",
+    "a lamp",
+    "a door",
+    "a painting",
+    "a crack in the wall",
+    "a puddle",
+    "a wooden crate",
+    "a cold draught",
+    "a flickering light",
+    "a pile of stones",
+    "a spider web",
+    "a broken chair",
+    "a rusty key",
 ]
 
 
@@ -37,8 +47,13 @@ class CueRecallEnv:
     """See the module docstring."""
 
     def __init__(
-        self, corridor_length: int = 10, correct_reward: float = 1.0, wrong_reward: float = -1.0,
-        illegal_penalty: float = -0.1, max_steps: int | None = None, name: str = "cue_recall",
+        self,
+        corridor_length: int = 10,
+        correct_reward: float = 1.0,
+        wrong_reward: float = -1.0,
+        illegal_penalty: float = -0.1,
+        max_steps: int | None = None,
+        name: str = "cue_recall",
     ) -> None:
         if corridor_length < 0:
             raise ValueError(f"corridor_length must be >= 0, got {corridor_length}")
@@ -77,13 +92,20 @@ class CueRecallEnv:
         if at_junction:
             self.done = True
             ok = choice == self.cue
-            return f"you turned {choice}: {'correct' if ok else 'wrong'}.", self.correct_reward if ok else self.wrong_reward, True, {"illegal": False, "success": ok}
+            return (
+                f"you turned {choice}: {'correct' if ok else 'wrong'}.",
+                self.correct_reward if ok else self.wrong_reward,
+                True,
+                {"illegal": False, "success": ok},
+            )
         self.position += 1
         return self._observation(), 0.0, self._out_of_steps(), {"illegal": False, "success": False}
 
     def _illegal(self, action: str, at_junction: bool) -> tuple[str, float, bool, dict[str, Any]]:
         hint = "left or right" if at_junction else "go, left or right"
-        obs = f"invalid action {action!r:.40}: say {hint}. " + ("junction: say left or right." if at_junction else "you have not moved.")
+        obs = f"invalid action {action!r:.40}: say {hint}. " + (
+            "junction: say left or right." if at_junction else "you have not moved."
+        )
         return obs, self.illegal_penalty, self._out_of_steps(), {"illegal": True, "success": False}
 
     def _out_of_steps(self) -> bool:

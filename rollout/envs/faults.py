@@ -1,7 +1,7 @@
 """A deliberately broken environment, for testing the dropped-episode path end to end.
 
-    make_env("rollout.envs.faults:FaultyEnv", fault="nan", inner="cue_recall", every=2)
-    shoal collect rollout.envs.faults:FaultyEnv --env-arg fault=raise --policy random ...
+    make_env("shoal.rollout.envs.faults:FaultyEnv", fault="nan", inner="cue_recall", every=2)
+    shoal collect shoal.rollout.envs.faults:FaultyEnv --env-arg fault=raise --policy random ...
 
 Wraps a built-in environment; in every episode whose reset seed is divisible by `every` it
 misbehaves at action `at_turn` (0 = in reset): "raise" raises RuntimeError, "nonstring"
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout.envs.registry import make_env
+from shoal.rollout.envs.registry import make_env
 
 FAULTS = ("raise", "nonstring", "nan", "badinfo")
 
@@ -21,7 +21,9 @@ FAULTS = ("raise", "nonstring", "nan", "badinfo")
 class FaultyEnv:
     """See the module docstring."""
 
-    def __init__(self, fault: str = "raise", inner: str = "cue_recall", every: int = 2, at_turn: int = 1, **inner_kwargs: Any) -> None:
+    def __init__(
+        self, fault: str = "raise", inner: str = "cue_recall", every: int = 2, at_turn: int = 1, **inner_kwargs: Any
+    ) -> None:
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {', '.join(FAULTS)}, got {fault!r}")
         if at_turn == 0 and fault in ("nan", "badinfo"):

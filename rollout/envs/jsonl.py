@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from services.types import Episode, Turn
+from shoal.types import Episode, Turn
 
 
 class EpisodeFileError(ValueError):
@@ -27,9 +27,18 @@ class EpisodeFileError(ValueError):
 
 
 def episode_to_dict(ep: Episode) -> dict[str, Any]:
-    turns = [{"observation": t.observation, "action": t.action, "reward": t.reward, "done": t.done, "info": t.info} for t in ep.turns]
-    return {"episode_id": ep.episode_id, "task": ep.task, "policy_version": ep.policy_version, "worker_id": ep.worker_id,
-            "final_observation": ep.final_observation, "turns": turns}
+    turns = [
+        {"observation": t.observation, "action": t.action, "reward": t.reward, "done": t.done, "info": t.info}
+        for t in ep.turns
+    ]
+    return {
+        "episode_id": ep.episode_id,
+        "task": ep.task,
+        "policy_version": ep.policy_version,
+        "worker_id": ep.worker_id,
+        "final_observation": ep.final_observation,
+        "turns": turns,
+    }
 
 
 def _is_number(x: Any) -> bool:
@@ -44,7 +53,12 @@ def _is_number(x: Any) -> bool:
 def _turn_problem(i: int, t: Any) -> str | None:
     if not isinstance(t, dict):
         return f"turns[{i}] must be an object, got {type(t).__name__}"
-    for key, typ, what in [("observation", str, "a string"), ("action", str, "a string"), ("done", bool, "true/false"), ("info", dict, "an object")]:
+    for key, typ, what in [
+        ("observation", str, "a string"),
+        ("action", str, "a string"),
+        ("done", bool, "true/false"),
+        ("info", dict, "an object"),
+    ]:
         if key not in t:
             return f"turns[{i}]: missing field {key!r}"
         if not isinstance(t[key], typ):
@@ -62,7 +76,9 @@ def episode_problem(obj: Any) -> str | None:
         return f"expected a JSON object, got {type(obj).__name__}"
     for key in ("episode_id", "task"):
         if not isinstance(obj.get(key), str):
-            return f"missing field {key!r}" if key not in obj else f"field {key!r} must be a string, got {obj[key]!r:.60}"
+            return (
+                f"missing field {key!r}" if key not in obj else f"field {key!r} must be a string, got {obj[key]!r:.60}"
+            )
     pv = obj.get("policy_version", -1)
     if isinstance(pv, bool) or not isinstance(pv, int):
         return f"field 'policy_version' must be an integer, got {pv!r:.60}"
@@ -71,7 +87,11 @@ def episode_problem(obj: Any) -> str | None:
             return f"field {key!r} must be a string, got {obj[key]!r:.60}"
     turns = obj.get("turns")
     if not isinstance(turns, list) or not turns:
-        return "missing field 'turns'" if "turns" not in obj else f"field 'turns' must be a non-empty list, got {turns!r:.60}"
+        return (
+            "missing field 'turns'"
+            if "turns" not in obj
+            else f"field 'turns' must be a non-empty list, got {turns!r:.60}"
+        )
     for i, t in enumerate(turns):
         problem = _turn_problem(i, t)
         if problem is not None:
@@ -82,7 +102,14 @@ def episode_problem(obj: Any) -> str | None:
 def episode_from_dict(obj: dict[str, Any]) -> Episode:
     """An Episode from a validated dict (see `episode_problem`)."""
     turns = [Turn(t["observation"], t["action"], float(t["reward"]), t["done"], dict(t["info"])) for t in obj["turns"]]
-    return Episode(obj["episode_id"], obj["task"], turns, int(obj.get("policy_version", -1)), obj.get("worker_id", ""), obj.get("final_observation", ""))
+    return Episode(
+        obj["episode_id"],
+        obj["task"],
+        turns,
+        int(obj.get("policy_version", -1)),
+        obj.get("worker_id", ""),
+        obj.get("final_observation", ""),
+    )
 
 
 def write_episode(f: TextIO, ep: Episode) -> None:
@@ -136,4 +163,13 @@ def read_episodes(path: str | Path) -> list[Episode]:
     return episodes
 
 
-__all__ = ["EpisodeFileError", "episode_from_dict", "episode_problem", "episode_to_dict", "iter_episodes", "read_episodes", "write_episode", "write_episodes"]
+__all__ = [
+    "EpisodeFileError",
+    "episode_from_dict",
+    "episode_problem",
+    "episode_to_dict",
+    "iter_episodes",
+    "read_episodes",
+    "write_episode",
+    "write_episodes",
+]

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from rollout.envs.base import Policy, RandomPolicy, parse_choice
+from shoal.rollout.envs.base import Policy, RandomPolicy, parse_choice
 
 Cell = tuple[int, int]
 MOVES: dict[str, Cell] = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
@@ -51,7 +51,11 @@ def generate_maze(rows: int, cols: int, seed: int) -> tuple[str, ...]:
     grid[1][1] = "."
     while stack:
         r, c = stack[-1]
-        nxt = [(r + dr, c + dc) for dr, dc in MOVES.values() if 0 <= r + dr < rows and 0 <= c + dc < cols and (r + dr, c + dc) not in seen]
+        nxt = [
+            (r + dr, c + dc)
+            for dr, dc in MOVES.values()
+            if 0 <= r + dr < rows and 0 <= c + dc < cols and (r + dr, c + dc) not in seen
+        ]
         if not nxt:
             stack.pop()
             continue
@@ -82,8 +86,15 @@ class MazeEnv:
     """See the module docstring."""
 
     def __init__(
-        self, fully_observed: bool = True, layout: str = "double_t", max_steps: int = 100, illegal_penalty: float = -1.0,
-        rows: int = 4, cols: int = 5, maze_seed: int = 0, name: str | None = None,
+        self,
+        fully_observed: bool = True,
+        layout: str = "double_t",
+        max_steps: int = 100,
+        illegal_penalty: float = -1.0,
+        rows: int = 4,
+        cols: int = 5,
+        maze_seed: int = 0,
+        name: str | None = None,
     ) -> None:
         if layout == "double_t":
             self.layout = DOUBLE_T
@@ -178,8 +189,12 @@ class MazeBeliefPolicy:
 
     def _update(self, observation: str) -> None:
         env = self.env
-        moved = self.belief if self.last_action is None else sorted({env.moved(c, self.last_action) for c in self.belief})
-        self.belief = [c for c in moved if self._signature(c) == observation] or list(env.starts)  # surprise: start over
+        moved = (
+            self.belief if self.last_action is None else sorted({env.moved(c, self.last_action) for c in self.belief})
+        )
+        self.belief = [c for c in moved if self._signature(c) == observation] or list(
+            env.starts
+        )  # surprise: start over
 
     def _signature(self, cell: Cell) -> str:
         return "goal" if cell == self.env.goal else self.env.observe(cell)

@@ -105,7 +105,11 @@ class RandomWalksEnv:
         length = self.walk_length(self.start, action if isinstance(action, str) else "")
         bound = self.max_length if length is None else min(length, self.max_length)
         reward = (self.max_length - bound) / (self.max_length - self.shortest[self.start])
-        info = {"success": length is not None, "length": -1 if length is None else length, "shortest": self.shortest[self.start]}
+        info = {
+            "success": length is not None,
+            "length": -1 if length is None else length,
+            "shortest": self.shortest[self.start],
+        }
         return "", float(reward), True, info
 
     def successors(self, node: int) -> list[int]:

@@ -1,11 +1,11 @@
 """Environments and scripted policies by name, or a user's by import path.
 
-    make_env("maze_po")                         built-in (see BUILTIN_ENVS)
-    make_env("cue_recall", corridor_length=15)  keyword arguments go to the constructor
-    make_env("my_pkg.envs:make_game", level=2)  a user environment: `module:factory(**kwargs)`
-    make_policy("optimal", env)                 the env's scripted policy of that name
-    make_policy("random", env)                  uniform over env.legal_actions() (any env that lists them)
-    make_policy("my_pkg.bots:make_bot", env)    a user policy: `module:factory(env)`
+make_env("maze_po")                         built-in (see BUILTIN_ENVS)
+make_env("cue_recall", corridor_length=15)  keyword arguments go to the constructor
+make_env("my_pkg.envs:make_game", level=2)  a user environment: `module:factory(**kwargs)`
+make_policy("optimal", env)                 the env's scripted policy of that name
+make_policy("random", env)                  uniform over env.legal_actions() (any env that lists them)
+make_policy("my_pkg.bots:make_bot", env)    a user policy: `module:factory(env)`
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from rollout.envs import cue_recall, maze, random_walks, wordle
-from rollout.envs.base import Policy, RandomPolicy, legal_actions_of, task_name
+from shoal.rollout.envs import cue_recall, maze, random_walks, wordle
+from shoal.rollout.envs.base import Policy, RandomPolicy, legal_actions_of, task_name
 
 BUILTIN_ENVS: dict[str, Callable[..., Any]] = {
     "cue_recall": cue_recall.CueRecallEnv,
@@ -44,7 +44,7 @@ def make_env(name: str, **kwargs: Any) -> Any:
             raise ValueError(f"environment {name!r}: {e}") from None
     if ":" not in name:
         raise ValueError(f"unknown environment {name!r} (built-in: {', '.join(BUILTIN_ENVS)}; or module:factory)")
-    from services.config import import_object
+    from shoal.utils import import_object
 
     factory = import_object(name)
     try:
@@ -74,14 +74,16 @@ def make_policy(name: str, env: Any) -> Policy:
     if name == "random" and legal_actions_of(env):
         return RandomPolicy(legal_actions_of(env))
     if ":" in name:
-        from services.config import import_object
+        from shoal.utils import import_object
 
         policy = import_object(name)(env)
         if not (callable(getattr(policy, "act", None)) and callable(getattr(policy, "reset", None))):
             raise ValueError(f"policy {name!r} has no act() and reset()")
         return policy
     known = ", ".join(policy_names(env)) or "none"
-    raise ValueError(f"unknown policy {name!r} for environment {task_name(env)!r} (scripted: {known}; or module:factory)")
+    raise ValueError(
+        f"unknown policy {name!r} for environment {task_name(env)!r} (scripted: {known}; or module:factory)"
+    )
 
 
 __all__ = ["BUILTIN_ENVS", "make_env", "make_policy", "policy_names"]

@@ -16,7 +16,9 @@ import numpy as np
 
 def _check(min_return: float, average_return: float, max_return: float) -> None:
     if not min_return < average_return < max_return:
-        raise ValueError(f"normalised score needs min < average < max return, got min={min_return}, average={average_return}, max={max_return}")
+        raise ValueError(
+            f"normalised score needs min < average < max return, got min={min_return}, average={average_return}, max={max_return}"
+        )
 
 
 def normalized_score(ret: float, min_return: float, average_return: float, max_return: float) -> float:
@@ -27,7 +29,9 @@ def normalized_score(ret: float, min_return: float, average_return: float, max_r
     return 50.0 + 50.0 * (ret - average_return) / (max_return - average_return)
 
 
-def normalized_scores(returns: Sequence[float] | np.ndarray, min_return: float, average_return: float, max_return: float) -> np.ndarray:
+def normalized_scores(
+    returns: Sequence[float] | np.ndarray, min_return: float, average_return: float, max_return: float
+) -> np.ndarray:
     """`normalized_score` of many returns at once (float64 array)."""
     _check(min_return, average_return, max_return)
     r = np.asarray(returns, dtype=np.float64)

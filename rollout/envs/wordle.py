@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rollout.envs.base import Policy, RandomPolicy
+from shoal.rollout.envs.base import Policy, RandomPolicy
 
 _GUESS_RE = re.compile(r"^([a-z]+): ([GY_]+)\.")
 
@@ -58,7 +58,16 @@ def generate_vocabulary(word_length: int, alphabet: str, size: int, seed: int) -
 class WordleEnv:
     """See the module docstring."""
 
-    def __init__(self, word_length: int = 4, alphabet: str = "abcdef", vocab_size: int = 64, max_guesses: int = 6, vocab_seed: int = 0, illegal_penalty: float = -1.0, name: str = "wordle") -> None:
+    def __init__(
+        self,
+        word_length: int = 4,
+        alphabet: str = "abcdef",
+        vocab_size: int = 64,
+        max_guesses: int = 6,
+        vocab_seed: int = 0,
+        illegal_penalty: float = -1.0,
+        name: str = "wordle",
+    ) -> None:
         if len(set(alphabet)) != len(alphabet) or not alphabet.isalpha() or not alphabet.islower():
             raise ValueError(f"alphabet must be distinct lowercase letters, got {alphabet!r}")
         self.vocabulary = generate_vocabulary(word_length, alphabet, vocab_size, vocab_seed)
@@ -73,8 +82,10 @@ class WordleEnv:
     def reset(self, seed: int | None = None) -> str:
         self.secret = random.Random(seed).choice(self.vocabulary)
         self.guesses, self.done = 0, False
-        return (f"wordle: guess the secret {self.word_length}-letter word (letters {self.alphabet}) in {self.max_guesses} guesses. "
-                "feedback: G right place, Y elsewhere, _ absent.")
+        return (
+            f"wordle: guess the secret {self.word_length}-letter word (letters {self.alphabet}) in {self.max_guesses} guesses. "
+            "feedback: G right place, Y elsewhere, _ absent."
+        )
 
     def step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         if self.done:
@@ -89,7 +100,12 @@ class WordleEnv:
         if word not in self.words:
             obs = f"invalid guess {action!r:.40}: not a {self.word_length}-letter word of the word list. {left} guesses left."
             return obs, self.illegal_penalty, self.done, {"illegal": True, "success": False}
-        return f"{word}: {feedback(word, self.secret)}. {left} guesses left.", -1.0, self.done, {"illegal": False, "success": False}
+        return (
+            f"{word}: {feedback(word, self.secret)}. {left} guesses left.",
+            -1.0,
+            self.done,
+            {"illegal": False, "success": False},
+        )
 
 
 # ---- scripted policies ---------------------------------------------------------------------
@@ -113,7 +129,9 @@ class WordlePolicy:
     best-splitting word (near-optimal), otherwise a uniform one; with probability `epsilon`
     a uniform vocabulary word instead."""
 
-    def __init__(self, env: WordleEnv, name: str, greedy: bool = False, memoryless: bool = False, epsilon: float = 0.0) -> None:
+    def __init__(
+        self, env: WordleEnv, name: str, greedy: bool = False, memoryless: bool = False, epsilon: float = 0.0
+    ) -> None:
         self.vocabulary, self.name, self.greedy, self.memoryless = list(env.vocabulary), name, greedy, memoryless
         self.epsilon, self.rng, self.constraints = epsilon, random.Random(0), []
         self._opening: str | None = None  # the greedy first guess (the same every episode)

@@ -10,4 +10,4 @@ static/    index.html, style.css, charts.js (hand-written SVG charts), app.js; n
 Tests: tests/unit/test_dashboard_api.py, -m integration tests/integration/test_dashboard_browser.py.
 """
 
-from services.dashboard.server import DashboardRefused, DashboardServer, start_dashboard  # noqa: F401
+from shoal.services.dashboard.server import DashboardRefused, DashboardServer, start_dashboard  # noqa: F401

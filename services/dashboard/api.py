@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from services.metrics import (
+from shoal.services.metrics import (
     MetricsReader,
     connect,
     decode_entry,
@@ -45,6 +46,7 @@ class NotFound(LookupError):
 
 
 # ---------------------------------------------------------------- pure helpers
+
 
 def redact_config(obj: Any, key: str = "") -> Any:
     """A copy with secrets hidden: values under token/password/secret keys, URL passwords."""
@@ -103,8 +105,9 @@ def with_stalled(record: dict, now: float) -> dict:
     return {**record, "stalled": record.get("status") == "running" and now - last > STALLED_AFTER_S}
 
 
-def read_stream(client: Any, key: str, since: str | None, limit: int,
-                decode: Callable[[str, dict], dict | None]) -> dict:
+def read_stream(
+    client: Any, key: str, since: str | None, limit: int, decode: Callable[[str, dict], dict | None]
+) -> dict:
     """Entries of stream `key` after `since`: {entries, cursor, more, skipped}."""
     raw = client.xrange(key, stream_start(since), "+", count=limit)
     entries = [decode(entry_id, fields) for entry_id, fields in raw]
@@ -114,6 +117,7 @@ def read_stream(client: Any, key: str, since: str | None, limit: int,
 
 
 # ---------------------------------------------------------------- the API
+
 
 class DashboardAPI:
     """JSON-ready replies for the dashboard page; one shared Redis client (thread-safe)."""
@@ -147,8 +151,16 @@ class DashboardAPI:
             info = reader.run_info(rid)
         except ValueError:  # metrics without a (readable) run record
             reader.skipped += 1
-            info = {"run_id": rid, "status": "unknown", "algorithm": "", "started_at": None,
-                    "ended_at": None, "summary": {}, "last_update": None, "config": {}}
+            info = {
+                "run_id": rid,
+                "status": "unknown",
+                "algorithm": "",
+                "started_at": None,
+                "ended_at": None,
+                "summary": {},
+                "last_update": None,
+                "config": {},
+            }
         info["config"] = redact_config(info.get("config") or {})
         info["summary"] = redact_config(info.get("summary") or {})
         return with_stalled(info, time.time())
@@ -163,8 +175,7 @@ class DashboardAPI:
         latest = reader.latest(self._resolve(reader, ref))
         return {"latest": latest, "skipped": reader.skipped}
 
-    def update(self, ref: str, since: str | None = None, events_since: str | None = None,
-               limit: int = 5000) -> dict:
+    def update(self, ref: str, since: str | None = None, events_since: str | None = None, limit: int = 5000) -> dict:
         """New metrics and events after the cursors, the workers and the run's status."""
         reader = self._reader()
         rid = self._resolve(reader, ref)
@@ -174,7 +185,14 @@ class DashboardAPI:
         events = read_stream(self.client, events_key(rid), events_since, 500, decode_event)
         now = time.time()
         workers = worker_rows(reader.workers(rid), rec["status"] == "running", now)
-        return {"run": rec, "metrics": metrics["entries"], "cursor": metrics["cursor"], "more": metrics["more"],
-                "events": events["entries"], "events_cursor": events["cursor"], "workers": workers,
-                "skipped": {"stream": metrics["skipped"] + events["skipped"], "current": reader.skipped},
-                "server_time": now}
+        return {
+            "run": rec,
+            "metrics": metrics["entries"],
+            "cursor": metrics["cursor"],
+            "more": metrics["more"],
+            "events": events["entries"],
+            "events_cursor": events["cursor"],
+            "workers": workers,
+            "skipped": {"stream": metrics["skipped"] + events["skipped"], "current": reader.skipped},
+            "server_time": now,
+        }

@@ -10,11 +10,11 @@ stream as the web dashboard, incrementally (malformed entries skipped and counte
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from services.dashboard.api import read_stream
-from services.metrics import MetricsReader, decode_entry, metrics_key
-from services.metrics_table import format_number
+from shoal.services.dashboard.api import read_stream
+from shoal.services.metrics import MetricsReader, decode_entry, metrics_key
+from shoal.services.metrics_table import format_number
 
 
 def format_entry(entry: dict, only: list[str] | None = None) -> str | None:
@@ -41,9 +41,15 @@ def run_status(reader: MetricsReader, run_id: str) -> str:
         return "unknown"
 
 
-def follow(reader: MetricsReader, run_id: str, since: str = "-", interval_s: float = 1.0,
-           only: list[str] | None = None, out: Callable[[str], None] = print,
-           sleep: Callable[[float], None] = time.sleep) -> str:
+def follow(
+    reader: MetricsReader,
+    run_id: str,
+    since: str = "-",
+    interval_s: float = 1.0,
+    only: list[str] | None = None,
+    out: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
     """Print entries after `since` until the run is no longer running; returns its status.
 
     A run with no readable record (status "unknown") is followed until interrupted.

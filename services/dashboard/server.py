@@ -30,17 +30,21 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 
-from services.config import is_loopback
-from services.dashboard.api import BadRequest, DashboardAPI, NotFound, parse_limit
-from services.metrics import RedisUnavailable
+from shoal.services.config import is_loopback
+from shoal.services.dashboard.api import BadRequest, DashboardAPI, NotFound, parse_limit
+from shoal.services.metrics import RedisUnavailable
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -53,7 +57,7 @@ class DashboardRefused(ValueError):
 
 def load_static() -> dict[str, tuple[bytes, str]]:
     """The page's files: name -> (bytes, content type), read once from the package."""
-    root = resources.files("services.dashboard") / "static"
+    root = resources.files("shoal.services.dashboard") / "static"
     out = {}
     for f in root.iterdir():
         ext = "." + f.name.rsplit(".", 1)[-1]
@@ -98,15 +102,20 @@ def static_name(path: str) -> str | None:
 class Handler(BaseHTTPRequestHandler):
     server_version = "shoal-dashboard"
     sys_version = ""
-    server: "_Server"
+    server: _Server
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("dashboard %s - %s", self.address_string(), fmt % args)
 
     def _send(self, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
         self.send_response(status)
-        for k, v in {**SECURITY_HEADERS, "Content-Type": ctype, "Content-Length": str(len(body)),
-                     "Cache-Control": "no-store", **(extra or {})}.items():
+        for k, v in {
+            **SECURITY_HEADERS,
+            "Content-Type": ctype,
+            "Content-Length": str(len(body)),
+            "Cache-Control": "no-store",
+            **(extra or {}),
+        }.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
@@ -138,8 +147,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _api(self, path: str, query: dict[str, list[str]]) -> None:
         if not authorized(self.server.token, self.headers, query):
-            return self._json(401, {"error": "token required (Authorization: Bearer TOKEN or ?token=TOKEN)"},
-                              {"WWW-Authenticate": 'Bearer realm="shoal"'})
+            return self._json(
+                401,
+                {"error": "token required (Authorization: Bearer TOKEN or ?token=TOKEN)"},
+                {"WWW-Authenticate": 'Bearer realm="shoal"'},
+            )
         try:
             self._json(200, route(self.server.api, path, query))
         except BadRequest as e:
@@ -207,7 +219,7 @@ class DashboardServer:
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
 
-    def start(self) -> "DashboardServer":
+    def start(self) -> DashboardServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="shoal-dashboard", daemon=True)
         self.thread.start()
         return self
@@ -224,12 +236,21 @@ class DashboardServer:
 
 def check_token(host: str, token: str | None) -> None:
     if token is None and not is_loopback(host):
-        raise DashboardRefused(f"dashboard.token: required when dashboard.host is {host!r} (not loopback): "
-                               "set dashboard.token or SHOAL_DASHBOARD_TOKEN")
+        raise DashboardRefused(
+            f"dashboard.token: required when dashboard.host is {host!r} (not loopback): "
+            "set dashboard.token or SHOAL_DASHBOARD_TOKEN"
+        )
 
 
-def start_dashboard(redis_url: str, host: str = "127.0.0.1", port: int = 8420, token: str | None = None,
-                    poll_interval_s: float = 2.0, tries: int = 20, background: bool = True) -> DashboardServer:
+def start_dashboard(
+    redis_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8420,
+    token: str | None = None,
+    poll_interval_s: float = 2.0,
+    tries: int = 20,
+    background: bool = True,
+) -> DashboardServer:
     """Bind (refusing a non-loopback host without a token) and serve in a daemon thread."""
     check_token(host, token)
     api = DashboardAPI(redis_url, poll_interval_s)

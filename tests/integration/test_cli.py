@@ -12,7 +12,9 @@ pytestmark = pytest.mark.integration
 
 
 def shoal(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "shoal.deploy.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
@@ -39,8 +41,17 @@ def test_train_rejects_bad_config(overrides, needles, tmp_path):
 
 
 def test_train_rejects_redis_that_does_not_answer(sft_models, tmp_path):
-    r = shoal("train", "--set", f"model.path={sft_models['policy']}", "--set", f"reward.reward_model_path={sft_models['reward']}",
-              "--set", "run.redis_url=redis://127.0.0.1:1/0", "--set", f"run.runs_dir={tmp_path}")
+    r = shoal(
+        "train",
+        "--set",
+        f"model.path={sft_models['policy']}",
+        "--set",
+        f"reward.reward_model_path={sft_models['reward']}",
+        "--set",
+        "run.redis_url=redis://127.0.0.1:1/0",
+        "--set",
+        f"run.runs_dir={tmp_path}",
+    )
     assert_one_line_error(r, "redis://127.0.0.1:1/0", "does not answer")
 
 
@@ -48,16 +59,39 @@ def test_train_rm_names_the_bad_line_of_a_preference_file(sft_models, tmp_path):
     prefs = tmp_path / "prefs.jsonl"
     good = {"prompt": "write about ko :", "chosen": "kofa", "rejected": "mabi"}
     prefs.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
-    r = shoal("train-rm", "--set", f"model.path={sft_models['policy']}", "--set", f"reward.reward_model_path={tmp_path}/rm",
-              "--set", f"reward.preference_file={prefs}")
+    r = shoal(
+        "train-rm",
+        "--set",
+        f"model.path={sft_models['policy']}",
+        "--set",
+        f"reward.reward_model_path={tmp_path}/rm",
+        "--set",
+        f"reward.preference_file={prefs}",
+    )
     assert_one_line_error(r, "prefs.jsonl:2", "rejected")
 
 
 def test_local_train_and_metrics_command(sft_models, tmp_path):
-    base = ["--set", f"model.path={sft_models['policy']}", "--set", f"reward.reward_model_path={sft_models['reward']}",
-            "--set", f"run.runs_dir={tmp_path}/runs", "--set", "run.mode=local", "--set", "run.total_steps=2",
-            "--set", "run.eval_prompts=8", "--set", "ppo.batch_size=16", "--set", "ppo.minibatch_size=8",
-            "--set", "rollout.num_workers=1"]
+    base = [
+        "--set",
+        f"model.path={sft_models['policy']}",
+        "--set",
+        f"reward.reward_model_path={sft_models['reward']}",
+        "--set",
+        f"run.runs_dir={tmp_path}/runs",
+        "--set",
+        "run.mode=local",
+        "--set",
+        "run.total_steps=2",
+        "--set",
+        "run.eval_prompts=8",
+        "--set",
+        "ppo.batch_size=16",
+        "--set",
+        "ppo.minibatch_size=8",
+        "--set",
+        "rollout.num_workers=1",
+    ]
     r = shoal("train", "--quiet", *base)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "eval/gold_reward" in r.stdout and "learner_steps" in r.stdout
@@ -75,15 +109,38 @@ def test_multiturn_train_rejects_bad_input(tmp_path):
     assert_one_line_error(r, "env.name", "no_such_pkg")
     bad = tmp_path / "episodes.jsonl"
     bad.write_text('{"episode_id": "a", "task": "t", "turns": []}\n{"episode_id": "b"\n')
-    r = shoal("train", *base, "--set", "run.algorithm=ilql", "--set", "env.name=random_walks", "--set", f"ilql.dataset={bad}")
+    r = shoal(
+        "train", *base, "--set", "run.algorithm=ilql", "--set", "env.name=random_walks", "--set", f"ilql.dataset={bad}"
+    )
     assert_one_line_error(r, "episodes.jsonl:")
 
 
 def test_local_r2d2_train_then_metrics(tmp_path):
     runs = f"{tmp_path}/runs"
-    r = shoal("train", "--set", "run.algorithm=r2d2", "--set", "run.mode=local", "--set", f"run.runs_dir={runs}", "--set", "dashboard.enabled=false",
-              "--set", "run.total_steps=20", "--set", "env.kwargs={corridor_length: 3}", "--set", "env.eval_episodes=5",
-              "--set", "replay.min_size_to_sample=16", "--set", "r2d2.batch_size=8", "--set", "rollout.num_workers=2", "--quiet")
+    r = shoal(
+        "train",
+        "--set",
+        "run.algorithm=r2d2",
+        "--set",
+        "run.mode=local",
+        "--set",
+        f"run.runs_dir={runs}",
+        "--set",
+        "dashboard.enabled=false",
+        "--set",
+        "run.total_steps=20",
+        "--set",
+        "env.kwargs={corridor_length: 3}",
+        "--set",
+        "env.eval_episodes=5",
+        "--set",
+        "replay.min_size_to_sample=16",
+        "--set",
+        "r2d2.batch_size=8",
+        "--set",
+        "rollout.num_workers=2",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "eval/success_rate" in r.stdout and "learner_steps" in r.stdout
     m = shoal("metrics", "latest", "--runs-dir", runs)

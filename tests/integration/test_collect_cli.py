@@ -8,20 +8,34 @@ from pathlib import Path
 
 import pytest
 
-from rollout.envs import read_episodes
+from shoal.rollout.envs import read_episodes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def shoal(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "shoal.deploy.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
 
 
 def test_collect_writes_mixed_quality_episodes_and_a_summary(tmp_path):
     out = tmp_path / "data" / "cue.jsonl"
-    r = shoal("collect", "cue_recall", "--policy", "optimal,mediocre,random", "--episodes", "30", "--out", str(out),
-              "--seed", "5", "--env-arg", "corridor_length=12")
+    r = shoal(
+        "collect",
+        "cue_recall",
+        "--policy",
+        "optimal,mediocre,random",
+        "--episodes",
+        "30",
+        "--out",
+        str(out),
+        "--seed",
+        "5",
+        "--env-arg",
+        "corridor_length=12",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.splitlines()
     assert lines[0] == f"collected 30 episodes of cue_recall -> {out} (dropped 0)"
@@ -36,8 +50,20 @@ def test_collect_writes_mixed_quality_episodes_and_a_summary(tmp_path):
 
 def test_collect_reports_and_counts_dropped_episodes(tmp_path):
     out = tmp_path / "faulty.jsonl"
-    r = shoal("collect", "rollout.envs.faults:FaultyEnv", "--env-arg", "fault=nan", "--env-arg", "inner=wordle",
-              "--policy", "random", "--episodes", "6", "--out", str(out))
+    r = shoal(
+        "collect",
+        "shoal.rollout.envs.faults:FaultyEnv",
+        "--env-arg",
+        "fault=nan",
+        "--env-arg",
+        "inner=wordle",
+        "--policy",
+        "random",
+        "--episodes",
+        "6",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     warnings = [line for line in r.stderr.splitlines() if line.startswith("shoal: warning:")]
     assert len(warnings) == 3 and all("faulty_wordle" in w and "non-finite reward" in w for w in warnings)
@@ -45,12 +71,15 @@ def test_collect_reports_and_counts_dropped_episodes(tmp_path):
     assert "(dropped 3)" in r.stdout.splitlines()[0] and len(read_episodes(out)) == 3
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["no_such_env", "--policy", "random"], "unknown environment 'no_such_env'"),
-    (["maze_po", "--policy", "optimal,best"], "unknown policy 'best'"),
-    (["wordle", "--policy", "random", "--env-arg", "vocab_size=0"], "vocab_size"),
-    (["wordle", "--policy", "random", "--env-arg", "novalue"], "expected key=value"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["no_such_env", "--policy", "random"], "unknown environment 'no_such_env'"),
+        (["maze_po", "--policy", "optimal,best"], "unknown policy 'best'"),
+        (["wordle", "--policy", "random", "--env-arg", "vocab_size=0"], "vocab_size"),
+        (["wordle", "--policy", "random", "--env-arg", "novalue"], "expected key=value"),
+    ],
+)
 def test_collect_bad_input_is_one_line(args, needle, tmp_path):
     r = shoal("collect", *args, "--episodes", "2", "--out", str(tmp_path / "x.jsonl"))
     errors = [line for line in r.stderr.splitlines() if line.startswith("shoal: error:")]

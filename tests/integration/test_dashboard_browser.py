@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from services.dashboard import start_dashboard
-from services.metrics import RunRegistry, connect, metrics_key, start_embedded_redis
+from shoal.services.dashboard import start_dashboard
+from shoal.services.metrics import RunRegistry, connect, metrics_key, start_embedded_redis
 from tests.integration.dashboard_seed import log_step, seed_run
 
 pytestmark = pytest.mark.integration
@@ -27,13 +27,29 @@ RUN = "dash-20250101-120000-002"
 TOKEN = "browser-token-1"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHARTS_WITH_DATA = ["tokens", "samples", "learner_steps", "trained_tokens", "reward", "gold", "kl", "losses",
-                    "lag", "lag_time", "buffer_fill", "buffer_rate", "sync", "versions"]
+CHARTS_WITH_DATA = [
+    "tokens",
+    "samples",
+    "learner_steps",
+    "trained_tokens",
+    "reward",
+    "gold",
+    "kl",
+    "losses",
+    "lag",
+    "lag_time",
+    "buffer_fill",
+    "buffer_rate",
+    "sync",
+    "versions",
+]
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install -e '.[test]')")
 if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-    pytest.skip("Debian chromium + chromium-driver not installed (deploy/test.sh installs them as root)",
-                allow_module_level=True)
+    pytest.skip(
+        "Debian chromium + chromium-driver not installed (deploy/test.sh installs them as root)",
+        allow_module_level=True,
+    )
 
 
 def artifacts_dir() -> Path:
@@ -50,10 +66,19 @@ def browser(tmp_path_factory):
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download anything
     opts = Options()
     opts.binary_location = CHROMIUM
-    for arg in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-                "--window-size=1440,2300"]:
+    for arg in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+        "--window-size=1440,2300",
+    ]:
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(30)
@@ -93,21 +118,30 @@ POINTS = "Object.fromEntries([...document.querySelectorAll('[data-chart]')].map(
 def test_charts_workers_and_live_update(browser, site):
     server, sinks = site
     browser.get(f"{server.url}#run={RUN}")
-    wait_until(browser, "document.querySelector('[data-chart=tokens]') && +document.querySelector('[data-chart=tokens]').dataset.points > 0")
+    wait_until(
+        browser,
+        "document.querySelector('[data-chart=tokens]') && +document.querySelector('[data-chart=tokens]').dataset.points > 0",
+    )
     points = browser.execute_script(f"return {POINTS};")
     assert all(points[c] > 0 for c in CHARTS_WITH_DATA), points
     assert points["tokens"] == 6 * 2 + 6 * 2  # two workers plus their sum, 6 steps each
-    paths = browser.execute_script("return [...document.querySelectorAll('[data-chart=tokens] path[data-series]')]"
-                                   ".map(p => [p.dataset.series, +p.dataset.points]);")
+    paths = browser.execute_script(
+        "return [...document.querySelectorAll('[data-chart=tokens] path[data-series]')]"
+        ".map(p => [p.dataset.series, +p.dataset.points]);"
+    )
     assert paths == [["rollout-0", 6], ["rollout-1", 6], ["sum of workers", 12]]
-    rows = browser.execute_script("return [...document.querySelectorAll('#workers tr[data-worker]')]"
-                                  ".map(r => [...r.cells].map(c => c.textContent));")
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#workers tr[data-worker]')]"
+        ".map(r => [...r.cells].map(c => c.textContent));"
+    )
     assert [r[0] for r in rows] == ["rollout-0", "rollout-1"]
     assert rows[0][2] == "transformers" and rows[0][7] == "ok" and rows[1][3] == "6"
 
     browser.execute_script("window.__noReload = 42;")
     sinks["rollout-0"].log({"rollout/tokens_per_s": 4321.0}, step=7)
-    wait_until(browser, "+document.querySelector('[data-chart=tokens] path[data-series=\"rollout-0\"]').dataset.points === 7")
+    wait_until(
+        browser, "+document.querySelector('[data-chart=tokens] path[data-series=\"rollout-0\"]').dataset.points === 7"
+    )
     assert browser.execute_script("return window.__noReload;") == 42  # same page, no reload
     assert "4321" in browser.find_element("css selector", "[data-chart=tokens] .legend").text
     log_step(sinks, 6)
@@ -123,7 +157,7 @@ def test_malformed_entry_is_skipped_and_counted(browser, site, store):
     wait_until(browser, "+document.body.dataset.entries > 0")
     before = browser.execute_script(f"return {POINTS};")["losses"]
     raw = connect(store.url)
-    raw.xadd(metrics_key(RUN), {"source": "learner", "t": "not-a-time", "data": "{\"learner/policy_loss\": "})
+    raw.xadd(metrics_key(RUN), {"source": "learner", "t": "not-a-time", "data": '{"learner/policy_loss": '})
     sinks["learner"].log({"learner/policy_loss": 0.5, "learner/value_loss": 0.5, "learner/entropy": 2.0}, step=9)
     wait_until(browser, "document.body.dataset.skipped === '1'")
     wait_until(browser, f"{POINTS}.losses > {before}")
@@ -160,7 +194,7 @@ def test_token_page_asks_for_the_token(browser, store):
 
 def test_multiturn_charts_draw_an_r2d2_run(browser, store):
     """A run written the way EpisodeActors and the R2D2 learner write it: the multi-turn charts fill."""
-    from services.metrics import RedisMetrics
+    from shoal.services.metrics import RedisMetrics
 
     run = "r2d2-20250101-120000-003"
     RunRegistry(store.url).start_run(run, "r2d2", "{}")
@@ -168,15 +202,30 @@ def test_multiturn_charts_draw_an_r2d2_run(browser, store):
     learner = RedisMetrics(store.url, run, "learner")
     for step in range(1, 5):
         for i, sink in enumerate(workers.values()):
-            sink.log({"rollout/turns_per_s": 100.0 + i, "rollout/episode_return_mean": -1.0 + 0.2 * step, "rollout/success_rate": 0.1 * step}, step=step)
-        learner.log({"learner/q_loss": 1.0 / step, "learner/td_abs_mean": 0.5 / step, "learner/policy_version": float(step)}, step=step)
+            sink.log(
+                {
+                    "rollout/turns_per_s": 100.0 + i,
+                    "rollout/episode_return_mean": -1.0 + 0.2 * step,
+                    "rollout/success_rate": 0.1 * step,
+                },
+                step=step,
+            )
+        learner.log(
+            {"learner/q_loss": 1.0 / step, "learner/td_abs_mean": 0.5 / step, "learner/policy_version": float(step)},
+            step=step,
+        )
         learner.log({"dq/zero": 1.5, "dq/zero_burn_in": 0.9, "dq/stored": 0.1, "dq/stored_burn_in": 0.03}, step=step)
     server = start_dashboard(store.url, port=0, poll_interval_s=0.3)
     try:
         browser.get(f"{server.url}#run={run}")
         wait_until(browser, "+(document.querySelector('[data-chart=dq]') || {dataset: {}}).dataset.points > 0")
         points = browser.execute_script(f"return {POINTS};")
-        assert points["turns"] == 4 * 2 + 8 and points["episodes"] == 4 * 4 and points["q_losses"] == 8 and points["dq"] == 16, points
+        assert (
+            points["turns"] == 4 * 2 + 8
+            and points["episodes"] == 4 * 4
+            and points["q_losses"] == 8
+            and points["dq"] == 16
+        ), points
         shot = artifacts_dir() / "dashboard-r2d2.png"
         assert browser.save_screenshot(str(shot))
     finally:

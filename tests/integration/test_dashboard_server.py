@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from services.dashboard import DashboardRefused, start_dashboard
-from services.metrics import RunRegistry, connect, metrics_key, start_embedded_redis, workers_key
+from shoal.services.dashboard import DashboardRefused, start_dashboard
+from shoal.services.metrics import RunRegistry, connect, metrics_key, start_embedded_redis, workers_key
 from tests.integration.dashboard_seed import log_step, seed_run
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,11 @@ def get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             body = r.read()
-            return r.status, json.loads(body) if r.headers.get_content_type() == "application/json" else {}, dict(r.headers)
+            return (
+                r.status,
+                json.loads(body) if r.headers.get_content_type() == "application/json" else {},
+                dict(r.headers),
+            )
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}"), dict(e.headers)
 
@@ -64,8 +68,10 @@ def test_runs_run_update_latest(dash):
     status, up, _ = get(f"{base}/api/runs/{RUN}/update")
     assert status == 200 and len(up["metrics"]) == 6 * 6 and up["more"] is False and up["skipped"]["stream"] == 0
     assert {e["source"] for e in up["metrics"]} == {"rollout-0", "rollout-1", "reward-0", "buffer", "learner", "driver"}
-    assert [(w["worker"], w["engine"], w["health"]) for w in up["workers"]] == [("rollout-0", "transformers", "ok"),
-                                                                                ("rollout-1", "transformers", "ok")]
+    assert [(w["worker"], w["engine"], w["health"]) for w in up["workers"]] == [
+        ("rollout-0", "transformers", "ok"),
+        ("rollout-1", "transformers", "ok"),
+    ]
     assert [e["kind"] for e in up["events"]] == ["run_started", "checkpoint_saved"]
     _, again, _ = get(f"{base}/api/runs/{RUN}/update?since={up['cursor']}&events_since={up['events_cursor']}")
     assert again["metrics"] == [] and again["events"] == [] and again["cursor"] == up["cursor"]
@@ -135,8 +141,8 @@ def test_busy_port_moves_to_the_next_free_one(store):
 
 
 def test_open_run_starts_the_dashboard_and_close_run_stops_it(tmp_path, capsys):
-    from services.config import load_config
-    from services.run import close_run, open_run
+    from shoal.services.config import load_config
+    from shoal.services.run import close_run, open_run
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -159,8 +165,8 @@ def test_open_run_starts_the_dashboard_and_close_run_stops_it(tmp_path, capsys):
 
 
 def test_run_without_dashboard(tmp_path, capsys):
-    from services.config import load_config
-    from services.run import close_run, open_run
+    from shoal.services.config import load_config
+    from shoal.services.run import close_run, open_run
 
     ctx = open_run(load_config(None, [f"run.runs_dir={tmp_path}/runs", "dashboard.enabled=false"]))
     assert ctx.dashboard is None and "dashboard" not in capsys.readouterr().out
@@ -169,8 +175,14 @@ def test_run_without_dashboard(tmp_path, capsys):
 
 def shoal(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "shoal.deploy.cli", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 class Lines:
@@ -204,8 +216,13 @@ def test_metrics_follow_prints_new_values_until_the_run_ends(store):
         assert "rollout/tokens_per_s" in "".join(out.lines)  # the table came first
     finally:
         proc.kill()
-    missing = subprocess.run([sys.executable, "-m", "deploy.cli", "metrics", "nosuch", "--follow", "--redis-url", store.url],
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "shoal.deploy.cli", "metrics", "nosuch", "--follow", "--redis-url", store.url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 2 and missing.stderr.startswith("shoal: error: no run 'nosuch'"), missing.stderr
 
 
@@ -222,7 +239,12 @@ def test_shoal_dashboard_command(store):
         out.wait_for("[shoal] dashboard stopped", timeout=5)
     finally:
         proc.kill()
-    refused = subprocess.run([sys.executable, "-m", "deploy.cli", "dashboard", "--host", "0.0.0.0", "--redis-url", store.url],
-                             cwd=ROOT, capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items()
-                                                                                        if k != "SHOAL_DASHBOARD_TOKEN"})
+    refused = subprocess.run(
+        [sys.executable, "-m", "shoal.deploy.cli", "dashboard", "--host", "0.0.0.0", "--redis-url", store.url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "SHOAL_DASHBOARD_TOKEN"},
+    )
     assert refused.returncode == 2 and refused.stderr.startswith("shoal: error: dashboard.token:"), refused.stderr

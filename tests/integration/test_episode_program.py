@@ -13,14 +13,16 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from services.config import load_config  # noqa: E402
-from services.metrics import MetricsReader, resolve_redis  # noqa: E402
+from shoal.services.config import load_config  # noqa: E402
+from shoal.services.metrics import MetricsReader, resolve_redis  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 
 def _cfg(tmp_path, *extra):
-    return load_config(None, [f"run.runs_dir={tmp_path}/runs", "dashboard.enabled=false", "env.eval_episodes=6", *extra])
+    return load_config(
+        None, [f"run.runs_dir={tmp_path}/runs", "dashboard.enabled=false", "env.eval_episodes=6", *extra]
+    )
 
 
 def _reader(tmp_path):
@@ -28,13 +30,22 @@ def _reader(tmp_path):
 
 
 def test_r2d2_runs_through_the_ray_program(ray_local, tmp_path):
-    from services.program import run_ray
+    from shoal.services.program import run_ray
 
     steps = 30
     cfg = _cfg(
-        tmp_path, "run.algorithm=r2d2", f"run.total_steps={steps}", "rollout.num_workers=3", "rollout.num_cpus_per_worker=1",
-        "env.name=rollout.envs.faults:FaultyEnv", "env.kwargs={fault: nan, inner: cue_recall, every: 5, at_turn: 2, corridor_length: 4}",
-        "env.episodes_per_request=2", "replay.min_size_to_sample=16", "r2d2.batch_size=8", "r2d2.dq_interval=10", "r2d2.dq_episodes=4",
+        tmp_path,
+        "run.algorithm=r2d2",
+        f"run.total_steps={steps}",
+        "rollout.num_workers=3",
+        "rollout.num_cpus_per_worker=1",
+        "env.name=shoal.rollout.envs.faults:FaultyEnv",
+        "env.kwargs={fault: nan, inner: cue_recall, every: 5, at_turn: 2, corridor_length: 4}",
+        "env.episodes_per_request=2",
+        "replay.min_size_to_sample=16",
+        "r2d2.batch_size=8",
+        "r2d2.dq_interval=10",
+        "r2d2.dq_episodes=4",
         "rollout.sync_interval=5",
     )
     summary = run_ray(cfg, progress=False)
@@ -49,9 +60,21 @@ def test_r2d2_runs_through_the_ray_program(ray_local, tmp_path):
         run = summary["run_id"]
         assert reader.run_info(run)["status"] == "finished"
         latest = reader.latest(run)
-        for name in ["learner/q_loss", "learner/priority_mean", "learner/policy_version", "buffer/size", "buffer/policy_lag_mean",
-                     "buffer/priority_mean", "rollout/episode_return_mean", "rollout/turns_per_s", "rollout/dropped_episodes",
-                     "dq/zero", "dq/stored", "dq/stored_burn_in", "weights/sync_s"]:
+        for name in [
+            "learner/q_loss",
+            "learner/priority_mean",
+            "learner/policy_version",
+            "buffer/size",
+            "buffer/policy_lag_mean",
+            "buffer/priority_mean",
+            "rollout/episode_return_mean",
+            "rollout/turns_per_s",
+            "rollout/dropped_episodes",
+            "dq/zero",
+            "dq/stored",
+            "dq/stored_burn_in",
+            "weights/sync_s",
+        ]:
             assert name in latest, name
         assert latest["buffer/priority_mean"]["v"] < 1.0  # the learner's TD priorities replaced the initial 1.0
         workers = reader.workers(run)
@@ -59,25 +82,37 @@ def test_r2d2_runs_through_the_ray_program(ray_local, tmp_path):
         assert all(w["engine"] == "recurrent_q" and w["policy_version"] == steps for w in workers.values())
         drops = [e["message"] for e in reader.events(run) if e["kind"] == "episode_dropped"]
         train_drops = [m for m in drops if "episode 'rollout-" in m]
-        assert train_drops and all("task 'faulty_cue_recall'" in m and "non-finite reward" in m for m in drops), drops[:3]
+        assert train_drops and all("task 'faulty_cue_recall'" in m and "non-finite reward" in m for m in drops), drops[
+            :3
+        ]
     finally:
         if embedded is not None:
             embedded.close()
 
 
 def test_ilql_offline_data_and_online_workers_through_the_ray_program(ray_local, tmp_path):
-    from rollout.envs import collect, write_episodes
-    from rollout.envs.random_walks import RandomWalkPolicy, RandomWalksEnv
-    from services.program import run_ray
+    from shoal.rollout.envs import collect, write_episodes
+    from shoal.rollout.envs.random_walks import RandomWalkPolicy, RandomWalksEnv
+    from shoal.services.program import run_ray
 
     env = RandomWalksEnv()
     data = [ep for _, ep in collect(env, [("random_walk", RandomWalkPolicy(env))], 120, 0, 1).episodes]
     path = tmp_path / "walks.jsonl"
     write_episodes(path, data)
     cfg = _cfg(
-        tmp_path, "run.algorithm=ilql", "run.total_steps=6", "rollout.num_workers=2", "env.name=random_walks", "env.max_turns=1",
-        f"ilql.dataset={path}", "ilql.online=true", "ilql.batch_size=16", "ilql.max_new_tokens=10", "replay.min_size_to_sample=16",
-        "replay.capacity=400", "env.episodes_per_request=4",
+        tmp_path,
+        "run.algorithm=ilql",
+        "run.total_steps=6",
+        "rollout.num_workers=2",
+        "env.name=random_walks",
+        "env.max_turns=1",
+        f"ilql.dataset={path}",
+        "ilql.online=true",
+        "ilql.batch_size=16",
+        "ilql.max_new_tokens=10",
+        "replay.min_size_to_sample=16",
+        "replay.capacity=400",
+        "env.episodes_per_request=4",
     )
     summary = run_ray(cfg, progress=False)
     assert summary["learner_steps"] == 6
@@ -88,7 +123,13 @@ def test_ilql_offline_data_and_online_workers_through_the_ray_program(ray_local,
     try:
         reader = MetricsReader(url)
         latest = reader.latest(summary["run_id"])
-        for name in ["learner/ilql_loss", "learner/ilql_q_loss", "learner/ilql_cql_loss", "buffer/size", "rollout/episode_return_mean"]:
+        for name in [
+            "learner/ilql_loss",
+            "learner/ilql_q_loss",
+            "learner/ilql_cql_loss",
+            "buffer/size",
+            "rollout/episode_return_mean",
+        ]:
             assert name in latest, name
         workers = reader.workers(summary["run_id"])
         assert all(w["engine"] == "ilql_transformers" and w["policy_version"] == 6 for w in workers.values())

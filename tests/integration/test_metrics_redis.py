@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.metrics import (
+from shoal.services.metrics import (
     MetricsReader,
     RedisMetrics,
     RedisUnavailable,
@@ -66,14 +66,22 @@ def test_two_sources_latest_history_workers_events(store):
     assert [e["source"] for e in reader.history("demo-1", source="learner")] == ["learner"]
     assert reader.history("demo-1", since_id=hist[0]["id"], count=1)[0]["source"] == "learner"
     worker = reader.workers("demo-1")["rollout-0"]
-    assert (worker["node"], worker["policy_version"], worker["tokens_per_s"], worker["healthy"]) == ("n1", 2, 812.0, True)
+    assert (worker["node"], worker["policy_version"], worker["tokens_per_s"], worker["healthy"]) == (
+        "n1",
+        2,
+        812.0,
+        True,
+    )
     assert [e["kind"] for e in reader.events("demo-1")] == ["run_started", "checkpoint_saved"]
     assert "rollout-0" in format_latest_table(latest, reader.workers("demo-1"))
 
     RunRegistry(store.url).finish_run("demo-1", "finished", {"gold": float("nan"), "steps": 2})
     info = reader.run_info("demo-1")
-    assert (info["status"], info["summary"], info["config"]) == ("finished", {"gold": None, "steps": 2},
-                                                                 {"ppo": {"clip_coef": 0.2}})
+    assert (info["status"], info["summary"], info["config"]) == (
+        "finished",
+        {"gold": None, "steps": 2},
+        {"ppo": {"clip_coef": 0.2}},
+    )
     assert reader.list_runs()[0]["last_update"] is not None and reader.skipped == 0
 
 
@@ -94,13 +102,18 @@ def test_run_id_resolution(store):
 
 def test_url_works_from_another_process(store):
     _run_in_subprocess(
-        "from services.metrics import RedisMetrics\n"
+        "from shoal.services.metrics import RedisMetrics\n"
         f"m = RedisMetrics({store.url!r}, 'demo-2', 'rollout-1')\n"
         "m.log({'rollout/samples_per_s': 12.5}, step=7)\n"
-        "m.event('worker_joined', 'hello from another process')\n")
+        "m.event('worker_joined', 'hello from another process')\n"
+    )
     reader = MetricsReader(store.url)
-    assert reader.latest("demo-2")["rollout/samples_per_s"] == {"v": 12.5, "step": 7, "t": pytest.approx(time.time(), abs=60),
-                                                                 "source": "rollout-1"}
+    assert reader.latest("demo-2")["rollout/samples_per_s"] == {
+        "v": 12.5,
+        "step": 7,
+        "t": pytest.approx(time.time(), abs=60),
+        "source": "rollout-1",
+    }
     assert reader.events("demo-2")[0]["message"] == "hello from another process"
 
 
@@ -122,10 +135,11 @@ def test_data_persists_across_close_and_reopen(tmp_path):
 def test_adopts_a_server_left_running_by_a_crashed_run(tmp_path):
     db = tmp_path / "shoal-metrics.rdb"
     _run_in_subprocess(  # start, write, then die without closing: the daemon survives
-        "import os\nfrom services.metrics import start_embedded_redis, RedisMetrics\n"
+        "import os\nfrom shoal.services.metrics import start_embedded_redis, RedisMetrics\n"
         f"s = start_embedded_redis({str(db)!r})\n"
         "RedisMetrics(s.url, 'demo-4', 'learner').log({'learner/loss': 2.0})\n"
-        "os._exit(0)\n")
+        "os._exit(0)\n"
+    )
     with start_embedded_redis(db) as first:
         with start_embedded_redis(db) as second:
             assert first.pid == second.pid and first.url == second.url
@@ -157,7 +171,7 @@ def test_malformed_entries_are_skipped_and_counted(store):
     m.log({"rollout/tokens_per_s": 1.0}, step=1)
     raw = connect(store.url)
     raw.xadd(metrics_key("demo-6"), {"source": "evil", "t": "1", "data": "{not json"})
-    raw.xadd(metrics_key("demo-6"), {"source": b"\xff\xfe", "t": "1", "data": b"{\"a/b\": \xff}"})
+    raw.xadd(metrics_key("demo-6"), {"source": b"\xff\xfe", "t": "1", "data": b'{"a/b": \xff}'})
     raw.hset("shoal:run:demo-6:latest", "rollout/bad", "NaN")
     raw.hset("shoal:run:demo-6:workers", "w", "[1]")
     raw.xadd("shoal:run:demo-6:events", {"t": "x"})

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import ray
 
-from services.metrics import MetricsReader, start_embedded_redis
+from shoal.services.metrics import MetricsReader, start_embedded_redis
 
 pytestmark = pytest.mark.integration
 RUN = "prom-20250101-120000-001"
@@ -36,12 +36,12 @@ def cluster():
 @ray.remote(num_cpus=0)
 class _Component:
     def __init__(self, url: str, run_id: str, source: str) -> None:
-        from services.actors import _sink
+        from shoal.services.actors import _sink
 
         self.sink = _sink(url, run_id, source)
 
     def log(self, metrics: dict, step: int) -> list[str]:
-        from services import prometheus
+        from shoal.services import prometheus
 
         self.sink.log(metrics, step=step)
         return sorted(prometheus._GAUGES)
@@ -59,14 +59,19 @@ def _scrape(port: str, wanted: list[str], timeout: float = 60) -> dict[str, str]
         if all(lines.values()):
             return lines
         time.sleep(0.5)
-    raise AssertionError(f"{wanted} not exported; shoal lines: {[ln for ln in text.splitlines() if 'shoal' in ln][:10]}")
+    raise AssertionError(
+        f"{wanted} not exported; shoal lines: {[ln for ln in text.splitlines() if 'shoal' in ln][:10]}"
+    )
 
 
 def test_actor_sink_writes_redis_and_ray_gauges(cluster, tmp_path):
     with start_embedded_redis(tmp_path / "shoal-metrics.rdb") as store:
         actor = _Component.remote(store.url, RUN, "rollout-0")
-        gauges = ray.get(actor.log.remote({"rollout/tokens_per_s": 812.5, "buffer/policy_lag/2": 7.0,
-                                           "reward/mean": float("nan")}, 3))
+        gauges = ray.get(
+            actor.log.remote(
+                {"rollout/tokens_per_s": 812.5, "buffer/policy_lag/2": 7.0, "reward/mean": float("nan")}, 3
+            )
+        )
         assert gauges == ["shoal_buffer_policy_lag", "shoal_rollout_tokens_per_s"]  # NaN is not exported
         assert MetricsReader(store.url).latest(RUN)["rollout/tokens_per_s"]["v"] == 812.5
 

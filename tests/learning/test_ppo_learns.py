@@ -20,17 +20,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.init_model import load_policy
-from learner.ppo import PPOLearner
-from rollout.tasks import encode_prompt
-from services.config import PPOSection, RewardSection
-from services.types import Prompt, RewardTerms, SampledBatch, ScoredRollout
+from shoal.learner.ppo.config import PPOConfig
+from shoal.learner.ppo.learning import PPOLearner
+from shoal.models import load_policy
+from shoal.rollout.tasks import encode_prompt
+from shoal.services.config import RewardSection
+from shoal.types import Prompt, RewardTerms, SampledBatch, ScoredRollout
 from tests.unit.test_ppo_learner import ref_logprobs, sample_rollouts
 
 pytestmark = pytest.mark.learning
 
 STEPS, BATCH, RESPONSE_TOKENS = 20, 128, 3
-PPO = PPOSection(batch_size=BATCH, minibatch_size=64, ppo_epochs=2, learning_rate=1e-3)
+PPO = PPOConfig(batch_size=BATCH, minibatch_size=64, ppo_epochs=2, learning_rate=1e-3)
 
 
 def _run(model_dir, kl_coef: float) -> tuple[list[float], list[float], PPOLearner, Prompt, int]:
@@ -69,9 +70,19 @@ def test_ppo_raises_probability_of_rewarded_first_token(tiny_model_dir):
 
 
 def test_strong_kl_penalty_keeps_policy_near_reference(tiny_model_dir):
-    rewards, kls, _, _, _ = _run(tiny_model_dir, kl_coef=1.0)
+    rewards, kls, learner, _, _ = _run(tiny_model_dir, kl_coef=1.0)
     print("mean reward per step:", [round(r, 3) for r in rewards], "kl_ref:", [round(k, 4) for k in kls])
     late = sum(rewards[-4:]) / 4
     assert late < 0.05, f"with kl_coef 1 the reward should stay near pi_ref's: {late:.3f}; curve {rewards}"
     late_kl = sum(kls[-4:]) / 4
     assert late_kl < 0.3, f"KL to the reference should stay small (unpenalised run: ~7 nats): {kls}"
+    # ...but not because nothing happened: a learner that never updates passes the two checks
+    # above with kl_ref exactly 0. The policy must have moved (by less than the unpenalised ~7 nats).
+    assert late_kl > 0.01, f"the penalised policy should still move off the reference: kl_ref {kls}"
+    initial = load_policy(tiny_model_dir)[0].state_dict()
+    now = learner.get_weights().tensors
+    change = sum(float((now[k].float() - initial[k].float()).norm()) for k in now) / sum(
+        float(initial[k].float().norm()) for k in now
+    )
+    print("relative weight change:", change)
+    assert change > 1e-3, f"the learner's weights barely changed: relative change {change:.2e}"

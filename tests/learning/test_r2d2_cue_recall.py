@@ -37,13 +37,15 @@ import numpy as np
 import pytest
 import torch
 
-from buffer.prioritized import PrioritizedSequenceReplay
-from buffer.sequences import cut_episode
-from learner.r2d2 import R2D2Config, R2D2Learner
-from learner.recurrent_q import RecurrentQNetwork, build_tiny_encoder
-from rollout.envs.base import episode_success
-from rollout.envs.cue_recall import ACTIONS, CueRecallEnv
-from rollout.q_actor import QActor, env_corpus
+from shoal.buffer.prioritized import PrioritizedSequenceReplay
+from shoal.buffer.sequences import cut_episode
+from shoal.learner.r2d2.config import R2D2Config
+from shoal.learner.r2d2.learning import R2D2Learner
+from shoal.learner.r2d2.networks import RecurrentQNetwork, build_tiny_encoder
+from shoal.rollout.envs.base import episode_success
+from shoal.rollout.envs.cue_recall import ACTIONS, CueRecallEnv
+from shoal.learner.r2d2.acting import QActor
+from shoal.rollout.envs.base import env_corpus
 from tests.learning.r2d2_loop import learn_after_episode, sync_actor
 
 K = 6
@@ -58,7 +60,7 @@ def train(start_state: str, encoder, seed: int = 0, episodes: int = 400, updates
     torch.manual_seed(seed)
     env = CueRecallEnv(corridor_length=K)
     net = RecurrentQNetwork(encoder.dim, hidden_size=hidden, forget_bias=3.0, seed=seed)
-    cfg = R2D2Config(burn_in_length=BURN_IN, trace_length=TRACE, n_step=3, gamma=0.95, lr=1e-3, target_update_period=50, start_state=start_state, core_lr_scale=0.1)
+    cfg = R2D2Config(burn_in_length=BURN_IN, trace_length=TRACE, n_step=3, gamma=0.95, learning_rate=1e-3, target_update_period=50, start_state=start_state, core_lr_scale=0.1)
     learner = R2D2Learner(net, encoder, cfg, action_set=ACTIONS)
     actor = QActor(RecurrentQNetwork(encoder.dim, hidden_size=hidden, seed=seed), encoder, epsilon=0.3, worker_id="actor-0")
     sync_actor(learner, actor)

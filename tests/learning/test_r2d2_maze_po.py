@@ -49,14 +49,15 @@ import numpy as np
 import pytest
 import torch
 
-from buffer.prioritized import PrioritizedSequenceReplay
-from buffer.sequences import cut_episode
-from learner.r2d2 import R2D2Config, R2D2Learner
-from learner.recurrent_q import RecurrentQNetwork, build_tiny_encoder
-from rollout.envs.base import episode_success
-from rollout.envs.maze import ACTIONS, MazeEnv
-from rollout.envs.registry import make_env
-from rollout.q_actor import QActor, env_corpus
+from shoal.buffer.prioritized import PrioritizedSequenceReplay
+from shoal.buffer.sequences import cut_episode
+from shoal.learner.r2d2.acting import QActor
+from shoal.learner.r2d2.config import R2D2Config
+from shoal.learner.r2d2.learning import R2D2Learner
+from shoal.learner.r2d2.networks import RecurrentQNetwork, build_tiny_encoder
+from shoal.rollout.envs.base import env_corpus, episode_success
+from shoal.rollout.envs.maze import ACTIONS, MazeEnv
+from shoal.rollout.envs.registry import make_env
 from tests.learning.r2d2_loop import learn_after_episode, sync_actor
 
 MAX_STEPS = 30
@@ -74,13 +75,36 @@ def make_encoder(seed: int = 0):
     return build_tiny_encoder(env_corpus(maze(), num_episodes=60, seed=seed), seed=seed)
 
 
-def train(memory: bool, encoder, seed: int = 0, episodes: int = EPISODES, updates_per_episode: int = UPDATES_PER_EPISODE, sync_period: int = 20, batch_size: int = 16, hidden: int = 64):
+def train(
+    memory: bool,
+    encoder,
+    seed: int = 0,
+    episodes: int = EPISODES,
+    updates_per_episode: int = UPDATES_PER_EPISODE,
+    sync_period: int = 20,
+    batch_size: int = 16,
+    hidden: int = 64,
+):
     torch.manual_seed(seed)
     env = maze()
     net = RecurrentQNetwork(encoder.dim, hidden_size=hidden, forget_bias=3.0, seed=seed, memory=memory)
-    cfg = R2D2Config(burn_in_length=BURN_IN, trace_length=TRACE, n_step=5, gamma=0.95, lr=1e-3, target_update_period=50, start_state="stored", core_lr_scale=0.1)
+    cfg = R2D2Config(
+        burn_in_length=BURN_IN,
+        trace_length=TRACE,
+        n_step=5,
+        gamma=0.95,
+        learning_rate=1e-3,
+        target_update_period=50,
+        start_state="stored",
+        core_lr_scale=0.1,
+    )
     learner = R2D2Learner(net, encoder, cfg, action_set=ACTIONS)
-    actor = QActor(RecurrentQNetwork(encoder.dim, hidden_size=hidden, seed=seed, memory=memory), encoder, epsilon=EPSILON_START, worker_id="actor-0")
+    actor = QActor(
+        RecurrentQNetwork(encoder.dim, hidden_size=hidden, seed=seed, memory=memory),
+        encoder,
+        epsilon=EPSILON_START,
+        worker_id="actor-0",
+    )
     sync_actor(learner, actor)
     replay = PrioritizedSequenceReplay(capacity=500, min_size_to_sample=64, seed=seed)
     for i in range(episodes):
@@ -94,9 +118,14 @@ def train(memory: bool, encoder, seed: int = 0, episodes: int = EPISODES, update
 def evaluate(net: RecurrentQNetwork, encoder) -> tuple[float, float]:
     """Greedy (success rate, mean return) on the held-out EVAL_SEEDS."""
     env, actor = maze(), QActor(net, encoder, epsilon=0.0)
-    eps = [actor.run_episode(env, f"eval-{i}", seed=s, greedy=True, max_turns=MAX_STEPS)[0] for i, s in enumerate(EVAL_SEEDS)]
+    eps = [
+        actor.run_episode(env, f"eval-{i}", seed=s, greedy=True, max_turns=MAX_STEPS)[0]
+        for i, s in enumerate(EVAL_SEEDS)
+    ]
     net.train()
-    return float(np.mean([episode_success(e) for e in eps])), float(np.mean([sum(t.reward for t in e.turns) for e in eps]))
+    return float(np.mean([episode_success(e) for e in eps])), float(
+        np.mean([sum(t.reward for t in e.turns) for e in eps])
+    )
 
 
 def best_memoryless_success(env: MazeEnv, seeds: list[int], max_steps: int) -> float:
@@ -108,7 +137,9 @@ def best_memoryless_success(env: MazeEnv, seeds: list[int], max_steps: int) -> f
     kind = np.array([kinds.index(env.observe(c)) if c != env.goal else 0 for c in cells])
     nxt = np.array([[idx[c] if c == env.goal else idx[env.moved(c, a)] for a in ACTIONS] for c in cells])
     maps = np.array(list(itertools.product(range(len(ACTIONS)), repeat=len(kinds))))  # [M, kinds]
-    starts, counts = np.unique([idx[random.Random(s).choice(env.starts)] for s in seeds], return_counts=True)  # as env.reset(seed)
+    starts, counts = np.unique(
+        [idx[random.Random(s).choice(env.starts)] for s in seeds], return_counts=True
+    )  # as env.reset(seed)
     pos = np.broadcast_to(starts, (len(maps), len(starts))).copy()
     for _ in range(max_steps):
         pos = nxt[pos, np.take_along_axis(maps, kind[pos], axis=1)]
@@ -132,7 +163,9 @@ def test_recurrent_beats_memoryless_on_po_maze():
         learner = train(memory, encoder)
         success, ret = evaluate(learner.network, encoder)
         results[name] = {"success": success, "return": round(ret, 2), "seconds": round(time.time() - t1)}
-    print(f"\nR2D2 PO maze (double_t, max_steps {MAX_STEPS}): {results}; best memoryless map {bound:.2f} ({time.time() - t0:.0f}s)")
+    print(
+        f"\nR2D2 PO maze (double_t, max_steps {MAX_STEPS}): {results}; best memoryless map {bound:.2f} ({time.time() - t0:.0f}s)"
+    )
     rec, mem = results["recurrent"]["success"], results["memoryless"]["success"]
     assert bound <= 0.51, bound
     assert mem <= bound + 1e-9, results  # a memoryless greedy agent is one of the enumerated maps

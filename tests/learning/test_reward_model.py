@@ -17,21 +17,28 @@ import random
 
 import pytest
 
-from learner.sft import init_model
-from reward.scorers import RewardModelScorer
-from reward.train_rm import train_reward_model
-from rollout.tasks import encode_prompt
-from services.config import ShoalConfig
-from services.types import Prompt, Rollout
+from shoal.learner.sft.learning import init_model
+from shoal.reward.scorers import RewardModelScorer
+from shoal.reward.train_rm import train_reward_model
+from shoal.rollout.tasks import encode_prompt
+from shoal.services.config import ShoalConfig
+from shoal.types import Prompt, Rollout
 
 
 def _config(tmp_path) -> ShoalConfig:
-    return ShoalConfig.model_validate({
-        "run": {"seed": 0},
-        "model": {"path": str(tmp_path / "policy"), "sft_steps": 40},
-        "reward": {"reward_model_path": str(tmp_path / "reward"), "rm_pairs": 4000, "rm_epochs": 5,
-                   "rm_learning_rate": 1e-3, "rm_batch_size": 32},
-    })
+    return ShoalConfig.model_validate(
+        {
+            "run": {"seed": 0},
+            "model": {"path": str(tmp_path / "policy"), "sft_steps": 40},
+            "reward": {
+                "reward_model_path": str(tmp_path / "reward"),
+                "rm_pairs": 4000,
+                "rm_epochs": 5,
+                "rm_learning_rate": 1e-3,
+                "rm_batch_size": 32,
+            },
+        }
+    )
 
 
 def _rollout(scorer: RewardModelScorer, i: int, topic: str, text: str) -> Rollout:
@@ -49,7 +56,10 @@ def _on_vs_off(scorer: RewardModelScorer, task, n: int = 100) -> float:
         off_words = [w for w in task.vocabulary if not w.startswith(topic)]
         on = " ".join(rng.choice(task.topic_words(topic)) for _ in range(task.response_words))
         off = " ".join(rng.choice(off_words) for _ in range(task.response_words))
-        s_on, s_off = (t.sequence["reward_model"] for t in scorer.score([_rollout(scorer, i, topic, on), _rollout(scorer, i, topic, off)]))
+        s_on, s_off = (
+            t.sequence["reward_model"]
+            for t in scorer.score([_rollout(scorer, i, topic, on), _rollout(scorer, i, topic, off)])
+        )
         wins += s_on > s_off
     return wins / n
 

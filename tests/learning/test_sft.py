@@ -12,9 +12,9 @@ import math
 
 import pytest
 
-from learner.init_model import build_model_dir, load_policy
-from learner.sft import answer_quality, init_model, sample_answers
-from services.config import ShoalConfig
+from shoal.learner.sft.learning import answer_quality, init_model, sample_answers
+from shoal.models import build_model_dir, load_policy
+from shoal.services.config import ShoalConfig
 
 
 @pytest.mark.learning

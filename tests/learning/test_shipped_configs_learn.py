@@ -20,15 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from services.config import load_config
-from services.local import run_local
+from shoal.services.config import load_config
+from shoal.services.local import run_local
 
 pytestmark = pytest.mark.learning
 CONFIGS = Path(__file__).resolve().parents[2] / "deploy" / "configs"
 
 
 def _run(name: str, tmp_path: Path, *overrides: str) -> dict:
-    cfg = load_config(CONFIGS / name, ["run.mode=local", f"run.runs_dir={tmp_path}/runs", "dashboard.enabled=false", *overrides])
+    cfg = load_config(
+        CONFIGS / name, ["run.mode=local", f"run.runs_dir={tmp_path}/runs", "dashboard.enabled=false", *overrides]
+    )
     return run_local(cfg, progress=False)
 
 
@@ -40,13 +42,15 @@ def test_r2d2_config_stored_state_beats_zero_state(tmp_path):
 
 
 def test_ilql_config_beats_behaviour_cloning(tmp_path):
-    from rollout.envs import collect, write_episodes
-    from rollout.envs.random_walks import RandomWalkPolicy, RandomWalksEnv
+    from shoal.rollout.envs import collect, write_episodes
+    from shoal.rollout.envs.random_walks import RandomWalkPolicy, RandomWalksEnv
 
     env = RandomWalksEnv()
     data = tmp_path / "random_walks.jsonl"
     write_episodes(data, [ep for _, ep in collect(env, [("random_walk", RandomWalkPolicy(env))], 1000, 0, 1).episodes])
     ilql = _run("ilql_random_walks.yaml", tmp_path, f"ilql.dataset={data}")["after"]["lmrl_score"]
-    bc = _run("ilql_random_walks.yaml", tmp_path, f"ilql.dataset={data}", "ilql.bc_only=true", "ilql.beta=0")["after"]["lmrl_score"]
+    bc = _run("ilql_random_walks.yaml", tmp_path, f"ilql.dataset={data}", "ilql.bc_only=true", "ilql.beta=0")["after"][
+        "lmrl_score"
+    ]
     print(f"\nilql_random_walks.yaml: ILQL {ilql:.1f}, BC {bc:.1f} (LMRL-Gym scale)")
     assert ilql >= 80 and ilql >= bc + 25, (ilql, bc)

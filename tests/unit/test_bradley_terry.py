@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from reward.bradley_terry import bradley_terry_loss, pairwise_accuracy, pearson, ranking_loss
+from shoal.reward.bradley_terry import bradley_terry_loss, pairwise_accuracy, pearson, ranking_loss
 
 
 def _neg_log_sigmoid(d: float) -> float:

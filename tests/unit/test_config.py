@@ -1,12 +1,13 @@
 """Config: defaults valid, overrides typed, every bad value named by its field path."""
 
 import pytest
+from pydantic import ValidationError
 
-from services.config import ConfigError, ShoalConfig, load_config
+from shoal.services.config import ConfigError, ShoalConfig, load_config
 
 
 def test_defaults_and_demo_config_load():
-    from deploy.cli import default_config_path
+    from shoal.deploy.cli import default_config_path
 
     cfg = load_config(default_config_path())
     assert cfg.run.mode == "ray" and cfg.ppo.clip_coef == 0.2
@@ -58,7 +59,7 @@ def test_yaml_file_errors(tmp_path):
 
 def test_config_is_frozen_and_every_field_described():
     cfg = ShoalConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.ppo.clip_coef = 0.3  # type: ignore[misc]
     for section, field in ShoalConfig.model_fields.items():
         assert field.description, section
@@ -67,20 +68,20 @@ def test_config_is_frozen_and_every_field_described():
 
 
 def test_missing_model_path_is_named(tmp_path):
-    from services.config import check_paths_for_training
+    from shoal.builders import make_builder
 
     cfg = load_config(None, [f"model.path={tmp_path}/nope"])
     with pytest.raises(ConfigError, match="^model.path:"):
-        check_paths_for_training(cfg)
+        make_builder(cfg).preflight()
 
 
 def test_readme_config_reference_is_current():
     from pathlib import Path
 
-    from deploy.config_reference import with_reference
+    from shoal.deploy.config_reference import with_reference
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert with_reference(readme) == readme, "run: python -m deploy.config_reference --write README.md"
+    assert with_reference(readme) == readme, "run: python -m shoal.deploy.config_reference --write README.md"
 
 
 @pytest.mark.parametrize(
@@ -97,13 +98,13 @@ def test_whole_config_rules_name_the_field(overrides, path):
 
 
 def test_multiturn_paths_are_checked_before_training(tmp_path):
-    from services.config import check_paths_for_training
+    from shoal.builders import make_builder
 
     with pytest.raises(ConfigError, match="^ilql.dataset: .*does not exist"):
-        check_paths_for_training(load_config(None, ["run.algorithm=ilql", f"ilql.dataset={tmp_path}/none.jsonl"]))
+        make_builder(load_config(None, ["run.algorithm=ilql", f"ilql.dataset={tmp_path}/none.jsonl"])).preflight()
     with pytest.raises(ConfigError, match="^r2d2.encoder_path: "):
-        check_paths_for_training(load_config(None, ["run.algorithm=r2d2", f"r2d2.encoder_path={tmp_path}"]))
-    check_paths_for_training(load_config(None, ["run.algorithm=r2d2", "model.path=/not/needed/for/r2d2"]))
+        make_builder(load_config(None, ["run.algorithm=r2d2", f"r2d2.encoder_path={tmp_path}"])).preflight()
+    make_builder(load_config(None, ["run.algorithm=r2d2", "model.path=/not/needed/for/r2d2"])).preflight()
 
 
 def test_shipped_multiturn_configs_load():
@@ -112,3 +113,11 @@ def test_shipped_multiturn_configs_load():
     for name in ("r2d2_cue_recall.yaml", "ilql_random_walks.yaml"):
         cfg = load_config(Path("deploy/configs") / name)
         assert cfg.run.algorithm in ("r2d2", "ilql")
+
+
+def test_top_k_sampling_is_rejected_for_ppo():
+    """B1: top-k log-probs are of a truncated distribution, while the learner's ratio and the
+    reference KL use the full softmax (clip_fraction 1.0 on step 1 with identical weights)."""
+    with pytest.raises(ConfigError, match=r"^rollout\.top_k: "):
+        load_config(None, ["rollout.top_k=5"])
+    assert load_config(None, ["run.algorithm=r2d2", "rollout.top_k=5"]).rollout.top_k == 5  # no PPO ratio there

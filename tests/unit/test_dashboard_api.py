@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.config import ConfigError, dump_config, is_loopback, load_config
-from services.dashboard.api import (
+from shoal.services.config import ConfigError, dump_config, is_loopback, load_config
+from shoal.services.dashboard.api import (
     BadRequest,
     parse_limit,
     read_stream,
@@ -18,29 +18,40 @@ from services.dashboard.api import (
     worker_health,
     worker_rows,
 )
-from services.dashboard.follow import format_entry
-from services.dashboard.server import authorized, host_allowed, load_static, static_name
+from shoal.services.dashboard.follow import format_entry
+from shoal.services.dashboard.server import authorized, host_allowed, load_static, static_name
 
 TOKEN = "s3cret-token"
 
 
-@pytest.mark.parametrize("headers, query, ok", [
-    ({}, {}, False),
-    ({"Authorization": f"Bearer {TOKEN}"}, {}, True),
-    ({"Authorization": "Bearer wrong-token"}, {}, False),
-    ({"X-Shoal-Token": TOKEN}, {}, True),
-    ({}, {"token": [TOKEN]}, True),
-    ({}, {"token": ["nope"]}, False),
-])
+@pytest.mark.parametrize(
+    "headers, query, ok",
+    [
+        ({}, {}, False),
+        ({"Authorization": f"Bearer {TOKEN}"}, {}, True),
+        ({"Authorization": "Bearer wrong-token"}, {}, False),
+        ({"X-Shoal-Token": TOKEN}, {}, True),
+        ({}, {"token": [TOKEN]}, True),
+        ({}, {"token": ["nope"]}, False),
+    ],
+)
 def test_token_is_required_when_configured(headers, query, ok):
     assert authorized(TOKEN, headers, query) is ok
     assert authorized(None, headers, query) is True
 
 
-@pytest.mark.parametrize("host, ok", [
-    ("127.0.0.1:8420", True), ("localhost:8420", True), ("[::1]:8420", True), ("localhost", True),
-    ("evil.example:8420", False), ("10.0.0.5:8420", False), (None, False),
-])
+@pytest.mark.parametrize(
+    "host, ok",
+    [
+        ("127.0.0.1:8420", True),
+        ("localhost:8420", True),
+        ("[::1]:8420", True),
+        ("localhost", True),
+        ("evil.example:8420", False),
+        ("10.0.0.5:8420", False),
+        (None, False),
+    ],
+)
 def test_only_loopback_host_names_without_a_token(host, ok):
     assert host_allowed(host, None) is ok
     assert host_allowed(host, TOKEN) is True
@@ -80,10 +91,12 @@ class _FakeStream:
 
 
 def test_read_stream_counts_malformed_entries_and_moves_past_them():
-    raw = [("1-0", {"source": "learner", "t": "1.0", "data": '{"learner/loss": 0.5}'}),
-           ("2-0", {"source": "learner", "t": "x", "data": "{"}),
-           ("3-0", {"source": "rollout-0", "t": "3.0", "step": "2", "data": '{"rollout/tokens_per_s": null}'})]
-    out = read_stream(_FakeStream(raw), "k", "-", 10, __import__("services.metrics", fromlist=["x"]).decode_entry)
+    raw = [
+        ("1-0", {"source": "learner", "t": "1.0", "data": '{"learner/loss": 0.5}'}),
+        ("2-0", {"source": "learner", "t": "x", "data": "{"}),
+        ("3-0", {"source": "rollout-0", "t": "3.0", "step": "2", "data": '{"rollout/tokens_per_s": null}'}),
+    ]
+    out = read_stream(_FakeStream(raw), "k", "-", 10, __import__("shoal.services.metrics", fromlist=["x"]).decode_entry)
     assert [e["id"] for e in out["entries"]] == ["1-0", "3-0"]
     assert (out["cursor"], out["skipped"], out["more"]) == ("3-0", 1, False)
     assert read_stream(_FakeStream(raw), "k", "-", 2, lambda i, f: None)["more"] is True
@@ -91,8 +104,11 @@ def test_read_stream_counts_malformed_entries_and_moves_past_them():
 
 
 def test_redaction_hides_tokens_and_url_passwords():
-    cfg = {"dashboard": {"token": "abc", "host": "0.0.0.0"}, "run": {"redis_url": "redis://:pw@h:6379/0"},
-           "x": {"password": None, "list": ["redis://u:pw@h/0"]}}
+    cfg = {
+        "dashboard": {"token": "abc", "host": "0.0.0.0"},
+        "run": {"redis_url": "redis://:pw@h:6379/0"},
+        "x": {"password": None, "list": ["redis://u:pw@h/0"]},
+    }
     out = redact_config(cfg)
     assert out["dashboard"] == {"token": "***", "host": "0.0.0.0"}
     assert out["run"]["redis_url"] == "redis://:***@h:6379/0"
@@ -106,13 +122,21 @@ def test_worker_health():
     assert worker_health({"healthy": False, "last_seen": 999.0}, True, now) == "unhealthy"
     assert worker_health({"healthy": True, "last_seen": 999.0}, False, now) == "stopped"
     rows = worker_rows({"rollout-1": {"last_seen": 990.0}, "rollout-0": {"last_seen": None}}, True, now)
-    assert [(r["worker"], r["health"], r["age_s"]) for r in rows] == [("rollout-0", "stale", None), ("rollout-1", "ok", 10.0)]
+    assert [(r["worker"], r["health"], r["age_s"]) for r in rows] == [
+        ("rollout-0", "stale", None),
+        ("rollout-1", "ok", 10.0),
+    ]
 
 
 def test_dashboard_config_rules(monkeypatch):
     monkeypatch.delenv("SHOAL_DASHBOARD_TOKEN", raising=False)
     cfg = load_config(None, [])
-    assert (cfg.dashboard.enabled, cfg.dashboard.host, cfg.dashboard.port, cfg.dashboard.token) == (True, "127.0.0.1", 8420, None)
+    assert (cfg.dashboard.enabled, cfg.dashboard.host, cfg.dashboard.port, cfg.dashboard.token) == (
+        True,
+        "127.0.0.1",
+        8420,
+        None,
+    )
     with pytest.raises(ConfigError) as e:
         load_config(None, ["dashboard.host=0.0.0.0"])
     assert str(e.value).startswith("dashboard.token:") and "SHOAL_DASHBOARD_TOKEN" in str(e.value)

@@ -4,8 +4,8 @@ import statistics
 
 import pytest
 
-from rollout.envs import collect, episode_success, make_env, make_policy
-from rollout.envs.cue_recall import CueRecallEnv
+from shoal.rollout.envs import collect, episode_success, make_env, make_policy
+from shoal.rollout.envs.cue_recall import CueRecallEnv
 
 
 def walk(env, seed, actions):
@@ -76,7 +76,9 @@ def test_junction_looks_the_same_for_both_cues():
 def mean_return_and_success(env, name, n=60):
     res = collect(env, [(name, make_policy(name, env))], n, seed=0, max_turns=100)
     assert not res.dropped
-    return statistics.fmean(e.total_return for _, e in res.episodes), statistics.fmean(episode_success(e) for _, e in res.episodes)
+    return statistics.fmean(e.total_return for _, e in res.episodes), statistics.fmean(
+        episode_success(e) for _, e in res.episodes
+    )
 
 
 def test_scripted_policies_reach_their_expected_returns():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rollout.envs import (
+from shoal.rollout.envs import (
     EpisodeFileError,
     collect,
     make_env,
@@ -12,7 +12,7 @@ from rollout.envs import (
     read_episodes,
     write_episodes,
 )
-from services.types import Episode, Turn
+from shoal.types import Episode, Turn
 
 
 @pytest.mark.parametrize("env_name", ["cue_recall", "maze_fo", "maze_po", "wordle"])
@@ -26,7 +26,11 @@ def test_roundtrip(env_name, tmp_path):
     assert len(path.read_text().splitlines()) == 4
 
 
-GOOD = {"episode_id": "e", "task": "t", "turns": [{"observation": "o", "action": "a", "reward": 1, "done": True, "info": {}}]}
+GOOD = {
+    "episode_id": "e",
+    "task": "t",
+    "turns": [{"observation": "o", "action": "a", "reward": 1, "done": True, "info": {}}],
+}
 
 
 def bad(**changes):
@@ -38,20 +42,23 @@ def bad(**changes):
     return json.dumps(obj)
 
 
-@pytest.mark.parametrize("line, needle", [
-    ('{"episode_id": "e",', "invalid JSON"),
-    ("[1, 2]", "expected a JSON object, got list"),
-    (json.dumps({"task": "t", "turns": []}), "missing field 'episode_id'"),
-    (bad(task=3), "field 'task' must be a string"),
-    (bad(turns=[]), "'turns' must be a non-empty list"),
-    (bad(policy_version="1"), "'policy_version' must be an integer"),
-    (bad(turn={"reward": "1.0"}), "turns[0].reward must be a finite number"),
-    (bad(turn={"reward": None}), "turns[0].reward must be a finite number"),
-    (bad(turn={"done": 1}), "turns[0].done must be true/false"),
-    (bad(turn={"info": []}), "turns[0].info must be an object"),
-    (bad(turn={"action": 5}), "turns[0].action must be a string"),
-    (bad().replace('"reward": 1', '"reward": NaN'), "NaN is not allowed"),
-])
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ('{"episode_id": "e",', "invalid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        (json.dumps({"task": "t", "turns": []}), "missing field 'episode_id'"),
+        (bad(task=3), "field 'task' must be a string"),
+        (bad(turns=[]), "'turns' must be a non-empty list"),
+        (bad(policy_version="1"), "'policy_version' must be an integer"),
+        (bad(turn={"reward": "1.0"}), "turns[0].reward must be a finite number"),
+        (bad(turn={"reward": None}), "turns[0].reward must be a finite number"),
+        (bad(turn={"done": 1}), "turns[0].done must be true/false"),
+        (bad(turn={"info": []}), "turns[0].info must be an object"),
+        (bad(turn={"action": 5}), "turns[0].action must be a string"),
+        (bad().replace('"reward": 1', '"reward": NaN'), "NaN is not allowed"),
+    ],
+)
 def test_bad_lines_are_named_by_file_and_line(line, needle, tmp_path):
     path = tmp_path / "eps.jsonl"
     path.write_text(json.dumps(GOOD) + "\n\n" + line + "\n")

@@ -4,8 +4,8 @@ import statistics
 
 import pytest
 
-from rollout.envs import collect, episode_seed, episode_success, make_env, make_policy
-from rollout.envs.maze import DOUBLE_T, MazeEnv, distances, generate_maze
+from shoal.rollout.envs import collect, episode_seed, episode_success, make_env, make_policy
+from shoal.rollout.envs.maze import DOUBLE_T, MazeEnv, distances, generate_maze
 
 
 def test_double_t_layout_is_lmrl_gyms():
@@ -83,7 +83,9 @@ def test_optimal_policy_takes_shortest_paths(env_name):
         assert episode_success(ep) and ep.total_return == -(probe.goal_distance[probe.position] - 1)
 
 
-@pytest.mark.parametrize("env_name, layout", [("maze_fo", "double_t"), ("maze_po", "double_t"), ("maze_po", "generated")])
+@pytest.mark.parametrize(
+    "env_name, layout", [("maze_fo", "double_t"), ("maze_po", "double_t"), ("maze_po", "generated")]
+)
 def test_policy_quality_order(env_name, layout):
     env = make_env(env_name, layout=layout)
     stats = {}

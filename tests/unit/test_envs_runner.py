@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout.envs import (
+from shoal.rollout.envs import (
     DroppedEpisode,
     collect,
     make_env,
@@ -16,9 +16,9 @@ from rollout.envs import (
     policy_names,
     run_episode,
 )
-from rollout.envs.base import RandomPolicy, policy_seed
-from rollout.envs.faults import FaultyEnv
-from services.types import Episode
+from shoal.rollout.envs.base import RandomPolicy, policy_seed
+from shoal.rollout.envs.faults import FaultyEnv
+from shoal.types import Episode
 
 
 class Scripted:
@@ -73,30 +73,40 @@ def test_max_turns_truncates_with_done_false():
     assert len(ep.turns) == 5 and not ep.turns[-1].done and ep.total_return == -5.0
 
 
-@pytest.mark.parametrize("fault, at_turn, needle", [
-    ("raise", 1, "step() raised RuntimeError: injected fault"),
-    ("raise", 0, "reset() raised RuntimeError"),
-    ("nonstring", 2, "non-string observation (int 42)"),
-    ("nonstring", 0, "reset() returned a non-string observation"),
-    ("nan", 1, "non-finite reward (nan)"),
-    ("badinfo", 1, "not JSON-safe"),
-])
+@pytest.mark.parametrize(
+    "fault, at_turn, needle",
+    [
+        ("raise", 1, "step() raised RuntimeError: injected fault"),
+        ("raise", 0, "reset() raised RuntimeError"),
+        ("nonstring", 2, "non-string observation (int 42)"),
+        ("nonstring", 0, "reset() returned a non-string observation"),
+        ("nan", 1, "non-finite reward (nan)"),
+        ("badinfo", 1, "not JSON-safe"),
+    ],
+)
 def test_a_misbehaving_environment_drops_the_episode_with_a_reason(fault, at_turn, needle):
     env = FaultyEnv(fault=fault, every=1, at_turn=at_turn, inner="cue_recall")
     d = run_episode(env, make_policy("random", env), "faulty-7", max_turns=50, seed=3)
-    assert isinstance(d, DroppedEpisode) and (d.task, d.episode_id, d.turn) == ("faulty_cue_recall", "faulty-7", max(at_turn - 1, 0))
+    assert isinstance(d, DroppedEpisode) and (d.task, d.episode_id, d.turn) == (
+        "faulty_cue_recall",
+        "faulty-7",
+        max(at_turn - 1, 0),
+    )
     assert needle in d.reason and "faulty_cue_recall" in str(d) and "faulty-7" in str(d)
 
 
-@pytest.mark.parametrize("result, needle", [
-    (("o", 1.0, True), "must return (observation, reward, done, info)"),
-    (("o", "1", True, {}), "non-numeric reward"),
-    (("o", True, True, {}), "non-numeric reward"),
-    (("o", math.inf, True, {}), "non-finite reward (inf)"),
-    (("o", 1.0, "yes", {}), "expected a bool"),
-    (("o", 1.0, True, ["x"]), "info of type list"),
-    ((b"o", 1.0, True, {}), "non-string observation (bytes"),
-])
+@pytest.mark.parametrize(
+    "result, needle",
+    [
+        (("o", 1.0, True), "must return (observation, reward, done, info)"),
+        (("o", "1", True, {}), "non-numeric reward"),
+        (("o", True, True, {}), "non-numeric reward"),
+        (("o", math.inf, True, {}), "non-finite reward (inf)"),
+        (("o", 1.0, "yes", {}), "expected a bool"),
+        (("o", 1.0, True, ["x"]), "info of type list"),
+        ((b"o", 1.0, True, {}), "non-string observation (bytes"),
+    ],
+)
 def test_malformed_step_results_are_dropped(result, needle):
     d = run_episode(OneStepEnv(result), Scripted(["a"]), "e0", max_turns=3)
     assert isinstance(d, DroppedEpisode) and needle in d.reason and d.task == "one_step"
@@ -116,9 +126,18 @@ def test_policy_errors_propagate():
 def test_collector_counts_dropped_episodes_and_continues():
     env = FaultyEnv(fault="nan", every=2, inner="maze_po")
     told = []
-    res = collect(env, [("optimal", make_policy("optimal", env.env)), ("random", make_policy("random", env))], 10, seed=0, max_turns=200, on_drop=told.append)
+    res = collect(
+        env,
+        [("optimal", make_policy("optimal", env.env)), ("random", make_policy("random", env))],
+        10,
+        seed=0,
+        max_turns=200,
+        on_drop=told.append,
+    )
     assert len(res.dropped) == 5 and len(res.episodes) == 5 and told == res.dropped
-    assert {d.episode_id for d in res.dropped} == {f"faulty_maze_po-{'optimal' if i % 2 == 0 else 'random'}-s0-{i:06d}" for i in range(0, 10, 2)}
+    assert {d.episode_id for d in res.dropped} == {
+        f"faulty_maze_po-{'optimal' if i % 2 == 0 else 'random'}-s0-{i:06d}" for i in range(0, 10, 2)
+    }
     assert [name for name, _ in res.episodes] == ["random"] * 5
 
 

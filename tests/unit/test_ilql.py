@@ -9,7 +9,8 @@ import types
 import pytest
 import torch
 
-from learner.ilql import (
+from shoal.learner.ilql.acting import ILQLLogitsProcessor, ILQLPolicy, ilql_logits
+from shoal.learner.ilql.learning import (
     ILQLConfig,
     ILQLLearner,
     collate_episodes,
@@ -17,16 +18,15 @@ from learner.ilql import (
     prompt_ids,
     split_weights,
 )
-from learner.init_model import build_model_dir
-from rollout.envs import Policy, collect, run_episode
-from rollout.envs.random_walks import (
+from shoal.models import build_model_dir
+from shoal.rollout.envs import Policy, collect, run_episode
+from shoal.rollout.envs.random_walks import (
     POLICIES,
     RandomWalkPolicy,
     RandomWalksEnv,
     shortest_lengths,
 )
-from rollout.ilql_decoding import ILQLLogitsProcessor, ILQLPolicy, ilql_logits
-from services.types import Episode, SampledBatch, Turn
+from shoal.types import Episode, SampledBatch, Turn
 
 
 class _Letters:
@@ -192,7 +192,12 @@ def test_processor_call_matches_hidden_state_path(model_dir):
     with torch.no_grad():
         out = learner.model(input_ids=ids, output_hidden_states=True)
     scores = out.logits[:, -1, :]
-    expected = ilql_logits(scores, learner.heads.target_q(out.hidden_states[-1][:, -1]), learner.heads.value(out.hidden_states[-1][:, -1]), 3.0)
+    expected = ilql_logits(
+        scores,
+        learner.heads.target_q(out.hidden_states[-1][:, -1]),
+        learner.heads.value(out.hidden_states[-1][:, -1]),
+        3.0,
+    )
     torch.testing.assert_close(proc(ids, scores), expected)
 
 
@@ -203,10 +208,14 @@ def test_policy_greedy_decode_matches_generate_with_processor(model_dir):
     ids = prompt_ids(learner.tokenizer, [], "b")
     ours = pol.decode(ids)
     gen = learner.model.generate(
-        torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,
-        max_new_tokens=6, logits_processor=[pol.processor], eos_token_id=learner.tokenizer.eos_token_id,
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        do_sample=False,
+        max_new_tokens=6,
+        logits_processor=[pol.processor],
+        eos_token_id=learner.tokenizer.eos_token_id,
         pad_token_id=learner.tokenizer.pad_token_id,
-    )[0, len(ids):].tolist()
+    )[0, len(ids) :].tolist()
     eos = learner.tokenizer.eos_token_id
     assert ours == (gen[: gen.index(eos)] if eos in gen else gen)
     # greedy decoding is deterministic
@@ -223,7 +232,12 @@ def test_policy_protocol_and_episode(model_dir, env):
     again = run_episode(env, pol, "x", 1, seed=5)
     assert again.turns[0].action == ep.turns[0].action  # seeded
     # weights round-trip through get_weights
-    other = ILQLPolicy(ILQLLearner(str(model_dir), seed=3).model, learner.tokenizer, ILQLLearner(str(model_dir), seed=4).heads, beta=1.0)
+    other = ILQLPolicy(
+        ILQLLearner(str(model_dir), seed=3).model,
+        learner.tokenizer,
+        ILQLLearner(str(model_dir), seed=4).heads,
+        beta=1.0,
+    )
     other.load_weights(learner.get_weights())
     torch.testing.assert_close(other.heads.v[0].weight, learner.heads.v[0].weight)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from learner.losses import (
+from shoal.learner.losses import (
     entropy_from_logits,
     gae,
     masked_mean,
@@ -25,7 +25,10 @@ def _mask(lengths=LENGTHS, width=T) -> torch.Tensor:
     return torch.tensor([[1.0] * n + [0.0] * (width - n) for n in lengths], dtype=torch.float64)
 
 
-def _rand(seed: int, shape=(len(LENGTHS), T), scale=1.0) -> torch.Tensor:
+SHAPE = (len(LENGTHS), T)
+
+
+def _rand(seed: int, shape=SHAPE, scale=1.0) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale
 
 
@@ -151,7 +154,9 @@ def test_value_loss_matches_loop(vf_clip):
 def test_value_clipping_changes_the_loss():
     mask = _mask()
     old, values, returns = _rand(6), _rand(6) + _rand(7, scale=0.3), _rand(8)
-    assert value_loss(values, old, returns, mask, 0.05).item() != pytest.approx(value_loss(values, old, returns, mask, None).item())
+    assert value_loss(values, old, returns, mask, 0.05).item() != pytest.approx(
+        value_loss(values, old, returns, mask, None).item()
+    )
 
 
 def test_token_logprobs_and_entropy_match_loops():

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from services.metrics import (
+from shoal.services.metrics import (
     RedisMetrics,
     check_run_id,
     clean_json_object,
@@ -18,9 +18,9 @@ from services.metrics import (
     decode_worker,
     encode_entry,
     encode_metrics,
-    format_latest_table,
     redact,
 )
+from shoal.services.metrics_table import format_latest_table
 
 
 def test_non_finite_values_become_null_and_never_raise():
@@ -30,10 +30,24 @@ def test_non_finite_values_become_null_and_never_raise():
 
 
 def test_numbers_keep_their_kind():
-    data = encode_metrics({"learner/step": 3, "learner/loss": 0.25, "buffer/full": True,
-                           "rollout/n": np.int64(7), "rollout/x": np.float32(0.5), "rollout/z": np.array(2.0)})
-    assert data == {"learner/step": 3, "learner/loss": 0.25, "buffer/full": 1,
-                    "rollout/n": 7, "rollout/x": 0.5, "rollout/z": 2.0}
+    data = encode_metrics(
+        {
+            "learner/step": 3,
+            "learner/loss": 0.25,
+            "buffer/full": True,
+            "rollout/n": np.int64(7),
+            "rollout/x": np.float32(0.5),
+            "rollout/z": np.array(2.0),
+        }
+    )
+    assert data == {
+        "learner/step": 3,
+        "learner/loss": 0.25,
+        "buffer/full": 1,
+        "rollout/n": 7,
+        "rollout/x": 0.5,
+        "rollout/z": 2.0,
+    }
     assert type(data["learner/step"]) is int and type(data["rollout/n"]) is int
 
 
@@ -51,8 +65,13 @@ def test_metric_names_must_be_namespaced(name):
 
 def test_entry_round_trip_with_and_without_step():
     fields = encode_entry("rollout-0", 4, {"rollout/tokens_per_s": 812.5}, 1700000000.25)
-    assert decode_entry("1-0", fields) == {"id": "1-0", "source": "rollout-0", "step": 4,
-                                           "t": 1700000000.25, "data": {"rollout/tokens_per_s": 812.5}}
+    assert decode_entry("1-0", fields) == {
+        "id": "1-0",
+        "source": "rollout-0",
+        "step": 4,
+        "t": 1700000000.25,
+        "data": {"rollout/tokens_per_s": 812.5},
+    }
     fields = encode_entry("learner", None, {"learner/loss": None}, 1.0)
     assert "step" not in fields
     assert decode_entry("2-0", fields)["step"] is None
@@ -61,21 +80,45 @@ def test_entry_round_trip_with_and_without_step():
 GOOD = {"source": "rollout-0", "step": "1", "t": "1.5", "data": '{"a/b": 1}'}
 
 
-@pytest.mark.parametrize("change", [
-    {"data": None}, {"data": "not json"}, {"data": "[1, 2]"}, {"data": '{"a/b": NaN}'},
-    {"data": '{"a/b": "x"}'}, {"data": '{"a/b": {"c": 1}}'}, {"data": '{"a/b": true}'},
-    {"step": "three"}, {"t": "nan"}, {"t": None}, {"source": None}, {"source": ""},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"data": None},
+        {"data": "not json"},
+        {"data": "[1, 2]"},
+        {"data": '{"a/b": NaN}'},
+        {"data": '{"a/b": "x"}'},
+        {"data": '{"a/b": {"c": 1}}'},
+        {"data": '{"a/b": true}'},
+        {"step": "three"},
+        {"t": "nan"},
+        {"t": None},
+        {"source": None},
+        {"source": ""},
+    ],
+)
 def test_malformed_entries_decode_to_none(change):
     assert decode_entry("1-0", GOOD) is not None
     assert decode_entry("1-0", {**GOOD, **change}) is None
 
 
 def test_latest_worker_event_decoding():
-    assert decode_latest('{"v": 1.5, "step": 2, "t": 3, "source": "s"}') == {"v": 1.5, "step": 2, "t": 3.0, "source": "s"}
+    assert decode_latest('{"v": 1.5, "step": 2, "t": 3, "source": "s"}') == {
+        "v": 1.5,
+        "step": 2,
+        "t": 3.0,
+        "source": "s",
+    }
     assert decode_latest('{"v": null, "step": null, "t": 3, "source": "s"}')["v"] is None
-    for bad in ["", "{", "[]", '{"v": "x", "t": 1, "source": "s"}', '{"v": 1, "source": "s"}',
-                '{"v": 1, "t": 1, "source": "s", "step": 1.5}', '{"v": Infinity, "t": 1, "source": "s"}']:
+    for bad in [
+        "",
+        "{",
+        "[]",
+        '{"v": "x", "t": 1, "source": "s"}',
+        '{"v": 1, "source": "s"}',
+        '{"v": 1, "t": 1, "source": "s", "step": 1.5}',
+        '{"v": Infinity, "t": 1, "source": "s"}',
+    ]:
         assert decode_latest(bad) is None, bad
     w = decode_worker('{"node": "n1", "healthy": true}')
     assert w["node"] == "n1" and w["healthy"] is True and w["engine"] is None and "last_seen" in w
@@ -86,8 +129,10 @@ def test_latest_worker_event_decoding():
 
 
 def test_summary_cleaning_keeps_structure():
-    assert clean_json_object({"a": [1, float("nan")], "b": {"c": float("inf")}}, "summary") == \
-        {"a": [1, None], "b": {"c": None}}
+    assert clean_json_object({"a": [1, float("nan")], "b": {"c": float("inf")}}, "summary") == {
+        "a": [1, None],
+        "b": {"c": None},
+    }
 
 
 def test_run_ids_and_url_redaction():
@@ -124,9 +169,18 @@ def test_table_groups_by_namespace_in_standard_order():
 
 
 def test_table_with_workers_and_empty():
-    workers = {"rollout-1": {"node": "n2", "engine": "vllm", "policy_version": 3, "tokens_per_s": 900.5,
-                             "samples_per_s": 12.0, "healthy": False, "last_seen": 95.0},
-               "rollout-0": {"node": "n1", "engine": None, "healthy": True, "last_seen": None}}
+    workers = {
+        "rollout-1": {
+            "node": "n2",
+            "engine": "vllm",
+            "policy_version": 3,
+            "tokens_per_s": 900.5,
+            "samples_per_s": 12.0,
+            "healthy": False,
+            "last_seen": 95.0,
+        },
+        "rollout-0": {"node": "n1", "engine": None, "healthy": True, "last_seen": None},
+    }
     text = format_latest_table({}, workers, now=100.0)
     lines = text.splitlines()
     assert lines[0] == "no metrics yet" and "workers" in lines

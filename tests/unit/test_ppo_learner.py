@@ -10,13 +10,14 @@ import math
 import pytest
 import torch
 
-from learner.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
-from learner.init_model import load_policy
-from learner.ppo import PPOLearner, collate
-from rollout.tasks import encode_prompt
-from services.config import PPOSection, RewardSection
-from services.core import Learner, ListMetrics
-from services.types import Prompt, RewardTerms, Rollout, SampledBatch, ScoredRollout
+from shoal.core import Learner, ListMetrics
+from shoal.learner.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
+from shoal.learner.ppo.config import PPOConfig
+from shoal.learner.ppo.learning import PPOLearner, collate
+from shoal.models import load_policy
+from shoal.rollout.tasks import encode_prompt
+from shoal.services.config import RewardSection
+from shoal.types import Prompt, RewardTerms, Rollout, SampledBatch, ScoredRollout
 
 METRIC_NAMES = {
     "learner/policy_loss", "learner/value_loss", "learner/entropy", "learner/clip_fraction",
@@ -27,7 +28,16 @@ METRIC_NAMES = {
 
 
 @torch.no_grad()
-def sample_rollouts(model, prompt: Prompt, n: int, max_new_tokens: int, temperature: float, generator: torch.Generator, version: int, eos_id: int | None) -> list[Rollout]:
+def sample_rollouts(
+    model,
+    prompt: Prompt,
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    generator: torch.Generator,
+    version: int,
+    eos_id: int | None,
+) -> list[Rollout]:
     """n responses to one prompt by ancestral sampling; each is cut after its first EOS."""
     seqs = torch.tensor([prompt.token_ids] * n)
     tokens, logps = [], []
@@ -57,7 +67,16 @@ def _batch(learner: PPOLearner, ref_model, seed: int, n_per_prompt: int = 4) -> 
     sampler, _ = load_policy_like(learner)
     items = []
     for prompt in _prompts(learner.tokenizer):
-        for r in sample_rollouts(sampler, prompt, n_per_prompt, 5, learner.temperature, gen, learner.policy_version, learner.tokenizer.eos_token_id):
+        for r in sample_rollouts(
+            sampler,
+            prompt,
+            n_per_prompt,
+            5,
+            learner.temperature,
+            gen,
+            learner.policy_version,
+            learner.tokenizer.eos_token_id,
+        ):
             ref = ref_logprobs(ref_model, r, learner.temperature)
             terms = RewardTerms({"toy": float(r.response_ids[0] % 3)}, ref, {"gold": float(len(r.response_ids))})
             items.append(ScoredRollout(r, terms, float(r.response_ids[0] % 3)))
@@ -87,7 +106,9 @@ def ref_logprobs(ref_model, rollout: Rollout, temperature: float) -> list[float]
 
 def _cfgs(**ppo):
     base = dict(batch_size=8, minibatch_size=4, ppo_epochs=2, learning_rate=1e-3)
-    return PPOSection(**{**base, **ppo}), RewardSection(reward_model_path=None, kl_coef=0.1, adaptive_kl=True, kl_target=0.5, kl_horizon=100)
+    return PPOConfig(**{**base, **ppo}), RewardSection(
+        reward_model_path=None, kl_coef=0.1, adaptive_kl=True, kl_target=0.5, kl_horizon=100
+    )
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +219,13 @@ def test_checkpoint_overwrite_and_latest(tiny_model_dir, tmp_path):
     (run / "checkpoints" / "step_latest").mkdir()
     (run / "checkpoints" / "step_latest" / "meta.json").write_text("{}")  # not a step number
     assert latest_checkpoint(run) == checkpoint_dir(run, 10)
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002", "step_00000003", "step_00000010", "step_00000099", "step_latest"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_00000002",
+        "step_00000003",
+        "step_00000010",
+        "step_00000099",
+        "step_latest",
+    ]
 
 
 def test_restore_from_missing_or_empty_dir_names_the_path(tiny_model_dir, tmp_path):

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from reward.preferences import (
+from shoal.reward.preferences import (
     PreferenceFileError,
     bt_probability,
     generate_preference_pairs,
@@ -32,7 +32,10 @@ def test_labels_follow_bradley_terry(tiny_task):
     """The better answer is chosen as often as the BT model predicts, and not always."""
     pairs = generate_preference_pairs(tiny_task, 3000, seed=0, bt_scale=8.0)
     agree = [p["gold_chosen"] > p["gold_rejected"] for p in pairs]
-    expected = [bt_probability(max(p["gold_chosen"], p["gold_rejected"]), min(p["gold_chosen"], p["gold_rejected"]), 8.0) for p in pairs]
+    expected = [
+        bt_probability(max(p["gold_chosen"], p["gold_rejected"]), min(p["gold_chosen"], p["gold_rejected"]), 8.0)
+        for p in pairs
+    ]
     rate, predicted = sum(agree) / len(pairs), sum(expected) / len(pairs)
     assert abs(rate - predicted) < 3 * math.sqrt(predicted * (1 - predicted) / len(pairs))
     assert 0.6 < rate < 0.98
@@ -71,7 +74,10 @@ GOOD = json.dumps({"prompt": "write about ko :", "chosen": "kofa", "rejected": "
         (json.dumps({"prompt": "x", "chosen": "a"}), "missing field 'rejected'"),
         (json.dumps({"prompt": "x", "chosen": 3, "rejected": "b"}), "field 'chosen' must be a string, got int"),
         (json.dumps({"prompt": "x", "chosen": "a", "rejected": "b", "meta": [1]}), "field 'meta' must be an object"),
-        (json.dumps({"prompt": "x", "chosen": "a", "rejected": "b", "gold_chosen": "hi"}), "'gold_chosen' must be a number"),
+        (
+            json.dumps({"prompt": "x", "chosen": "a", "rejected": "b", "gold_chosen": "hi"}),
+            "'gold_chosen' must be a number",
+        ),
         (json.dumps(["x", "a", "b"]), "expected a JSON object, got list"),
     ],
 )

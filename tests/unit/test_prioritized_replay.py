@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from buffer.prioritized import PRIORITY_FLOOR, PrioritizedSequenceReplay, SampleToInsertRatio
-from buffer.sequences import cut_episode
-from services.core import ReplayBuffer
-from services.stages import BufferStage
-from services.types import Episode, SequenceItem, Turn
+from shoal.buffer.prioritized import PRIORITY_FLOOR, PrioritizedSequenceReplay, SampleToInsertRatio
+from shoal.buffer.sequences import cut_episode
+from shoal.core import ReplayBuffer
+from shoal.services.stages import BufferStage
+from shoal.types import Episode, SequenceItem, Turn
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,17 @@ def test_stale_items_are_dropped_like_a_slow_filter(learner_version, max_lag):
     assert buf.update_priorities(dropped_keys, [1.0] * len(dropped_keys)) == 0
 
 
+def test_offline_items_are_never_stale():
+    # Offline data (ILQL's data set, scripted policies) has policy_version -1: no learner made it,
+    # so a staleness bound must not drop it however far the learner has moved on.
+    buf = PrioritizedSequenceReplay(capacity=20, max_policy_lag=2, seed=4)
+    buf.add(_items(6, version=-1) + _items(3, start=6, version=0))
+    batch = buf.sample(4, learner_version=100)
+    assert batch is not None and batch.dropped_stale == 3  # only the on-policy version-0 items
+    assert len(buf) == 6 and buf.stats()["buffer/dropped_stale"] == 3
+    assert {it.name for _ in range(50) for it in buf.sample(2, 100).items} == set(range(6))
+
+
 def test_priorities_are_validated_and_floored():
     buf = PrioritizedSequenceReplay(capacity=4)
     buf.add(_items(3))
@@ -179,7 +190,9 @@ def test_rate_limiter_blocks_and_permits_by_hand():
 
 def test_rate_limiter_invariants_and_no_deadlock_under_random_interleaving():
     spi, min_size, eb, batch = 4.0, 8, 40.0, 16
-    buf = PrioritizedSequenceReplay(capacity=50, samples_per_insert=spi, min_size_to_sample=min_size, error_buffer=eb, seed=5)
+    buf = PrioritizedSequenceReplay(
+        capacity=50, samples_per_insert=spi, min_size_to_sample=min_size, error_buffer=eb, seed=5
+    )
     rng = np.random.default_rng(6)
     offset = spi * min_size
     for step in range(500):
@@ -207,7 +220,9 @@ def test_rate_limiter_deadlock_is_refused_or_avoided():
 
 
 def test_stale_drops_cannot_starve_the_learner_under_the_rate_limiter():
-    buf = PrioritizedSequenceReplay(capacity=100, samples_per_insert=1.0, min_size_to_sample=4, error_buffer=8.0, max_policy_lag=0)
+    buf = PrioritizedSequenceReplay(
+        capacity=100, samples_per_insert=1.0, min_size_to_sample=4, error_buffer=8.0, max_policy_lag=0
+    )
     buf.add(_items(12, version=0))
     assert buf.sample(4, learner_version=0) is not None
     assert buf.sample(4, learner_version=1) is None and len(buf) == 0  # everything went stale

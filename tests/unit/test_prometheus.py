@@ -12,20 +12,30 @@ from pathlib import Path
 
 import pytest
 
-from services import prometheus
-from services.core import ListMetrics
-from services.prometheus import EXPORTED_METRICS, PrometheusMetrics, TeeMetrics, exported_series, prometheus_name, split_bucket
+from shoal.core import ListMetrics
+from shoal.services import prometheus
+from shoal.services.prometheus import (
+    EXPORTED_METRICS,
+    PrometheusMetrics,
+    TeeMetrics,
+    exported_series,
+    prometheus_name,
+    split_bucket,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana" / "shoal-dashboard.json"
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("rollout/tokens_per_s", "shoal_rollout_tokens_per_s"),
-    ("reward/my.rules:score_mean", "shoal_reward_my_rules_score_mean"),
-    ("buffer/policy_lag/3", "shoal_buffer_policy_lag"),
-    ("learner/KL-Ref", "shoal_learner_kl_ref"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("rollout/tokens_per_s", "shoal_rollout_tokens_per_s"),
+        ("reward/my.rules:score_mean", "shoal_reward_my_rules_score_mean"),
+        ("buffer/policy_lag/3", "shoal_buffer_policy_lag"),
+        ("learner/KL-Ref", "shoal_learner_kl_ref"),
+    ],
+)
 def test_names_are_sanitized_for_prometheus(name, expected):
     assert prometheus_name(name) == expected
     assert re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", prometheus_name(name))
@@ -57,8 +67,10 @@ def test_sink_sets_one_gauge_per_name_with_run_and_source_tags(monkeypatch):
     sink.log({"rollout/tokens_per_s": 900.0})
     g = prometheus._GAUGES
     assert set(g) == {"shoal_rollout_tokens_per_s", "shoal_buffer_policy_lag"}
-    assert g["shoal_rollout_tokens_per_s"].values == [(812.0, {"run_id": "demo-1", "source": "rollout-0"}),
-                                                      (900.0, {"run_id": "demo-1", "source": "rollout-0"})]
+    assert g["shoal_rollout_tokens_per_s"].values == [
+        (812.0, {"run_id": "demo-1", "source": "rollout-0"}),
+        (900.0, {"run_id": "demo-1", "source": "rollout-0"}),
+    ]
     assert g["shoal_buffer_policy_lag"].values == [(5.0, {"run_id": "demo-1", "source": "rollout-0", "bucket": "2"})]
 
 
@@ -71,6 +83,7 @@ def test_sink_is_a_no_op_without_ray_and_never_raises(monkeypatch):
 
     def broken(*a, **k):
         raise RuntimeError("agent down")
+
     monkeypatch.setattr(sink, "_active", lambda: True)
     monkeypatch.setattr(prometheus, "_gauge", broken)
     sink.log({"learner/loss": 1.0, "learner/kl": 2.0})
@@ -102,8 +115,9 @@ def test_tee_forwards_logs_events_and_worker_status():
 
 def _logged_in_code(name: str) -> bool:
     """True when some library/service module logs `name` (literally, or via its f-string)."""
-    sources = "\n".join(p.read_text() for d in ("rollout", "reward", "buffer", "learner", "services")
-                        for p in (ROOT / d).rglob("*.py"))
+    sources = "\n".join(
+        p.read_text() for d in ("rollout", "reward", "buffer", "learner", "services") for p in (ROOT / d).rglob("*.py")
+    )
     if f'"{name}"' in sources:
         return True
     head, bucket = split_bucket(name)
@@ -125,8 +139,14 @@ def test_grafana_dashboard_is_valid_and_uses_only_exported_series():
     used = {m for e in exprs for m in re.findall(r"\bray_shoal_[a-z0-9_]+", e)}
     used |= set(re.findall(r"\bray_shoal_[a-z0-9_]+", json.dumps(dash["templating"])))
     assert used and used <= exported_series(), sorted(used - exported_series())
-    for want in ["ray_shoal_rollout_tokens_per_s", "ray_shoal_reward_gold_mean", "ray_shoal_learner_kl_ref",
-                 "ray_shoal_buffer_policy_lag", "ray_shoal_weights_sync_s", "ray_shoal_learner_steps_per_s"]:
+    for want in [
+        "ray_shoal_rollout_tokens_per_s",
+        "ray_shoal_reward_gold_mean",
+        "ray_shoal_learner_kl_ref",
+        "ray_shoal_buffer_policy_lag",
+        "ray_shoal_weights_sync_s",
+        "ray_shoal_learner_steps_per_s",
+    ]:
         assert want in used
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))

@@ -7,13 +7,12 @@ import math
 import pytest
 import torch
 
-from learner.q_math import (
+from shoal.learner.q_math import (
     RESCALE_EPS,
     cql_term,
     expectile_loss,
     ilql_q_target,
     ilql_value_target,
-    importance_weights,
     inverse_value_rescale,
     n_step_double_q_targets,
     polyak_update,
@@ -177,25 +176,9 @@ def test_sequence_priorities_match_loop(eta):
 
 def test_sequence_priorities_ignore_huge_errors_on_padding():
     td = torch.tensor([[1.0, -2.0, 1e9]], dtype=D)
-    assert sequence_priorities(td, torch.tensor([[1.0, 1.0, 0.0]], dtype=D), 0.9).item() == pytest.approx(0.9 * 2 + 0.1 * 1.5)
-
-
-@pytest.mark.parametrize("min_prob", [None, 0.01])
-@pytest.mark.parametrize("beta", [0.6, 0.0, 1.0])
-def test_importance_weights_match_loop(beta, min_prob):
-    probs = [0.05, 0.2, 0.01, 0.5]
-    n = 40
-    got = importance_weights(torch.tensor(probs, dtype=D), n, beta, min_prob).tolist()
-    raw = [(n * p) ** -beta for p in probs]
-    top = max(raw) if min_prob is None else (n * min_prob) ** -beta
-    for g, w in zip(got, raw):
-        assert g == pytest.approx(w / top, rel=1e-12)
-    assert max(got) <= 1.0 + 1e-12
-
-
-def test_importance_weights_reject_zero_probability():
-    with pytest.raises(ValueError, match="probs > 0"):
-        importance_weights(torch.tensor([0.5, 0.0]), 2, 0.6)
+    assert sequence_priorities(td, torch.tensor([[1.0, 1.0, 0.0]], dtype=D), 0.9).item() == pytest.approx(
+        0.9 * 2 + 0.1 * 1.5
+    )
 
 
 # ---- ILQL / IQL / CQL pieces -----------------------------------------------------------------
@@ -204,7 +187,9 @@ def test_importance_weights_reject_zero_probability():
 @pytest.mark.parametrize("tau", [0.5, 0.7, 0.9])
 def test_expectile_loss_matches_loop(tau):
     diff, mask = _rand(7, (3, 5)), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 1]], dtype=D)
-    vals = [(tau if diff[b, t] >= 0 else 1 - tau) * diff[b, t].item() ** 2 for b in range(3) for t in range(5) if mask[b, t]]
+    vals = [
+        (tau if diff[b, t] >= 0 else 1 - tau) * diff[b, t].item() ** 2 for b in range(3) for t in range(5) if mask[b, t]
+    ]
     assert expectile_loss(diff, tau, mask).item() == pytest.approx(sum(vals) / len(vals), rel=1e-12)
     all_vals = [(tau if x >= 0 else 1 - tau) * x**2 for x in diff.flatten().tolist()]
     assert expectile_loss(diff, tau).item() == pytest.approx(sum(all_vals) / len(all_vals), rel=1e-12)
@@ -237,7 +222,10 @@ def test_cql_term_matches_loop():
 def test_polyak_update_matches_loop_and_is_in_place():
     target = [_rand(9, (3, 2)), _rand(10, (4,))]
     online = [_rand(11, (3, 2)), _rand(12, (4,))]
-    want = [[(1 - 0.005) * a + 0.005 * b for a, b in zip(t.flatten().tolist(), o.flatten().tolist())] for t, o in zip(target, online)]
+    want = [
+        [(1 - 0.005) * a + 0.005 * b for a, b in zip(t.flatten().tolist(), o.flatten().tolist())]
+        for t, o in zip(target, online)
+    ]
     ids = [id(t) for t in target]
     polyak_update(target, online, 0.005)
     for t, w, i in zip(target, want, ids):

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from buffer.prioritized import PrioritizedSequenceReplay
-from buffer.sequences import cut_episode
-from learner.r2d2 import R2D2Config, R2D2Learner
-from learner.recurrent_q import STATE_ROWS, RecurrentQNetwork, build_tiny_encoder
-from rollout.envs.cue_recall import ACTIONS, CueRecallEnv
-from rollout.q_actor import QActor, apex_epsilon, env_corpus
-from services.types import SampledBatch
+from shoal.buffer.prioritized import PrioritizedSequenceReplay
+from shoal.buffer.sequences import cut_episode
+from shoal.learner.r2d2.acting import QActor, apex_epsilon
+from shoal.learner.r2d2.config import R2D2Config
+from shoal.learner.r2d2.learning import R2D2Learner
+from shoal.learner.r2d2.networks import STATE_ROWS, RecurrentQNetwork, build_tiny_encoder
+from shoal.rollout.envs.base import env_corpus
+from shoal.rollout.envs.cue_recall import ACTIONS, CueRecallEnv
+from shoal.types import Episode, SampledBatch, Turn
 
 K, B, T, P = 4, 2, 2, 1
 H = 16
@@ -21,12 +23,19 @@ H = 16
 @pytest.fixture(scope="module")
 def encoder():
     torch.set_num_threads(1)
-    return build_tiny_encoder(env_corpus(CueRecallEnv(corridor_length=K), num_episodes=10), hidden_size=64, vocab_size=280)
+    return build_tiny_encoder(
+        env_corpus(CueRecallEnv(corridor_length=K), num_episodes=10), hidden_size=64, vocab_size=280
+    )
 
 
 def make(encoder, **cfg):
     net = RecurrentQNetwork(encoder.dim, hidden_size=H, seed=0)
-    learner = R2D2Learner(net, encoder, R2D2Config(burn_in_length=B, trace_length=T, n_step=2, target_update_period=3, **cfg), action_set=ACTIONS)
+    learner = R2D2Learner(
+        net,
+        encoder,
+        R2D2Config(burn_in_length=B, trace_length=T, n_step=2, target_update_period=3, **cfg),
+        action_set=ACTIONS,
+    )
     actor = QActor(RecurrentQNetwork(encoder.dim, hidden_size=H, seed=1), encoder, epsilon=0.5)
     w = learner.get_weights()
     actor.load_weights(w.tensors, w.version)
@@ -115,7 +124,13 @@ def test_learner_step_metrics_priorities_and_target_period(encoder):
     batch = batch_of(episodes(actor))
     before = {k: v.clone() for k, v in learner.target.state_dict().items()}
     m, prio = learner.step_with_priorities(batch)
-    for key in ("learner/q_loss", "learner/q_mean", "learner/td_abs_mean", "learner/priority_mean", "learner/grad_norm"):
+    for key in (
+        "learner/q_loss",
+        "learner/q_mean",
+        "learner/td_abs_mean",
+        "learner/priority_mean",
+        "learner/grad_norm",
+    ):
         assert np.isfinite(m[key]), key
     assert len(prio) == len(batch.items) and all(p >= 0 for p in prio)
     assert learner.policy_version == 1 and learner.get_weights().version == 1
@@ -175,18 +190,49 @@ def test_learner_with_prioritized_replay_and_wrong_length(encoder):
 
 
 def test_dq_diagnostic_modes(encoder):
-    learner, actor = make(encoder)
+    learner, actor = make(encoder)  # the actor holds a copy of the learner's weights
     pairs = episodes(actor, n=3)
     dq = learner.dq_diagnostic(pairs, sequence_period=P)
     assert set(dq) == {"dq/zero", "dq/zero_burn_in", "dq/stored", "dq/stored_burn_in", "dq/items"}
-    # the actor runs a different network than the learner: stored states are stale, dQ > 0
-    assert dq["dq/stored"] > 0 and dq["dq/items"] > 0
+    # same weights: the stored states are the true ones, stored dQ is float noise only
+    assert dq["dq/items"] > 0 and dq["dq/stored"] < 1e-5 and dq["dq/stored_burn_in"] < 1e-5
+    assert dq["dq/zero"] > 1e-3
+    # the learner moves on without re-syncing the actor: the stored states go stale
+    batch = batch_of(pairs)
+    for _ in range(5):
+        learner.step(batch)
+    stale = learner.dq_diagnostic(pairs, sequence_period=P)
+    assert stale["dq/stored"] > 1e-3, stale
     # states from the learner's own network are exact: stored dQ is 0
     own = QActor(learner.network, encoder, epsilon=0.5)
     dq_own = learner.dq_diagnostic(episodes(own, n=3), sequence_period=P)
     assert dq_own["dq/stored"] == pytest.approx(0.0, abs=1e-5)
     assert dq_own["dq/stored_burn_in"] == pytest.approx(0.0, abs=1e-5)
     assert dq_own["dq/zero"] > 0
+
+
+def test_truncated_episode_bootstraps_last_turn_from_final_observation(encoder):
+    """The last turn of an episode cut off by max_turns (done=False) gets the target
+    r + gamma * Q_target(h_T, argmax_a Q_online(h_T, a)) at the final observation; a done
+    episode's last turn gets r alone."""
+    learner, actor = make(encoder, value_rescaling=False)
+    learner.step(batch_of(episodes(actor, n=2)))  # online != target, so double Q is visible
+    history = [("cue: left.", "go", 0.0), ("corridor.", "go", 0.25), ("corridor.", "go", 0.5)]
+    final = "junction: say left or right."
+    gamma = learner.cfg.gamma
+    with torch.no_grad():
+        q_online, _ = _q_after(learner.network, encoder, history, final)
+        q_target, _ = _q_after(learner.target, encoder, history, final)
+    bootstrap = float(q_target[q_online.argmax()])
+    assert abs(bootstrap) > 1e-3  # else the check below could not tell the two cases apart
+    for done, want in ((False, 0.5 + gamma * bootstrap), (True, 0.5)):
+        turns = [Turn(o, a, r, done=(done and i == len(history) - 1)) for i, (o, a, r) in enumerate(history)]
+        ep = Episode("e", "cue_recall", turns, policy_version=learner.policy_version, final_observation=final)
+        items = cut_episode(ep, np.zeros((len(turns), STATE_ROWS, H), np.float32), B, T, P)
+        assert [it.start for it in items] == [0]  # one item: the last turn (2) is its first trace position
+        m = learner.step(SampledBatch(items=items, keys=[0], weights=[1.0]))
+        assert m["learner/trace_turns"] == 1.0, done  # the last turn has a target (the final observation never does)
+        assert m["learner/target_mean"] == pytest.approx(want, abs=1e-5), done
 
 
 def test_save_restore_roundtrip(encoder, tmp_path):
@@ -230,7 +276,9 @@ def test_memoryless_q_ignores_history_recurrent_does_not(encoder):
         q_rand = memless.q_values(torch.randn(STATE_ROWS, H), encoder.encode([obs])[0], encoder.encode(ACTIONS))
         assert torch.equal(q0, q_rand)
         # but Q still depends on the current observation
-        q_other = memless.q_values(torch.zeros(STATE_ROWS, H), encoder.encode(["junction: say left or right."])[0], encoder.encode(ACTIONS))
+        q_other = memless.q_values(
+            torch.zeros(STATE_ROWS, H), encoder.encode(["junction: say left or right."])[0], encoder.encode(ACTIONS)
+        )
         assert not torch.allclose(q0, q_other)
 
 
@@ -247,7 +295,11 @@ def test_memoryless_network_runs_in_learner_and_actor(encoder):
     assert np.isfinite(m["learner/q_loss"])
     assert all(torch.equal(v, net.core.state_dict()[k]) for k, v in core_before.items())  # the unused core never moves
     t = learner._tensors(batch_of(pairs).items)
-    _, q_taken, states = net.unroll(torch.randn_like(t["start"]), t["obs"], t["act"], t["rewards"], t["mask"], t["cands"], B)
-    _, q_taken0, _ = net.unroll(torch.zeros_like(t["start"]), t["obs"], t["act"], t["rewards"], t["mask"], t["cands"], B)
+    _, q_taken, states = net.unroll(
+        torch.randn_like(t["start"]), t["obs"], t["act"], t["rewards"], t["mask"], t["cands"], B
+    )
+    _, q_taken0, _ = net.unroll(
+        torch.zeros_like(t["start"]), t["obs"], t["act"], t["rewards"], t["mask"], t["cands"], B
+    )
     assert torch.equal(q_taken, q_taken0)
     assert torch.count_nonzero(states[:, 1:]) == 0  # every state after the (ignored) start one is zero

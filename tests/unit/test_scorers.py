@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from reward.scorers import (
+from shoal.reward.scorers import (
     GoldScorer,
     ReferenceKLScorer,
     RewardModelScorer,
@@ -16,10 +16,10 @@ from reward.scorers import (
     reference_temperature,
     rm_text,
 )
-from reward.scoring import Rejection, merge_terms, score_rollouts
-from reward.train_rm import init_reward_model, save_reward_model
-from rollout.tasks import encode_prompt
-from services.types import Prompt, RewardTerms, Rollout
+from shoal.reward.scoring import Rejection, merge_terms, score_rollouts
+from shoal.reward.train_rm import init_reward_model, save_reward_model
+from shoal.rollout.tasks import encode_prompt
+from shoal.types import Prompt, RewardTerms, Rollout
 
 HERE = "tests.unit.test_scorers"
 
@@ -56,13 +56,20 @@ def make_rollout(tok, i: int, topic: str, words: str, eos: bool = True) -> Rollo
     prompt = Prompt(f"keywords-p{i}", text, encode_prompt(tok, text), {"topic": topic})
     ids = list(tok(" " + words, add_special_tokens=False)["input_ids"]) if words else []
     ids += [tok.eos_token_id] if eos else []
-    return Rollout(prompt, ids, tok.decode(ids, skip_special_tokens=True), [-1.0] * len(ids), 0, "w0", "stop" if eos else "length")
+    return Rollout(
+        prompt, ids, tok.decode(ids, skip_special_tokens=True), [-1.0] * len(ids), 0, "w0", "stop" if eos else "length"
+    )
 
 
 @pytest.fixture(scope="module")
 def rollouts(tokenizer):
-    specs = [("ko", "kofa kobi mara", True), ("ma", "mafa", True), ("ti", "", True),
-             ("ko", "tilo tilo tilo tilo tilo tilo", False), ("ru", "rufa rubi xyz!", True)]
+    specs = [
+        ("ko", "kofa kobi mara", True),
+        ("ma", "mafa", True),
+        ("ti", "", True),
+        ("ko", "tilo tilo tilo tilo tilo tilo", False),
+        ("ru", "rufa rubi xyz!", True),
+    ]
     return [make_rollout(tokenizer, i, *s) for i, s in enumerate(specs)]
 
 
@@ -84,7 +91,9 @@ def test_rule_scorer_errors_name_the_spec(rollouts):
 
 def test_gold_scorer(rollouts, tiny_task):
     terms = GoldScorer(tiny_task).score(rollouts)
-    assert [t.metrics_only["gold"] for t in terms] == [tiny_task.gold_reward(r.prompt.meta, r.response_text) for r in rollouts]
+    assert [t.metrics_only["gold"] for t in terms] == [
+        tiny_task.gold_reward(r.prompt.meta, r.response_text) for r in rollouts
+    ]
     assert terms[0].metrics_only["gold"] == pytest.approx(2 / 6)
     assert all(t.sequence == {} for t in terms)
 
@@ -132,7 +141,9 @@ def test_reward_model_scores_last_token(reward_model_dir, rollouts):
     scorer = RewardModelScorer(reward_model_dir, name="rm")
     got = [t.sequence["rm"] for t in scorer.score(rollouts)]
     for r, g in zip(rollouts, got):
-        ids = [scorer.tokenizer.bos_token_id] + scorer.tokenizer(rm_text(r.prompt.text, r.response_text), add_special_tokens=False)["input_ids"]
+        ids = [scorer.tokenizer.bos_token_id] + scorer.tokenizer(
+            rm_text(r.prompt.text, r.response_text), add_special_tokens=False
+        )["input_ids"]
         with torch.no_grad():
             h = scorer.model.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
         assert g == pytest.approx((scorer.model.score.weight[0] @ h).item(), abs=1e-5)
@@ -144,7 +155,7 @@ def test_rm_text_joins_with_one_space():
 
 
 def test_init_reward_model_copies_the_policy_trunk(tiny_model_dir):
-    from learner.init_model import load_policy
+    from shoal.models import load_policy
 
     policy, _ = load_policy(tiny_model_dir)
     rm, _ = init_reward_model(tiny_model_dir, seed=0)
@@ -161,7 +172,9 @@ def test_merge_sums_sequence_terms_and_keeps_metrics_out(rollouts):
     scored, rejections = merge_terms(rollouts, [a, b, c], ["rm", "rule", "kl"])
     assert rejections == [] and [s.rollout for s in scored] == rollouts
     assert [s.reward for s in scored] == [1.5 + i for i in range(len(rollouts))]
-    assert scored[0].terms == RewardTerms({"rm": 1.0, "rule": 0.5}, [-0.5] * len(rollouts[0].response_ids), {"gold": 9.0})
+    assert scored[0].terms == RewardTerms(
+        {"rm": 1.0, "rule": 0.5}, [-0.5] * len(rollouts[0].response_ids), {"gold": 9.0}
+    )
 
 
 @pytest.mark.parametrize(
@@ -204,13 +217,21 @@ def test_score_rollouts_with_real_scorers_counts_nan(rollouts, tiny_task):
 
 
 def test_build_scorers(tiny_model_dir, reward_model_dir, tiny_task):
-    from services.config import ShoalConfig
+    from shoal.services.config import ShoalConfig
 
     base = {"model": {"path": str(tiny_model_dir)}}
     bare = ShoalConfig.model_validate(base | {"reward": {"reward_model_path": None, "kl_coef": 0.0}})
     assert [type(s).__name__ for s in build_scorers(bare, tiny_task)] == ["GoldScorer"]
     full = ShoalConfig.model_validate(
-        base | {"reward": {"reward_model_path": str(reward_model_dir), "rule_functions": [f"{HERE}:word_count"], "kl_coef": 0.0, "adaptive_kl": True}}
+        base
+        | {
+            "reward": {
+                "reward_model_path": str(reward_model_dir),
+                "rule_functions": [f"{HERE}:word_count"],
+                "kl_coef": 0.0,
+                "adaptive_kl": True,
+            }
+        }
     )
     names = [s.name for s in build_scorers(full, tiny_task)]
     assert names == ["reward_model", f"{HERE}:word_count", "kl_reference", "gold"]

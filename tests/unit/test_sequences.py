@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from buffer.sequences import (
+from shoal.buffer.sequences import (
     check_sequence_config,
     cut_episode,
     item_length,
@@ -13,7 +13,7 @@ from buffer.sequences import (
     sequence_starts,
     trace_positions,
 )
-from services.types import Episode, Turn
+from shoal.types import Episode, Turn
 
 H = 3
 
@@ -119,6 +119,20 @@ def test_truncated_episode_has_no_real_done_but_padded_tail():
     it = cut_episode(ep, states, 1, 4, 2)[-1]
     assert it.start == 2 and it.dones == [False, False, False, True, True, True]
     assert it.mask == [1, 1, 1, 0, 0, 0]
+
+
+def test_truncated_episode_with_final_observation_holds_it_as_bootstrap_position():
+    ep, states = _episode(5, truncated=True)
+    ep = Episode(ep.episode_id, ep.task, ep.turns, ep.policy_version, final_observation="o_final")
+    it = cut_episode(ep, states, 1, 4, 2)[-1]
+    assert it.start == 2 and it.observations == ["o2", "o3", "o4", "o_final", "", ""]
+    assert it.actions[3] == "" and it.rewards[3] == 0.0
+    assert it.dones == [False, False, False, False, True, True] and it.mask == [1, 1, 1, 1, 0, 0]
+    # a done episode's final observation is never bootstrapped from: plain padding
+    done, states = _episode(5)
+    done = Episode(done.episode_id, done.task, done.turns, done.policy_version, final_observation="o_final")
+    last = cut_episode(done, states, 1, 4, 2)[-1]
+    assert last.observations[3] == "" and last.mask == [1, 1, 1, 0, 0, 0]
 
 
 def test_invalid_inputs_name_the_values():

@@ -6,8 +6,14 @@ import random
 
 import torch
 
-from learner.sft import IGNORE_INDEX, collate_right, demonstration_batch, encode_demonstration, is_well_formed
-from rollout.tasks import encode_prompt
+from shoal.learner.sft.learning import (
+    IGNORE_INDEX,
+    collate_right,
+    demonstration_batch,
+    encode_demonstration,
+    is_well_formed,
+)
+from shoal.rollout.tasks import encode_prompt
 
 
 def test_demonstration_encoding(tiny_model_dir):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from buffer.sum_tree import MinTree, SumTree
+from shoal.buffer.sum_tree import MinTree, SumTree
 
 
 def _slow_find(leaves: list[float], x: float) -> int:
@@ -54,7 +54,13 @@ def test_find_prefix_sum_matches_slow_search_including_boundaries(capacity):
         if sum(leaves) == 0:
             continue
         cums = list(np.cumsum(leaves))
-        xs = [0.0, sum(leaves), *cums, *[c - 0.5 for c in cums if c >= 0.5], *np.random.default_rng(0).uniform(0, sum(leaves), 50)]
+        xs = [
+            0.0,
+            sum(leaves),
+            *cums,
+            *[c - 0.5 for c in cums if c >= 0.5],
+            *np.random.default_rng(0).uniform(0, sum(leaves), 50),
+        ]
         xs = [x for x in xs if 0 <= x <= sum(leaves)]
         got = s.find_prefix_sum(xs).tolist()
         assert got == [_slow_find(leaves, x) for x in xs]

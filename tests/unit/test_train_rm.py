@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from reward.preferences import PreferenceFileError, generate_preference_pairs, write_jsonl
-from reward.scorers import load_reward_model
-from reward.train_rm import split_pairs, train_reward_model
-from services.config import ShoalConfig
+from shoal.reward.preferences import PreferenceFileError, generate_preference_pairs, write_jsonl
+from shoal.reward.scorers import load_reward_model
+from shoal.reward.train_rm import split_pairs, train_reward_model
+from shoal.services.config import ShoalConfig
 
 
 def test_split_pairs_is_seeded_and_disjoint():
@@ -24,10 +24,17 @@ def test_split_pairs_is_seeded_and_disjoint():
 
 
 def _cfg(tiny_model_dir, tmp_path, prefs):
-    return ShoalConfig.model_validate({
-        "model": {"path": str(tiny_model_dir)},
-        "reward": {"reward_model_path": str(tmp_path / "rm"), "preference_file": str(prefs), "rm_epochs": 1, "rm_batch_size": 8},
-    })
+    return ShoalConfig.model_validate(
+        {
+            "model": {"path": str(tiny_model_dir)},
+            "reward": {
+                "reward_model_path": str(tmp_path / "rm"),
+                "preference_file": str(prefs),
+                "rm_epochs": 1,
+                "rm_batch_size": 8,
+            },
+        }
+    )
 
 
 def test_train_from_preference_file_saves_a_scorable_model(tiny_model_dir, tmp_path, tiny_task):

@@ -3,9 +3,9 @@
 Estimators (Schulman 2020, "Approximating KL Divergence"): for a token a ~ pi, with
 log-ratio `log r = ref_logp - logp`,
     k1 = -log r                      (unbiased, can be negative per token)
-    k2 = 0.5 * (log r)^2             (biased, low variance, always >= 0)
     k3 = (r - 1) - log r             (unbiased, always >= 0)
-each an estimate of KL(pi || pi_ref) for that token.
+each an estimate of KL(pi || pi_ref) for that token (k1: the penalised reward, the reported
+KL; k3: PPO's approx_kl). Schulman's k2 = 0.5 (log r)^2 is not used, so not provided.
 
 Penalised reward (Ziegler et al. 2019; Ouyang et al. 2022, InstructGPT): per response token
 `-kl_coef * (logp - ref_logp)` (k1), plus the sequence reward added at the last valid token.
@@ -30,11 +30,6 @@ ADAPTIVE_KL_ERROR_CLIP = 0.2  # Ziegler et al. 2019, section 2.2
 def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """k1 = logp - ref_logp, per token."""
     return logp - ref_logp
-
-
-def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k2 = 0.5 * (logp - ref_logp)^2, per token."""
-    return 0.5 * (logp - ref_logp) ** 2
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -65,7 +60,9 @@ def kl_penalised_rewards(
     logprobs, ref_logprobs, mask: [B, T]; seq_rewards: [B]. Padded tokens get 0.
     """
     if logprobs.shape != ref_logprobs.shape or logprobs.shape != mask.shape:
-        raise ValueError(f"shapes differ: logprobs {tuple(logprobs.shape)}, ref_logprobs {tuple(ref_logprobs.shape)}, mask {tuple(mask.shape)}")
+        raise ValueError(
+            f"shapes differ: logprobs {tuple(logprobs.shape)}, ref_logprobs {tuple(ref_logprobs.shape)}, mask {tuple(mask.shape)}"
+        )
     if seq_rewards.shape != (logprobs.shape[0],):
         raise ValueError(f"seq_rewards shape {tuple(seq_rewards.shape)} != ({logprobs.shape[0]},)")
     rewards = -kl_coef * kl_k1(logprobs, ref_logprobs) * mask
@@ -99,7 +96,9 @@ class AdaptiveKLController:
 
     def __init__(self, init_kl_coef: float, target: float, horizon: int) -> None:
         if init_kl_coef < 0 or target <= 0 or horizon <= 0:
-            raise ValueError(f"adaptive KL needs init_kl_coef >= 0, target > 0, horizon > 0; got {init_kl_coef}, {target}, {horizon}")
+            raise ValueError(
+                f"adaptive KL needs init_kl_coef >= 0, target > 0, horizon > 0; got {init_kl_coef}, {target}, {horizon}"
+            )
         self.value, self.target, self.horizon = float(init_kl_coef), float(target), int(horizon)
 
     def update(self, current_kl: float, n_steps: int) -> None:

@@ -2,14 +2,15 @@
 
 Each role is a small `typing.Protocol`. Libraries (`rollout/`, `reward/`, `buffer/`,
 `learner/`) implement them without importing Ray; `services/actors.py` hosts them as Ray
-actors, `services/local.py` runs them in one process. Wire types live in `services.types`.
+actors, `services/local.py` runs them in one process. Wire types live in `shoal.types`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
-from services.types import (
+from shoal.types import (
     Prompt,
     RewardTerms,
     Rollout,

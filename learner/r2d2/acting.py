@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from learner.recurrent_q import RecurrentQNetwork, TurnEncoder, state_to_numpy
-from rollout.envs.base import legal_actions_of, policy_seed, task_name
-from services.types import Episode, Turn
+from shoal.learner.r2d2.networks import RecurrentQNetwork, TurnEncoder, state_to_numpy
+from shoal.rollout.envs.base import legal_actions_of, policy_seed, task_name
+from shoal.types import Episode, Turn
 
 CandidateFn = Callable[[str, int, random.Random], list[str]]
 
@@ -79,10 +79,14 @@ class QActor:
             raise ValueError("QActor needs candidates: a candidate_fn, an env with legal_actions(), or an action_set")
         return cands
 
-    def choose(self, state: torch.Tensor, observation: str, cands: list[str], greedy: bool = False) -> tuple[str, np.ndarray]:
+    def choose(
+        self, state: torch.Tensor, observation: str, cands: list[str], greedy: bool = False
+    ) -> tuple[str, np.ndarray]:
         """(action, Q-values over cands) at `state` [1, 2, H]."""
         with torch.no_grad():
-            q = self.network.q_values(state[0], self.encoder.encode([observation])[0], self.encoder.encode(cands)).numpy()
+            q = self.network.q_values(
+                state[0], self.encoder.encode([observation])[0], self.encoder.encode(cands)
+            ).numpy()
         if not greedy and self.rng.random() < self.epsilon:
             return self.rng.choice(cands), q
         if not greedy and self.temperature > 0:
@@ -91,7 +95,9 @@ class QActor:
         best = np.flatnonzero(q == q.max())
         return cands[int(best[0] if len(best) == 1 else self.rng.choice(list(best)))], q
 
-    def run_episode(self, env: Any, episode_id: str, seed: int | None = None, max_turns: int = 100, greedy: bool = False) -> tuple[Episode, np.ndarray]:
+    def run_episode(
+        self, env: Any, episode_id: str, seed: int | None = None, max_turns: int = 100, greedy: bool = False
+    ) -> tuple[Episode, np.ndarray]:
         """Play one episode; returns (Episode, states [T, 2, H] entering each turn)."""
         self.rng = random.Random(policy_seed(seed))
         obs = env.reset(seed=seed)
@@ -108,24 +114,15 @@ class QActor:
             obs = next_obs
             if done:
                 break
-        episode = Episode(episode_id, task_name(env), turns, policy_version=self.policy_version, worker_id=self.worker_id, final_observation=obs)
+        episode = Episode(
+            episode_id,
+            task_name(env),
+            turns,
+            policy_version=self.policy_version,
+            worker_id=self.worker_id,
+            final_observation=obs,
+        )
         return episode, np.stack(states).astype(np.float32)
 
 
-def env_corpus(env: Any, num_episodes: int = 50, seed: int = 0, max_turns: int = 100) -> list[str]:
-    """Texts a random policy meets in `env` (observations and legal actions): a tokenizer corpus."""
-    rng, texts = random.Random(seed), set()
-    for i in range(num_episodes):
-        obs = env.reset(seed=seed * 1000 + i)
-        for _ in range(max_turns):
-            texts.add(obs)
-            acts = legal_actions_of(env) or ["go"]
-            texts.update(acts)
-            obs, _, done, _ = env.step(rng.choice(acts))
-            if done:
-                texts.add(obs)
-                break
-    return sorted(texts)
-
-
-__all__ = ["QActor", "apex_epsilon", "env_corpus"]
+__all__ = ["QActor", "apex_epsilon"]

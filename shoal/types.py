@@ -51,8 +51,7 @@ class Rollout:
     def __post_init__(self) -> None:
         if len(self.response_ids) != len(self.logprobs):
             raise ValueError(
-                f"Rollout {self.prompt.prompt_id}: {len(self.response_ids)} tokens but "
-                f"{len(self.logprobs)} logprobs"
+                f"Rollout {self.prompt.prompt_id}: {len(self.response_ids)} tokens but {len(self.logprobs)} logprobs"
             )
 
 

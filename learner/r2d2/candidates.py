@@ -27,14 +27,24 @@ from collections import OrderedDict
 class LMCandidates:
     """k sampled utterances per observation (module docstring)."""
 
-    def __init__(self, model_dir: str, k: int, temperature: float = 1.0, max_new_tokens: int = 16, seed: int = 0, cache_size: int = 50_000) -> None:
-        from learner.init_model import load_policy
-        from rollout.ilql_decoding import ILQLPolicy
+    def __init__(
+        self,
+        model_dir: str,
+        k: int,
+        temperature: float = 1.0,
+        max_new_tokens: int = 16,
+        seed: int = 0,
+        cache_size: int = 50_000,
+    ) -> None:
+        from shoal.learner.ilql.acting import ILQLPolicy
+        from shoal.models import load_policy
 
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         model, self.tokenizer = load_policy(model_dir)
-        self.policy = ILQLPolicy(model, self.tokenizer, None, beta=0.0, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        self.policy = ILQLPolicy(
+            model, self.tokenizer, None, beta=0.0, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
+        )
         self.k, self.seed, self.cache_size = k, seed, cache_size
         self.cache: OrderedDict[str, list[str]] = OrderedDict()
         self.sampled = 0
@@ -44,7 +54,7 @@ class LMCandidates:
         if observation in self.cache:
             self.cache.move_to_end(observation)
             return list(self.cache[observation])
-        from learner.ilql import prompt_ids
+        from shoal.learner.ilql.learning import prompt_ids
 
         self.policy.reset(seed=zlib.crc32(f"{self.seed}\x00{observation}".encode()))
         ids = prompt_ids(self.tokenizer, [], observation)

@@ -42,46 +42,18 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from buffer.sequences import cut_episode, item_length, trace_positions
-from learner.checkpoint import load_checkpoint, save_checkpoint
-from learner.losses import masked_mean
-from learner.q_math import n_step_double_q_targets, sequence_priorities
-from learner.recurrent_q import RecurrentQNetwork, TurnEncoder
-from services.types import Episode, SampledBatch, SequenceItem, VersionedWeights
-
-
-@dataclass
-class R2D2Config:
-    """Defaults from ALGORITHMS.md (R2D2): n = 5, gamma = 0.997, eta = 0.9, value rescaling,
-    double Q. Smaller than the paper for tiny CPU tasks: burn-in 4 / trace 4 (paper 40 / 80),
-    target copy every 100 steps (paper 2500); lr 1e-3 as Acme (paper 1e-4)."""
-
-    burn_in_length: int = 4
-    trace_length: int = 4
-    n_step: int = 5
-    gamma: float = 0.997
-    lr: float = 1e-3
-    target_update_period: int = 100
-    burn_in_gradients: bool = False
-    start_state: str = "stored"  # "stored" | "zero"
-    rescale: bool = True
-    priority_eta: float = 0.9
-    max_grad_norm: float = 40.0
-    core_lr_scale: float = 1.0  # the LSTM core's lr = lr * core_lr_scale (0 freezes it)
-
-    def __post_init__(self) -> None:
-        if self.start_state not in ("stored", "zero"):
-            raise ValueError(f"start_state must be 'stored' or 'zero', got {self.start_state!r}")
-        if self.core_lr_scale < 0:
-            raise ValueError(f"core_lr_scale must be >= 0, got {self.core_lr_scale}")
-        if self.burn_in_length < 0 or self.trace_length < 1 or self.n_step < 1 or self.target_update_period < 1:
-            raise ValueError(f"bad R2D2 config: {self}")
+from shoal.buffer.sequences import cut_episode, item_length, trace_positions
+from shoal.learner.checkpoint import load_checkpoint, prefixed, save_checkpoint
+from shoal.learner.losses import masked_mean
+from shoal.learner.q_math import n_step_double_q_targets, sequence_priorities
+from shoal.learner.r2d2.config import R2D2Config
+from shoal.learner.r2d2.networks import RecurrentQNetwork, TurnEncoder
+from shoal.types import Episode, SampledBatch, SequenceItem, VersionedWeights
 
 
 class R2D2Learner:
@@ -107,7 +79,12 @@ class R2D2Learner:
         core = [p for p in network.core.parameters()]
         core_ids = {id(p) for p in core}
         rest = [p for p in network.parameters() if id(p) not in core_ids]
-        self.optimizer = torch.optim.Adam([{"params": rest, "lr": self.cfg.lr}, {"params": core, "lr": self.cfg.lr * self.cfg.core_lr_scale}])
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": rest, "lr": self.cfg.learning_rate},
+                {"params": core, "lr": self.cfg.learning_rate * self.cfg.core_lr_scale},
+            ]
+        )
         self.policy_version = 0
         self.step_count = 0
         self.last_priorities: list[float] = []
@@ -117,7 +94,9 @@ class R2D2Learner:
         L = item_length(self.cfg.burn_in_length, self.cfg.trace_length)
         for it in items:
             if len(it.observations) != L:
-                raise ValueError(f"item {it.episode_id}@{it.start} has {len(it.observations)} positions, learner expects burn_in + trace + 1 = {L}")
+                raise ValueError(
+                    f"item {it.episode_id}@{it.start} has {len(it.observations)} positions, learner expects burn_in + trace + 1 = {L}"
+                )
         B, E = len(items), self.encoder.dim
         obs = self.encoder.encode([o for it in items for o in it.observations]).view(B, L, E)
         act = self.encoder.encode([a for it in items for a in it.actions]).view(B, L, E)
@@ -139,9 +118,13 @@ class R2D2Learner:
             "start": torch.from_numpy(np.stack([np.asarray(it.start_state, dtype=np.float32) for it in items])),
         }
 
-    def _unroll(self, net: RecurrentQNetwork, t: dict[str, torch.Tensor], grad_burn_in: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _unroll(
+        self, net: RecurrentQNetwork, t: dict[str, torch.Tensor], grad_burn_in: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         start = t["start"] if self.cfg.start_state == "stored" else torch.zeros_like(t["start"])
-        q_all, q_taken, _ = net.unroll(start, t["obs"], t["act"], t["rewards"], t["mask"], t["cands"], self.cfg.burn_in_length, grad_burn_in)
+        q_all, q_taken, _ = net.unroll(
+            start, t["obs"], t["act"], t["rewards"], t["mask"], t["cands"], self.cfg.burn_in_length, grad_burn_in
+        )
         return q_all, q_taken
 
     # ---- the update ----------------------------------------------------------------------
@@ -158,10 +141,21 @@ class R2D2Learner:
         q_all, q_taken = self._unroll(self.network, t, self.cfg.burn_in_gradients)
         with torch.no_grad():
             q_target_all, _ = self._unroll(self.target, t, False)
-        targets, valid = n_step_double_q_targets(t["rewards"], t["dones"], t["mask"], q_all.detach(), q_target_all, self.cfg.gamma, self.cfg.n_step, rescale=self.cfg.rescale)
+        targets, valid = n_step_double_q_targets(
+            t["rewards"],
+            t["dones"],
+            t["mask"],
+            q_all.detach(),
+            q_target_all,
+            self.cfg.gamma,
+            self.cfg.n_step,
+            rescale=self.cfg.value_rescaling,
+        )
         trace = torch.tensor(trace_positions(self.cfg.burn_in_length, self.cfg.trace_length)).unsqueeze(0)
         loss_mask = valid * trace
-        weights = torch.tensor(batch.weights if batch.weights else [1.0] * len(batch.items), dtype=torch.float32).unsqueeze(1)
+        weights = torch.tensor(
+            batch.weights if batch.weights else [1.0] * len(batch.items), dtype=torch.float32
+        ).unsqueeze(1)
         td = targets - q_taken
         if loss_mask.sum() > 0:
             loss = masked_mean(0.5 * weights * td**2, loss_mask)
@@ -187,7 +181,9 @@ class R2D2Learner:
             "learner/grad_norm": float(grad_norm),
             "learner/trace_turns": float(loss_mask.sum()),
             "learner/is_weight_mean": float(weights.mean()),
-            "learner/policy_lag_mean": float(np.mean([self.policy_version - 1 - it.policy_version for it in batch.items])),
+            "learner/policy_lag_mean": float(
+                np.mean([self.policy_version - 1 - it.policy_version for it in batch.items])
+            ),
             "learner/step_time_s": time.perf_counter() - t0,
             "learner/policy_version": float(self.policy_version),
         }
@@ -198,7 +194,21 @@ class R2D2Learner:
 
     # ---- staleness diagnostic ------------------------------------------------------------
     @torch.no_grad()
-    def dq_diagnostic(self, episodes: Sequence[tuple[Episode, Any]], sequence_period: int | None = None) -> dict[str, float]:
+    def diagnostic_due(self) -> int:
+        """Recent episodes wanted for the dQ diagnostic after this step (every r2d2.dq_interval
+        learner steps; 0 when off or not due)."""
+        every = self.cfg.dq_interval
+        return self.cfg.dq_episodes if every and self.policy_version % every == 0 else 0
+
+    def diagnose(self, episodes: Sequence[tuple[Episode, Any]]) -> dict[str, float]:
+        """dQ on recent episodes, cut with the replay's sequence_period; back in train mode after."""
+        m = self.dq_diagnostic(episodes, sequence_period=self.cfg.sequence_period)
+        self.network.train()
+        return m
+
+    def dq_diagnostic(
+        self, episodes: Sequence[tuple[Episode, Any]], sequence_period: int | None = None
+    ) -> dict[str, float]:
         """R2D2's dQ for modes zero / zero_burn_in / stored / stored_burn_in (see module doc).
 
         episodes: (Episode, states) pairs as `QActor.run_episode` returns them (states from the
@@ -207,7 +217,12 @@ class R2D2Learner:
         """
         net, bi, tr = self.network.eval(), self.cfg.burn_in_length, self.cfg.trace_length
         period = sequence_period or tr
-        scores: dict[str, list[tuple[float, float]]] = {"zero": [], "zero_burn_in": [], "stored": [], "stored_burn_in": []}
+        scores: dict[str, list[tuple[float, float]]] = {
+            "zero": [],
+            "zero_burn_in": [],
+            "stored": [],
+            "stored_burn_in": [],
+        }
         cands_all = None if self.candidate_fn else self.encoder.encode(self.action_set)
         for episode, states in episodes:
             T = len(episode.turns)
@@ -215,7 +230,13 @@ class R2D2Learner:
             act = self.encoder.encode([x.action for x in episode.turns]).unsqueeze(0)
             rew = torch.tensor([[x.reward for x in episode.turns]], dtype=torch.float32)
             ones = torch.ones(1, T)
-            cands = cands_all if cands_all is not None else self.encoder.encode([c for x in episode.turns for c in self.candidate_fn(x.observation)]).view(1, T, -1, self.encoder.dim)
+            cands = (
+                cands_all
+                if cands_all is not None
+                else self.encoder.encode([c for x in episode.turns for c in self.candidate_fn(x.observation)]).view(
+                    1, T, -1, self.encoder.dim
+                )
+            )
             _, _, true_states = net.unroll(net.initial_state(1), obs, act, rew, ones, cands)
             items = cut_episode(episode, states, bi, tr, period)
             for it in items:
@@ -230,11 +251,16 @@ class R2D2Learner:
                 }
                 if bi > 0:
                     starts["zero_burn_in"] = (torch.zeros(1, 2, net.hidden_size), s)
-                    starts["stored_burn_in"] = (torch.from_numpy(np.asarray(states[s], dtype=np.float32)).unsqueeze(0), s)
+                    starts["stored_burn_in"] = (
+                        torch.from_numpy(np.asarray(states[s], dtype=np.float32)).unsqueeze(0),
+                        s,
+                    )
                 for mode, (h0, begin) in starts.items():
                     end = max(positions) + 1
                     c = cands if cands.dim() == 2 else cands[:, begin:end]
-                    q_hat, _, _ = net.unroll(h0, obs[:, begin:end], act[:, begin:end], rew[:, begin:end], ones[:, begin:end], c)
+                    q_hat, _, _ = net.unroll(
+                        h0, obs[:, begin:end], act[:, begin:end], rew[:, begin:end], ones[:, begin:end], c
+                    )
                     for p in positions:
                         qh = q_hat[0, p - begin]
                         cq = cands if cands.dim() == 2 else cands[0, p]
@@ -252,8 +278,7 @@ class R2D2Learner:
 
     def save(self, path: str) -> None:
         """Checkpoint: model/ = the frozen encoder LM; extra_state = online and target Q networks."""
-        extra = {f"online.{k}": v for k, v in self.network.state_dict().items()}
-        extra.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
+        extra = {**prefixed(self.network.state_dict(), "online."), **prefixed(self.target.state_dict(), "target.")}
         save_checkpoint(
             path,
             model=self.encoder.model,
@@ -261,14 +286,14 @@ class R2D2Learner:
             extra_state=extra,
             optimizer_state=self.optimizer.state_dict(),
             rng_state={"torch": torch.get_rng_state()},
-            meta={"policy_version": self.policy_version, "step": self.step_count, "r2d2_config": asdict(self.cfg)},
+            meta={"policy_version": self.policy_version, "step": self.step_count, "r2d2_config": self.cfg.model_dump()},
         )
 
     def restore(self, path: str) -> None:
         """Load what `save` wrote (Q networks, optimizer, counters); the encoder is not reloaded."""
         ckpt = load_checkpoint(path)
-        self.network.load_state_dict({k.removeprefix("online."): v for k, v in ckpt.extra_state.items() if k.startswith("online.")})
-        self.target.load_state_dict({k.removeprefix("target."): v for k, v in ckpt.extra_state.items() if k.startswith("target.")})
+        self.network.load_state_dict(ckpt.extra("online."))
+        self.target.load_state_dict(ckpt.extra("target."))
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         torch.set_rng_state(ckpt.rng_state["torch"])
         self.policy_version, self.step_count = int(ckpt.meta["policy_version"]), int(ckpt.meta["step"])

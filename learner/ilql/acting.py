@@ -32,9 +32,10 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
-from learner.ilql import ILQLHeads, prompt_ids, split_weights
-from rollout.hf_engine import GREEDY_TEMPERATURE, eos_ids, sampling_logprobs
-from services.types import VersionedWeights
+from shoal.learner.ilql.learning import ILQLHeads, prompt_ids, split_weights
+from shoal.rollout.hf_engine import eos_ids
+from shoal.tensors import GREEDY_TEMPERATURE, sampling_logprobs
+from shoal.types import VersionedWeights
 
 
 def ilql_logits(bc_logits: torch.Tensor, target_q: torch.Tensor, value: torch.Tensor, beta: float) -> torch.Tensor:
@@ -66,8 +67,17 @@ class ILQLPolicy:
     """An env Policy that decodes each action with ILQL-adjusted logits (module docstring)."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, heads: ILQLHeads, *, beta: float, temperature: float = 1.0,
-        top_k: int = 0, max_new_tokens: int = 16, seed: int = 0, name: str = "ilql",
+        self,
+        model: Any,
+        tokenizer: Any,
+        heads: ILQLHeads,
+        *,
+        beta: float,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        max_new_tokens: int = 16,
+        seed: int = 0,
+        name: str = "ilql",
     ) -> None:
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be > 0, got {max_new_tokens}")
@@ -106,7 +116,9 @@ class ILQLPolicy:
         inp = torch.tensor([ids], dtype=torch.long, device=device)
         cache, out_ids = None, []
         for _ in range(self.max_new_tokens):
-            out = self.model(input_ids=inp, past_key_values=cache, use_cache=True, output_hidden_states=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=inp, past_key_values=cache, use_cache=True, output_hidden_states=True, logits_to_keep=1
+            )
             cache = out.past_key_values
             scores = self.processor.adjust(out.logits[:, -1, :], out.hidden_states[-1][:, -1, :])
             lp = sampling_logprobs(scores, self.temperature, self.top_k)

@@ -23,7 +23,7 @@ Losses per step (`learner.q_math`), masked means over agent tokens:
 then Adam on trunk + heads, and target <- (1 - alpha) target + alpha online (`polyak_update`).
 `bc_only=True` trains the BC term alone (the behaviour-cloning baseline on the same trunk).
 
-Decoding (rollout/ilql_decoding.py): logits = log pi_beta(.|h) + beta (min(Q1_t, Q2_t)(h, .) - V(h)).
+Decoding (learner/ilql/acting.py): logits = log pi_beta(.|h) + beta (min(Q1_t, Q2_t)(h, .) - V(h)).
 
 Metrics: learner/ilql_{loss, bc_loss, q_loss, v_loss, cql_loss, q_mean, v_mean, target_mean,
 advantage_mean, tokens, grad_norm}, learner/policy_version.
@@ -46,36 +46,23 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM
 
-from learner.checkpoint import load_checkpoint, save_checkpoint
-from learner.init_model import load_policy
-from learner.losses import masked_mean
-from learner.q_math import (
+from shoal.core import MetricsSink, NullMetrics
+from shoal.learner.checkpoint import load_checkpoint, prefixed, save_checkpoint
+from shoal.learner.ilql.config import ILQLConfig
+from shoal.learner.losses import masked_mean
+from shoal.learner.q_math import (
     cql_term,
     expectile_loss,
     ilql_q_target,
     ilql_value_target,
     polyak_update,
 )
-from services.core import MetricsSink, NullMetrics
-from services.types import Episode, SampledBatch, VersionedWeights
+from shoal.models import load_policy
+from shoal.tensors import gather_positions, pad_rows
+from shoal.types import Episode, SampledBatch, VersionedWeights
 
 HEAD_PREFIX = "ilql_heads."
-
-
-@dataclass
-class ILQLConfig:
-    """ILQL hyper-parameters (paper defaults where it gives them: gamma 0.99, alpha 0.005)."""
-
-    learning_rate: float = 1e-3
-    gamma: float = 0.99
-    tau: float = 0.7  # expectile
-    cql_weight: float = 0.1
-    bc_weight: float = 1.0
-    target_alpha: float = 0.005  # Polyak rate per step
-    grad_clip: float = 1.0
-    bc_only: bool = False
 
 
 def _mlp(hidden: int, out: int) -> nn.Sequential:
@@ -170,27 +157,17 @@ class ILQLBatch:
     mask: torch.Tensor
 
 
-def _pad(rows: Sequence[Sequence[float]], value: float, dtype: torch.dtype) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
-
-
 def collate_episodes(encoded: Sequence[EncodedEpisode], pad_id: int) -> ILQLBatch:
     return ILQLBatch(
-        input_ids=_pad([e.ids for e in encoded], pad_id, torch.long),
-        attention_mask=_pad([[1] * len(e.ids) for e in encoded], 0, torch.long),
-        pos=_pad([e.pos for e in encoded], 0, torch.long),
-        next_pos=_pad([e.next_pos for e in encoded], 0, torch.long),
-        actions=_pad([[e.ids[p + 1] for p in e.pos] for e in encoded], pad_id, torch.long),
-        rewards=_pad([e.reward for e in encoded], 0.0, torch.float32),
-        dones=_pad([e.done for e in encoded], 1.0, torch.float32),
-        mask=_pad([[1.0] * len(e.pos) for e in encoded], 0.0, torch.float32),
+        input_ids=pad_rows([e.ids for e in encoded], pad_id, torch.long),
+        attention_mask=pad_rows([[1] * len(e.ids) for e in encoded], 0, torch.long),
+        pos=pad_rows([e.pos for e in encoded], 0, torch.long),
+        next_pos=pad_rows([e.next_pos for e in encoded], 0, torch.long),
+        actions=pad_rows([[e.ids[p + 1] for p in e.pos] for e in encoded], pad_id, torch.long),
+        rewards=pad_rows([e.reward for e in encoded], 0.0, torch.float32),
+        dones=pad_rows([e.done for e in encoded], 1.0, torch.float32),
+        mask=pad_rows([[1.0] * len(e.pos) for e in encoded], 0.0, torch.float32),
     )
-
-
-def _gather(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """x [B, L, D], pos [B, K] -> [B, K, D]."""
-    return torch.gather(x, 1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 def split_weights(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -206,10 +183,20 @@ def split_weights(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
 class ILQLLearner:
     """Offline token-level ILQL; see the module docstring. step(batch) takes Episodes."""
 
-    def __init__(self, model_path: str, cfg: ILQLConfig | None = None, *, seed: int = 0, device: str = "cpu", metrics: MetricsSink | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        cfg: ILQLConfig | None = None,
+        *,
+        seed: int = 0,
+        device: str = "cpu",
+        metrics: MetricsSink | None = None,
+    ) -> None:
         self.cfg = cfg if cfg is not None else ILQLConfig()
         if not 0.0 < self.cfg.tau < 1.0 or not 0.0 <= self.cfg.target_alpha <= 1.0:
-            raise ValueError(f"ilql: tau must be in (0, 1) and target_alpha in [0, 1]; got {self.cfg.tau}, {self.cfg.target_alpha}")
+            raise ValueError(
+                f"ilql: tau must be in (0, 1) and target_alpha in [0, 1]; got {self.cfg.tau}, {self.cfg.target_alpha}"
+            )
         self.device, self.seed = torch.device(device), seed
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.model, self.tokenizer = load_policy(model_path)
@@ -223,7 +210,11 @@ class ILQLLearner:
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(BC logits [B, L, V], final hidden states [B, L, H])."""
-        out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), output_hidden_states=True)
+        out = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            output_hidden_states=True,
+        )
         return out.logits.float(), out.hidden_states[-1].float()
 
     def batch_from_episodes(self, episodes: Sequence[Episode]) -> ILQLBatch:
@@ -238,12 +229,14 @@ class ILQLLearner:
         logits, hs = self.forward(b.input_ids, b.attention_mask)
         pos, next_pos, actions = b.pos.to(self.device), b.next_pos.to(self.device), b.actions.to(self.device)
         mask, rewards, dones = b.mask.to(self.device), b.rewards.to(self.device), b.dones.to(self.device)
-        bc = masked_mean(F.cross_entropy(_gather(logits, pos).transpose(1, 2), actions, reduction="none"), mask)
+        bc = masked_mean(
+            F.cross_entropy(gather_positions(logits, pos).transpose(1, 2), actions, reduction="none"), mask
+        )
         stats = {"bc_loss": bc.item(), "tokens": mask.sum().item()}
         if cfg.bc_only:
             stats.update(loss=bc.item())
             return cfg.bc_weight * bc, stats
-        h, h_next = _gather(hs, pos), _gather(hs, next_pos)
+        h, h_next = gather_positions(hs, pos), gather_positions(hs, next_pos)
         take = actions.unsqueeze(-1)
         q1_all, q2_all = self.heads.q1(h), self.heads.q2(h)
         q1, q2 = q1_all.gather(-1, take).squeeze(-1), q2_all.gather(-1, take).squeeze(-1)
@@ -258,9 +251,14 @@ class ILQLLearner:
         cql = cql_term(q1_all, q1, mask) + cql_term(q2_all, q2, mask)
         loss = cfg.bc_weight * bc + q_loss + v_loss + cfg.cql_weight * cql
         stats.update(
-            loss=loss.item(), q_loss=q_loss.item(), v_loss=v_loss.item(), cql_loss=cql.item(),
-            q_mean=masked_mean(torch.minimum(q1, q2), mask).item(), v_mean=masked_mean(v, mask).item(),
-            target_mean=masked_mean(target, mask).item(), advantage_mean=masked_mean(v_target - v, mask).item(),
+            loss=loss.item(),
+            q_loss=q_loss.item(),
+            v_loss=v_loss.item(),
+            cql_loss=cql.item(),
+            q_mean=masked_mean(torch.minimum(q1, q2), mask).item(),
+            v_mean=masked_mean(v, mask).item(),
+            target_mean=masked_mean(target, mask).item(),
+            advantage_mean=masked_mean(v_target - v, mask).item(),
         )
         return loss, stats
 
@@ -296,20 +294,33 @@ class ILQLLearner:
             path,
             model=self.model,
             tokenizer=self.tokenizer,
-            extra_state={HEAD_PREFIX + k: v for k, v in self.heads.state_dict().items()},
+            extra_state=prefixed(self.heads.state_dict(), HEAD_PREFIX),
             optimizer_state=self.optimizer.state_dict(),
             rng_state={},
-            meta={"policy_version": self.policy_version, "step": self.step_count, "seed": self.seed, "algorithm": "ilql"},
+            meta={
+                "policy_version": self.policy_version,
+                "step": self.step_count,
+                "seed": self.seed,
+                "algorithm": "ilql",
+            },
         )
 
     def restore(self, path: str) -> None:
         """Load everything `save` wrote."""
         ckpt = load_checkpoint(path, map_location="cpu")
-        saved = AutoModelForCausalLM.from_pretrained(str(ckpt.model_dir), dtype=torch.float32)
-        self.model.load_state_dict(saved.state_dict())
-        self.heads.load_state_dict({k.removeprefix(HEAD_PREFIX): v for k, v in ckpt.extra_state.items() if k.startswith(HEAD_PREFIX)})
+        ckpt.load_model_into(self.model)
+        self.heads.load_state_dict(ckpt.extra(HEAD_PREFIX))
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.policy_version, self.step_count = int(ckpt.meta["policy_version"]), int(ckpt.meta["step"])
 
 
-__all__ = ["ILQLBatch", "ILQLConfig", "ILQLHeads", "ILQLLearner", "collate_episodes", "encode_episode", "prompt_ids", "split_weights"]
+__all__ = [
+    "ILQLBatch",
+    "ILQLConfig",
+    "ILQLHeads",
+    "ILQLLearner",
+    "collate_episodes",
+    "encode_episode",
+    "prompt_ids",
+    "split_weights",
+]

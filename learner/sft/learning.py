@@ -8,7 +8,7 @@ starts right after the prompt's last token, so its first token is e.g. `Ġkofa`,
 the engine samples and decodes.
 
 `init_model(cfg)` is `shoal init-model`: build the tokenizer + random tiny Llama
-(`learner.init_model.build_model_dir`), run the SFT warm-up, save model and tokenizer back
+(`shoal.models.build_model_dir`), run the SFT warm-up, save model and tokenizer back
 to `cfg.model.path`, and report how the SFT policy answers: the fraction of well-formed
 answers (exactly `response_words` vocabulary words, then EOS) and their mean gold reward.
 On the built-in `keywords` task the demonstrations are uniform over the whole vocabulary,
@@ -18,7 +18,7 @@ improve.
 Deviations from InstructGPT: constant learning rate (AdamW), no epochs over a fixed set -
 each step draws a fresh batch of demonstrations from a seeded stream.
 
-Run: `shoal init-model CONFIG` or `python -c "from learner.sft import init_model; ..."`;
+Run: `shoal init-model CONFIG` or `python -c "from shoal.learner.sft.learning import init_model; ..."`;
 tests: `pytest tests/learning/test_sft.py -m learning`.
 """
 
@@ -32,7 +32,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from rollout.tasks import encode_prompt, task_from_config
+from shoal.rollout.tasks import encode_prompt, task_from_config
+from shoal.tensors import pad_rows, pad_tokens
 
 IGNORE_INDEX = -100
 
@@ -47,12 +48,8 @@ def encode_demonstration(tokenizer: Any, prompt_text: str, response_text: str) -
 
 def collate_right(seqs: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch: input_ids / attention_mask / labels (-100 on padding)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    lab = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (s, l) in enumerate(zip(seqs, labels)):
-        ids[i, : len(s)], lab[i, : len(l)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(l), 1
+    ids, mask = pad_tokens(seqs, pad_id)
+    lab = pad_rows(labels, IGNORE_INDEX, torch.long)
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
@@ -63,7 +60,15 @@ def demonstration_batch(task: Any, tokenizer: Any, rng: random.Random, batch_siz
 
 
 def sft_warmup(
-    model: Any, tokenizer: Any, task: Any, *, steps: int, learning_rate: float, batch_size: int, seed: int, progress: bool = True
+    model: Any,
+    tokenizer: Any,
+    task: Any,
+    *,
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Train `model` in place by teacher forcing; returns losses (first/last) and seconds."""
     torch.manual_seed(seed)
@@ -81,7 +86,12 @@ def sft_warmup(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     first, last = (losses[0], _tail_mean(losses)) if losses else (math.nan, math.nan)
-    return {"sft_steps": steps, "sft_loss_first": first, "sft_loss_last": last, "sft_seconds": time.perf_counter() - start}
+    return {
+        "sft_steps": steps,
+        "sft_loss_first": first,
+        "sft_loss_last": last,
+        "sft_seconds": time.perf_counter() - start,
+    }
 
 
 def _tail_mean(xs: list[float], n: int = 10) -> float:
@@ -90,7 +100,9 @@ def _tail_mean(xs: list[float], n: int = 10) -> float:
 
 
 @torch.no_grad()
-def sample_answers(model: Any, tokenizer: Any, task: Any, n: int, seed: int, max_new_tokens: int) -> list[dict[str, Any]]:
+def sample_answers(
+    model: Any, tokenizer: Any, task: Any, n: int, seed: int, max_new_tokens: int
+) -> list[dict[str, Any]]:
     """Sample (temperature 1, full distribution) one answer for each of n seeded prompts.
 
     Returns dicts {meta, text, stopped}: `text` is the decoded response without specials,
@@ -103,8 +115,15 @@ def sample_answers(model: Any, tokenizer: Any, task: Any, n: int, seed: int, max
     for length, group in _group_by_length(tokenizer, prompts).items():
         ids = torch.tensor([encode_prompt(tokenizer, text) for text, _ in group])
         gen = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-            max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
         out += [_answer(tokenizer, meta, row[length:].tolist()) for (_, meta), row in zip(group, gen)]
     return out
@@ -143,7 +162,7 @@ def answer_quality(task: Any, answers: list[dict[str, Any]]) -> dict[str, float]
 
 def init_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
     """`shoal init-model`: build tokenizer + tiny Llama, SFT warm-up, save to cfg.model.path."""
-    from learner.init_model import build_model_dir, load_policy
+    from shoal.models import build_model_dir, load_policy
 
     start, task = time.perf_counter(), task_from_config(cfg.task)
     path = build_model_dir(task, cfg.model, cfg.model.path, cfg.run.seed)
@@ -151,8 +170,14 @@ def init_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
     m = cfg.model
     summary: dict[str, Any] = {"path": str(path), "params": sum(p.numel() for p in model.parameters())}
     summary |= sft_warmup(
-        model, tokenizer, task, steps=m.sft_steps, learning_rate=m.sft_learning_rate, batch_size=m.sft_batch_size,
-        seed=cfg.run.seed, progress=progress,
+        model,
+        tokenizer,
+        task,
+        steps=m.sft_steps,
+        learning_rate=m.sft_learning_rate,
+        batch_size=m.sft_batch_size,
+        seed=cfg.run.seed,
+        progress=progress,
     )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

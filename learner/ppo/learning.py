@@ -5,16 +5,21 @@ reward): for each batch of scored rollouts,
   1. recompute, with the current parameters and no gradient, the log-probs of the sampled
      response tokens (logits / temperature) and the values (the "old" policy of PPO);
   2. token rewards = -kl_coef * (logp - ref_logp) on every response token + the sequence
-     reward at the last token (`reward.kl.kl_penalised_rewards`);
+     reward at the last token (`learner.kl.kl_penalised_rewards`);
   3. GAE(gamma, gae_lambda) over response tokens, optional advantage whitening;
   4. ppo_epochs passes over shuffled minibatches of minibatch_size rollouts of
      clipped surrogate + vf_coef * value loss - ent_coef * entropy, grad-norm clip, Adam;
   5. policy_version += 1; the (adaptive) KL controller sees the batch's mean KL to the ref.
 
 Deviations / choices:
-- The ratio's denominator is the learner's own recomputed log-prob (step 1), not the
-  rollout's behaviour log-prob; their gap on same-version samples is reported as
-  `learner/logprob_mismatch` (the rollout/trainer mismatch diagnostic).
+- The ratio's denominator (`ppo.ratio_reference`): by default (`behavior`) the log-probs the
+  sampling engine recorded (the behaviour policy, as decoupled / asynchronous PPO does), so
+  clipping bounds the update relative to the policy that produced each possibly stale sample;
+  `learner` uses the learner's own recomputed log-probs from step 1 (classic synchronous PPO).
+  Their gap on same-version samples is reported as `learner/logprob_mismatch` (the
+  rollout/trainer mismatch diagnostic).
+- Every log-prob in the loss and the KL is of the tempered full softmax, the distribution the
+  engines sample from: top-k sampling is rejected for PPO at config time (`rollout.top_k`).
 - Items without `terms.ref_logprobs` get no KL penalty; `learner/kl_ref` (and the adaptive
   KL update) use only items that have them.
 - The model stays in eval mode (dropout off) so the first minibatch has ratio exactly 1.
@@ -31,19 +36,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM
 
-from learner.checkpoint import load_checkpoint, save_checkpoint
-from learner.init_model import load_policy
-from learner.losses import entropy_from_logits, gae, masked_whiten, ppo_policy_loss, token_logprobs, value_loss
-from reward.kl import kl_k1, kl_penalised_rewards, make_kl_controller
-from services.core import MetricsSink, NullMetrics
-from services.types import SampledBatch, ScoredRollout, VersionedWeights
+from shoal.core import MetricsSink, NullMetrics
+from shoal.learner.checkpoint import load_checkpoint, prefixed, save_checkpoint
+from shoal.learner.kl import kl_k1, kl_penalised_rewards, make_kl_controller
+from shoal.learner.losses import entropy_from_logits, gae, masked_whiten, ppo_policy_loss, token_logprobs, value_loss
+from shoal.models import load_policy
+from shoal.tensors import gather_positions, pad_rows
+from shoal.types import SampledBatch, ScoredRollout, VersionedWeights
 
 
 @dataclass
@@ -57,7 +63,7 @@ class TokenBatch:
     response_ids: torch.Tensor
     response_mask: torch.Tensor
 
-    def select(self, idx: torch.Tensor) -> "TokenBatch":
+    def select(self, idx: torch.Tensor) -> TokenBatch:
         """Rows idx, trimmed to their longest sequence and response."""
         seq_len = int(self.attention_mask[idx].sum(dim=1).max())
         resp_len = int(self.response_mask[idx].sum(dim=1).max())
@@ -70,12 +76,6 @@ class TokenBatch:
         )
 
 
-def pad_right(rows: Sequence[Sequence[float]], value: float, dtype: torch.dtype) -> torch.Tensor:
-    """Ragged rows -> [B, max_len] tensor padded with value."""
-    width = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
-
-
 def collate(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:
     """Concatenate prompt + response per row, right-pad, and index the response tokens."""
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
@@ -84,17 +84,12 @@ def collate(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence
     seqs = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
     positions = [[len(p) - 1 + t for t in range(len(r))] for p, r in zip(prompt_ids, response_ids)]
     return TokenBatch(
-        input_ids=pad_right(seqs, pad_id, torch.long),
-        attention_mask=pad_right([[1] * len(s) for s in seqs], 0, torch.long),
-        response_pos=pad_right(positions, 0, torch.long),
-        response_ids=pad_right(response_ids, pad_id, torch.long),
-        response_mask=pad_right([[1.0] * len(r) for r in response_ids], 0.0, torch.float32),
+        input_ids=pad_rows(seqs, pad_id, torch.long),
+        attention_mask=pad_rows([[1] * len(s) for s in seqs], 0, torch.long),
+        response_pos=pad_rows(positions, 0, torch.long),
+        response_ids=pad_rows(response_ids, pad_id, torch.long),
+        response_mask=pad_rows([[1.0] * len(r) for r in response_ids], 0.0, torch.float32),
     )
-
-
-def gather_positions(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """x [B, L, D], pos [B, T] -> [B, T, D] with out[b, t] = x[b, pos[b, t]]."""
-    return torch.gather(x, 1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 def validate_items(items: Sequence[Any]) -> None:
@@ -172,7 +167,9 @@ class PPOLearner:
         start = time.perf_counter()
         items = list(batch.items)
         validate_items(items)
-        tb = collate([it.rollout.prompt.token_ids for it in items], [it.rollout.response_ids for it in items], self._pad_id())
+        tb = collate(
+            [it.rollout.prompt.token_ids for it in items], [it.rollout.response_ids for it in items], self._pad_id()
+        )
         old_logprobs, old_values = self._evaluate(tb)
         ref_logprobs, has_ref = self._ref_logprobs(items, old_logprobs)
         ratio_logprobs = self._ratio_reference(items, old_logprobs)
@@ -209,7 +206,9 @@ class PPOLearner:
         pad = self.tokenizer.pad_token_id
         return int(pad if pad is not None else 0)
 
-    def _ref_logprobs(self, items: Sequence[ScoredRollout], old_logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ref_logprobs(
+        self, items: Sequence[ScoredRollout], old_logprobs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T] reference log-probs (the policy's own where absent: no penalty) and [B] has-ref flags."""
         ref = old_logprobs.clone()
         has_ref = torch.zeros(len(items), dtype=torch.bool)
@@ -235,16 +234,22 @@ class PPOLearner:
     def _update(self, sub: TokenBatch, old_logprobs, old_values, advantages, returns) -> dict[str, float]:
         """One gradient step on a minibatch (tensors already row-selected, trimmed here)."""
         width = sub.response_mask.shape[1]
-        old_logprobs, old_values, advantages, returns = (x[:, :width].to(self.device) for x in (old_logprobs, old_values, advantages, returns))
+        old_logprobs, old_values, advantages, returns = (
+            x[:, :width].to(self.device) for x in (old_logprobs, old_values, advantages, returns)
+        )
         mask = sub.response_mask.to(self.device)
         logits, values = self.forward(sub)
         logprobs = token_logprobs(logits, sub.response_ids.to(self.device))
-        pg_loss, clip_fraction, approx_kl = ppo_policy_loss(logprobs, old_logprobs, advantages, mask, self.ppo.clip_coef)
+        pg_loss, clip_fraction, approx_kl = ppo_policy_loss(
+            logprobs, old_logprobs, advantages, mask, self.ppo.clip_coef
+        )
         v_loss = value_loss(values, old_values, returns, mask, self.ppo.vf_clip)
         entropy = entropy_from_logits(logits if self.ppo.ent_coef > 0 else logits.detach(), mask)
         loss = pg_loss + self.ppo.vf_coef * v_loss - self.ppo.ent_coef * entropy
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite PPO loss {loss.item()} (policy {pg_loss.item()}, value {v_loss.item()}) at policy_version {self.policy_version}")
+            raise FloatingPointError(
+                f"non-finite PPO loss {loss.item()} (policy {pg_loss.item()}, value {v_loss.item()}) at policy_version {self.policy_version}"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.ppo.max_grad_norm)
@@ -276,19 +281,23 @@ class PPOLearner:
             path,
             model=self.model,
             tokenizer=self.tokenizer,
-            extra_state={f"value_head.{k}": v for k, v in self.value_head.state_dict().items()},
+            extra_state=prefixed(self.value_head.state_dict(), "value_head."),
             optimizer_state=self.optimizer.state_dict(),
             rng_state={"shuffle": self.shuffle_gen.get_state()},
-            meta={"policy_version": self.policy_version, "step": self.step_count, "kl_controller": self.kl_ctl.state_dict(), "temperature": self.temperature, "seed": self.seed},
+            meta={
+                "policy_version": self.policy_version,
+                "step": self.step_count,
+                "kl_controller": self.kl_ctl.state_dict(),
+                "temperature": self.temperature,
+                "seed": self.seed,
+            },
         )
 
     def restore(self, path: str) -> None:
         """Load everything `save` wrote; FileNotFoundError naming the path if it is empty or missing."""
         ckpt = load_checkpoint(path, map_location="cpu")
-        saved = AutoModelForCausalLM.from_pretrained(str(ckpt.model_dir), dtype=torch.float32)
-        self.model.load_state_dict(saved.state_dict())
-        head = {k.removeprefix("value_head."): v for k, v in ckpt.extra_state.items() if k.startswith("value_head.")}
-        self.value_head.load_state_dict(head)
+        ckpt.load_model_into(self.model)
+        self.value_head.load_state_dict(ckpt.extra("value_head."))
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.kl_ctl.load_state_dict(ckpt.meta["kl_controller"])
         self.shuffle_gen.set_state(ckpt.rng_state["shuffle"])

@@ -2,7 +2,7 @@
 double-Q head over candidate utterances.
 
 Pieces (see /work/shared/reference/ALGORITHMS.md, R2D2 and CHAI sections):
-- `TurnEncoder`: a Hugging Face causal LM (e.g. the tiny Llama `learner.init_model` builds)
+- `TurnEncoder`: a Hugging Face causal LM (e.g. the tiny Llama `shoal.models` builds)
   turns a text into the mean of its last hidden states over real tokens, standardised per
   vector (zero mean, unit variance over features). The LM is FROZEN here and every distinct
   text is encoded once and cached (`encode` batches the cache misses), so a turn costs a dict
@@ -62,7 +62,7 @@ class TurnEncoder:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> TurnEncoder:
-        from learner.init_model import load_policy
+        from shoal.models import load_policy
 
         model, tokenizer = load_policy(path)
         return cls(model, tokenizer, **kwargs)
@@ -92,11 +92,18 @@ class TurnEncoder:
         return torch.stack([self._cache[t] for t in texts])
 
 
-def build_tiny_encoder(corpus: Sequence[str], hidden_size: int = 64, num_layers: int = 1, num_heads: int = 2, vocab_size: int = 300, seed: int = 0) -> TurnEncoder:
+def build_tiny_encoder(
+    corpus: Sequence[str],
+    hidden_size: int = 64,
+    num_layers: int = 1,
+    num_heads: int = 2,
+    vocab_size: int = 300,
+    seed: int = 0,
+) -> TurnEncoder:
     """A random-init tiny Llama + byte-level BPE trained on `corpus` (no hub), as a TurnEncoder."""
     from transformers import LlamaForCausalLM
 
-    from learner.init_model import llama_config, train_tokenizer
+    from shoal.models import llama_config, train_tokenizer
 
     tokenizer = train_tokenizer(list(corpus), vocab_size)
     torch.manual_seed(seed)
@@ -107,7 +114,15 @@ def build_tiny_encoder(corpus: Sequence[str], hidden_size: int = 64, num_layers:
 class RecurrentQNetwork(nn.Module):
     """See the module docstring. Inputs are encoder embeddings of dimension `embed_dim`."""
 
-    def __init__(self, embed_dim: int, hidden_size: int = 64, forget_bias: float = 3.0, read_cell: bool = True, seed: int | None = None, memory: bool = True) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        hidden_size: int = 64,
+        forget_bias: float = 3.0,
+        read_cell: bool = True,
+        seed: int | None = None,
+        memory: bool = True,
+    ) -> None:
         super().__init__()
         self.memory = memory  # False: memoryless baseline (state ignored, core_step returns zeros)
         if seed is not None:
@@ -127,7 +142,9 @@ class RecurrentQNetwork(nn.Module):
         """[B, 2, H] zeros (h, c)."""
         return torch.zeros(batch, STATE_ROWS, self.hidden_size)
 
-    def q_values(self, state: torch.Tensor, obs: torch.Tensor, cands: torch.Tensor, taken: torch.Tensor | None = None) -> Any:
+    def q_values(
+        self, state: torch.Tensor, obs: torch.Tensor, cands: torch.Tensor, taken: torch.Tensor | None = None
+    ) -> Any:
         """Dueling Q over candidates. state [..., 2, H], obs [..., E], cands [..., A, E] -> [..., A];
         with `taken` [..., E] also returns Q of that action [...] (centred by the same candidate mean)."""
         mem = state.flatten(-2) if self.read_cell else state[..., 0, :]
@@ -149,7 +166,14 @@ class RecurrentQNetwork(nn.Module):
         q_taken = (value + advantage(taken.unsqueeze(-2)) - mean).squeeze(-1)
         return q_all, q_taken
 
-    def core_step(self, state: torch.Tensor, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def core_step(
+        self,
+        state: torch.Tensor,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """State after a complete turn: [B, 2, H] -> [B, 2, H]; rows with mask 0 keep their state.
         Memoryless (memory=False): zeros of the same shape, whatever the inputs."""
         if not self.memory:

@@ -1,0 +1,25 @@
+"""The metrics schema's names, shared by the store (`metrics.py`) and the tables
+(`metrics_table.py`): metric namespaces, worker record fields, event kinds, run statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAMESPACES = ("rollout", "reward", "buffer", "learner", "weights")
+WORKER_FIELDS = ("node", "engine", "policy_version", "tokens_per_s", "samples_per_s", "healthy", "last_seen")
+EVENT_KINDS = (
+    "run_started",
+    "run_finished",
+    "run_failed",
+    "worker_joined",
+    "worker_restarted",
+    "nan_rewards_rejected",
+    "stale_dropped",
+    "checkpoint_saved",
+    "weights_synced",
+)
+RUN_STATUSES = ("running", "finished", "failed")
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)

@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import small_config
 
+ROOT = Path(__file__).resolve().parents[2]
+
 pytestmark = pytest.mark.integration
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -101,11 +103,14 @@ def test_ray_job_submit_runs_training_and_reports_metrics(ray_head, sft_models, 
             "ppo.minibatch_size=8",
         ]
         sets = [a for o in overrides for a in ("--set", o)]
+        # The README's recipe: the checkout as the job's working directory (uploaded by Ray, .gitignore
+        # respected); the job and its actors import `shoal` from that copy (shoal/__init__.py).
         cmd = [
             RAY,
             "job",
             "submit",
             f"--address={address}",
+            f"--working-dir={ROOT}",
             "--",
             sys.executable,
             "-m",

@@ -12,6 +12,10 @@ Conventions (deviations to know):
 - `masked_whiten` uses the population variance (no Bessel correction).
 - `approx_kl` is the k3 estimator of KL(pi_old || pi) (as CleanRL's `approx_kl`).
 
+Off-policy corrections for asynchronous training (`behaviour_weights`): the three policies of an
+async update are the behaviour policy mu that sampled (the rollout's log-probs), the proximal
+policy pi_prox (the learner's recomputed log-probs before the update) and pi_theta.
+
 Pure torch; no Ray. Tests: `pytest tests/unit/test_losses.py`.
 """
 
@@ -97,21 +101,108 @@ def ppo_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip_coef: float,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clipped surrogate -> (loss, clip_fraction, approx_kl); the last two are detached.
 
-    loss = mean_t max(-A_t * ratio_t, -A_t * clip(ratio_t, 1 - clip_coef, 1 + clip_coef)).
+    loss = mean_t w_t * max(-A_t * ratio_t, -A_t * clip(ratio_t, 1 - clip_coef, 1 + clip_coef)),
+    ratio_t = exp(logprobs_t - old_logprobs_t); w_t = 1 unless `weights` (off-policy importance
+    weights, `behaviour_weights`, constants: no gradient flows through them) are given.
     clip_fraction: share of tokens with |ratio - 1| > clip_coef.
     """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    surrogate = torch.maximum(unclipped, clipped)
+    if weights is not None:
+        surrogate = weights.detach() * surrogate
+    loss = masked_mean(surrogate, mask)
     with torch.no_grad():
         clip_fraction = masked_mean(((ratio - 1.0).abs() > clip_coef).to(ratio.dtype), mask)
         approx_kl = masked_mean(kl_k3(old_logprobs, logprobs), mask)
     return loss, clip_fraction, approx_kl
+
+
+def kl_penalty_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's KL-penalty form (Schulman et al. 2017, sec. 4; the form the seed notes derive first)
+    -> (loss, kl); kl detached.
+
+    loss = mean_t w_t * (-A_t * ratio_t) + beta * mean_t KL_t(pi_old || pi_theta), the per-token KL
+    by the k3 estimator on the sampled tokens (non-negative, unbiased under pi_old).
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    surrogate = -advantages * ratio
+    if weights is not None:
+        surrogate = weights.detach() * surrogate
+    kl = masked_mean(kl_k3(old_logprobs, logprobs), mask)
+    return masked_mean(surrogate, mask) + beta * kl, kl.detach()
+
+
+def adapt_kl_penalty_coef(beta: float, measured_kl: float, target_kl: float, band: float = 1.5) -> float:
+    """Schulman et al. 2017's rule: halve beta when the measured KL is below target/band, double
+    it when above target*band, keep it inside the band."""
+    if measured_kl < target_kl / band:
+        return beta / 2.0
+    if measured_kl > target_kl * band:
+        return beta * 2.0
+    return beta
+
+
+CORRECTIONS = ("none", "behavior", "decoupled", "tis_sequence", "mask_sequence")
+
+
+def behaviour_weights(
+    prox_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor, correction: str, cap: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Off-policy importance weights [B, T] of the samples' behaviour policy mu (the sampler's
+    log-probs, possibly some versions old) relative to the proximal policy pi_prox (the learner's
+    log-probs before this update), and their statistics (learner/is_weight_mean, _max,
+    is_truncated_frac; raw weights, before truncation).
+
+    - decoupled (Hilton et al. 2021; AReaL; token-level truncated IS as in Yao et al. 2025):
+      w_t = min(pi_prox_t / mu_t, cap);
+    - tis_sequence: one weight per sequence, min(prod_t pi_prox_t / mu_t, cap);
+    - mask_sequence (TRL's default): 1 when the sequence's geometric-mean ratio lies in
+      [1/cap, cap], else 0 (the sequence is left out of the loss);
+    - none / behavior: all ones (no correction).
+    """
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown off-policy correction {correction!r} (have: {', '.join(CORRECTIONS)})")
+    if correction in ("none", "behavior"):
+        return torch.ones_like(mask), {}
+    log_w = (prox_logprobs - behaviour_logprobs) * mask
+    if correction == "decoupled":
+        raw = torch.exp(log_w)
+        weights = torch.clamp(raw, max=cap) * mask
+        truncated = masked_mean((raw > cap).to(raw.dtype), mask)
+        stats_raw = raw[mask.bool()]
+    else:
+        lengths = mask.sum(dim=1).clamp(min=1)
+        if correction == "tis_sequence":
+            raw_seq = torch.exp(log_w.sum(dim=1))
+            keep = torch.clamp(raw_seq, max=cap)
+            truncated = (raw_seq > cap).to(raw_seq.dtype).mean()
+        else:
+            raw_seq = torch.exp(log_w.sum(dim=1) / lengths)
+            inside = (raw_seq >= 1.0 / cap) & (raw_seq <= cap)
+            keep = inside.to(raw_seq.dtype)
+            truncated = (~inside).to(raw_seq.dtype).mean()
+        weights = keep.unsqueeze(1) * mask
+        stats_raw = raw_seq
+    stats = {
+        "learner/is_weight_mean": float(stats_raw.mean()) if stats_raw.numel() else 1.0,
+        "learner/is_weight_max": float(stats_raw.max()) if stats_raw.numel() else 1.0,
+        "learner/is_truncated_frac": float(truncated),
+    }
+    return weights, stats
 
 
 def value_loss(

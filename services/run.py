@@ -108,6 +108,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         "proxy_reward",
         "kl_ref",
         "length",
+        "distinct_frac",
+        "distinct_per_topic",
         "success_rate",
         "return_mean",
         "lmrl_score",

@@ -56,6 +56,13 @@ class PPOBuilder(ActorLearnerBuilder):
             raise ConfigError(
                 f"reward.reward_model_path: {rm!r} is not a model directory; run `shoal train-rm` or set it to null"
             )
+        if cfg.ppo.ptx_coef > 0 and cfg.ppo.ptx_data:
+            from shoal.learner.ppo.ptx import PtxFileError, read_ptx_texts
+
+            try:
+                read_ptx_texts(cfg.ppo.ptx_data)
+            except PtxFileError as e:
+                raise ConfigError(str(e)) from None
 
     # -- components ----------------------------------------------------------------------
     def task(self) -> Any:
@@ -97,9 +104,22 @@ class PPOBuilder(ActorLearnerBuilder):
             device=learner_device(),
             metrics=metrics,
         )
+        learner.ptx = self.ptx_batches(learner.tokenizer)
         if cfg.run.resume_from:
             learner.restore(cfg.run.resume_from)
         return learner
+
+    def ptx_batches(self, tokenizer: Any) -> Any:
+        """PPO-ptx's text batches (ppo.ptx_coef > 0): ppo.ptx_data, or the task's demonstrations."""
+        ppo = self.cfg.ppo
+        if ppo.ptx_coef == 0:
+            return None
+        from shoal.learner.ppo.ptx import PtxBatches, read_ptx_texts
+
+        seed = self.cfg.run.seed * 7919 + 17
+        if ppo.ptx_data:
+            return PtxBatches(tokenizer, ppo.ptx_batch_size, seed, texts=read_ptx_texts(ppo.ptx_data))
+        return PtxBatches(tokenizer, ppo.ptx_batch_size, seed, task=self.task())
 
     def batch_size(self) -> int:
         return self.cfg.ppo.batch_size
@@ -149,7 +169,7 @@ class PPOBuilder(ActorLearnerBuilder):
             out["gold_reward"] = _mean(gold)
         if kl:
             out["kl_ref"] = _mean(kl)
-        return out
+        return {**out, **diversity(scored)}
 
     def counters(self, buffer_stats: dict[str, float], rejected: int, dropped: int) -> dict[str, Any]:
         return {"dropped_stale": buffer_stats.get("buffer/dropped_stale", 0.0), "rejected_nonfinite": rejected}
@@ -159,6 +179,20 @@ class PPOBuilder(ActorLearnerBuilder):
 
     def progress_fields(self, m: dict[str, float]) -> dict[str, str]:
         return {"reward": f"{m.get('reward/mean', float('nan')):.3f}", "kl": f"{m.get('learner/kl_ref', 0):.3f}"}
+
+
+def diversity(scored: Sequence[Any]) -> dict[str, float]:
+    """Collapse detectors: distinct responses / responses, and the mean number of distinct
+    responses per prompt topic (when prompts carry one): 1.0 means one answer per topic."""
+    texts = [s.rollout.response_text.strip() for s in scored]
+    out = {"distinct_frac": len(set(texts)) / len(texts)}
+    by_topic: dict[Any, set[str]] = {}
+    for s, t in zip(scored, texts):
+        if "topic" in s.rollout.prompt.meta:
+            by_topic.setdefault(s.rollout.prompt.meta["topic"], set()).add(t)
+    if by_topic:
+        out["distinct_per_topic"] = _mean([len(v) for v in by_topic.values()])
+    return out
 
 
 def _mean(xs: Sequence[float]) -> float:

@@ -30,13 +30,49 @@ class PPOConfig(ConfigSection):
     gae_lambda: float = Field(0.95, ge=0, le=1, description="lambda of GAE.")
     max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
     whiten_advantages: bool = Field(True, description="Normalise advantages per batch.")
-    ratio_reference: Literal["behavior", "learner"] = Field(
-        "behavior",
+    correction: Literal["none", "behavior", "decoupled", "tis_sequence", "mask_sequence"] = Field(
+        "decoupled",
         description=(
-            "log pi_old of the PPO ratio: `behavior` = the rollout engine's log-probs (clips relative to the policy that sampled, "
-            "safe with stale samples); `learner` = recomputed with the learner's current weights."
+            "Off-policy correction for samples up to rollout.max_policy_lag versions old. `decoupled`: decoupled PPO "
+            "(Hilton et al. 2021; AReaL) - the ratio against the learner's recomputed log-probs (the proximal policy), "
+            "each token weighted by min(pi_prox / mu, is_cap) with mu the sampler's log-probs (= token-level truncated "
+            "IS); `tis_sequence`: one weight per sequence, min(prod pi_prox / mu, is_cap); `mask_sequence`: sequences "
+            "whose geometric-mean ratio leaves [1/is_cap, is_cap] are left out (TRL's default); `behavior`: the ratio "
+            "against mu, no weight; `none`: the ratio against pi_prox, no weight (naive PPO on stale samples)."
         ),
     )
+    is_cap: float = Field(2.0, gt=1, description="C: the truncation (or masking bound) of the importance weights.")
+    objective: Literal["clip", "kl_penalty"] = Field(
+        "clip",
+        description=(
+            "`clip`: the clipped surrogate; `kl_penalty`: PPO's KL-penalty form, -ratio * A + beta * KL(pi_old || "
+            "pi_theta), beta adapted (halved / doubled) when the measured KL leaves [target/1.5, target*1.5]."
+        ),
+    )
+    kl_penalty_coef: float = Field(
+        1.0, gt=0, description="objective kl_penalty: the initial beta (Schulman et al. 2017: 1)."
+    )
+    kl_penalty_target: float = Field(
+        0.01,
+        gt=0,
+        description="objective kl_penalty: the target KL(pi_old || pi_theta) per token of one update, in nats.",
+    )
+    ptx_coef: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "PPO-ptx (InstructGPT): gamma times the language-modelling loss on pretraining/demonstration text, added to "
+            "every PPO minibatch update (0: off; InstructGPT 27.8 at its loss scales)."
+        ),
+    )
+    ptx_data: str | None = Field(
+        None,
+        description=(
+            'PPO-ptx text: a .jsonl file of {"text": ...} lines or a plain-text file (one document per line); '
+            "null: the task's demonstrations (prompt + response, loss on the response)."
+        ),
+    )
+    ptx_batch_size: int = Field(16, gt=0, description="PPO-ptx: texts per minibatch update.")
 
     @field_validator("minibatch_size")
     @classmethod

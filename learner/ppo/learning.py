@@ -8,16 +8,27 @@ reward): for each batch of scored rollouts,
      reward at the last token (`learner.kl.kl_penalised_rewards`);
   3. GAE(gamma, gae_lambda) over response tokens, optional advantage whitening;
   4. ppo_epochs passes over shuffled minibatches of minibatch_size rollouts of
-     clipped surrogate + vf_coef * value loss - ent_coef * entropy, grad-norm clip, Adam;
+     clipped surrogate + vf_coef * value loss - ent_coef * entropy (+ ptx_coef * the LM loss
+     on pretraining/demonstration text: PPO-ptx, InstructGPT), grad-norm clip, Adam;
+     `ppo.objective: kl_penalty` replaces the clipped surrogate by PPO's KL-penalty form
+     -ratio * A + beta * KL(pi_old || pi_theta) with beta halved/doubled outside
+     [target/1.5, target*1.5] after each batch (Schulman et al. 2017, sec. 4);
   5. policy_version += 1; the (adaptive) KL controller sees the batch's mean KL to the ref.
 
+Asynchronous training (`ppo.correction`, default `decoupled`): samples up to
+rollout.max_policy_lag versions old are trained on. Three policies meet: the behaviour policy
+mu (the log-probs the sampler recorded), the proximal policy pi_prox (step 1's recomputed
+log-probs) and pi_theta. Decoupled PPO (Hilton et al. 2021; AReaL, Fu et al. 2025) clips the
+ratio pi_theta / pi_prox and weights each token by min(pi_prox / mu, is_cap) (token-level
+truncated IS); `tis_sequence` / `mask_sequence` use one weight per sequence; `behavior` clips
+against mu without weights; `none` ignores staleness. The weights are fixed for the batch
+(computed once, before the update) and reported as learner/is_weight_mean, _max and
+is_truncated_frac (raw, before truncation).
+
 Deviations / choices:
-- The ratio's denominator (`ppo.ratio_reference`): by default (`behavior`) the log-probs the
-  sampling engine recorded (the behaviour policy, as decoupled / asynchronous PPO does), so
-  clipping bounds the update relative to the policy that produced each possibly stale sample;
-  `learner` uses the learner's own recomputed log-probs from step 1 (classic synchronous PPO).
-  Their gap on same-version samples is reported as `learner/logprob_mismatch` (the
-  rollout/trainer mismatch diagnostic).
+- On samples of the learner's own version mu and pi_prox agree up to engine numerics; their
+  gap is reported as `learner/logprob_mismatch` (the rollout/trainer mismatch diagnostic), and
+  the decoupled weight absorbs it.
 - Every log-prob in the loss and the KL is of the tempered full softmax, the distribution the
   engines sample from: top-k sampling is rejected for PPO at config time (`rollout.top_k`).
 - Items without `terms.ref_logprobs` get no KL penalty; `learner/kl_ref` (and the adaptive
@@ -46,7 +57,18 @@ from torch import nn
 from shoal.core import MetricsSink, NullMetrics
 from shoal.learner.checkpoint import load_checkpoint, prefixed, save_checkpoint
 from shoal.learner.kl import kl_k1, kl_penalised_rewards, make_kl_controller
-from shoal.learner.losses import entropy_from_logits, gae, masked_whiten, ppo_policy_loss, token_logprobs, value_loss
+from shoal.learner.losses import (
+    adapt_kl_penalty_coef,
+    behaviour_weights,
+    entropy_from_logits,
+    gae,
+    kl_penalty_policy_loss,
+    masked_whiten,
+    ppo_policy_loss,
+    token_logprobs,
+    value_loss,
+)
+from shoal.learner.ppo.ptx import ptx_loss
 from shoal.models import load_policy
 from shoal.tensors import gather_positions, pad_rows
 from shoal.types import SampledBatch, ScoredRollout, VersionedWeights
@@ -119,6 +141,7 @@ class PPOLearner:
         seed: int = 0,
         device: str = "cpu",
         metrics: MetricsSink | None = None,
+        ptx: Any = None,
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -135,6 +158,8 @@ class PPOLearner:
         self.kl_ctl = make_kl_controller(reward_cfg)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.policy_version, self.step_count, self.seed = 0, 0, seed
+        self.ptx = ptx  # PtxBatches (learner/ppo/ptx.py) when ppo.ptx_coef > 0
+        self.kl_penalty_coef = float(getattr(ppo_cfg, "kl_penalty_coef", 1.0))
 
     # ---- model evaluation -------------------------------------------------------------
     def forward(self, tb: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,15 +197,27 @@ class PPOLearner:
         )
         old_logprobs, old_values = self._evaluate(tb)
         ref_logprobs, has_ref = self._ref_logprobs(items, old_logprobs)
-        ratio_logprobs = self._ratio_reference(items, old_logprobs)
+        behaviour = self._behaviour_logprobs(items, old_logprobs)
+        correction = self.ppo.correction
+        ratio_logprobs = behaviour if correction == "behavior" else old_logprobs
+        is_weights, is_stats = behaviour_weights(old_logprobs, behaviour, tb.response_mask, correction, self.ppo.is_cap)
         kl_coef = self.kl_ctl.value
         seq_rewards = torch.tensor([float(it.reward) for it in items])
         rewards = kl_penalised_rewards(old_logprobs, ref_logprobs, seq_rewards, tb.response_mask, kl_coef)
         advantages, returns = gae(rewards, old_values, tb.response_mask, self.ppo.gamma, self.ppo.gae_lambda)
         if self.ppo.whiten_advantages:
             advantages = masked_whiten(advantages, tb.response_mask)
-        train = self._train(tb, ratio_logprobs, old_values, advantages, returns)
-        metrics = {**train, **batch_metrics(items, tb, old_logprobs, ref_logprobs, has_ref, self.policy_version)}
+        train = self._train(tb, ratio_logprobs, is_weights, old_values, advantages, returns)
+        metrics = {
+            **train,
+            **is_stats,
+            **batch_metrics(items, tb, old_logprobs, ref_logprobs, has_ref, self.policy_version),
+        }
+        if self.ppo.objective == "kl_penalty":
+            metrics["learner/kl_penalty_coef"] = self.kl_penalty_coef
+            self.kl_penalty_coef = adapt_kl_penalty_coef(
+                self.kl_penalty_coef, train["learner/approx_kl"], self.ppo.kl_penalty_target
+            )
         self.policy_version += 1
         self.step_count += 1
         if "learner/kl_ref" in metrics:
@@ -190,14 +227,10 @@ class PPOLearner:
         self.metrics.log(metrics, step=self.policy_version)
         return metrics
 
-    def _ratio_reference(self, items: Sequence[ScoredRollout], learner_logprobs: torch.Tensor) -> torch.Tensor:
-        """log pi_old of the PPO ratio. `behavior`: the log-probs the sampling engine recorded,
-        so clipping bounds the update relative to the policy that produced each (possibly stale)
-        sample, as decoupled / asynchronous PPO does; `learner`: the learner's current weights
-        (classic synchronous PPO, where the two agree)."""
-        if getattr(self.ppo, "ratio_reference", "learner") != "behavior":
-            return learner_logprobs
-        out = learner_logprobs.clone()
+    def _behaviour_logprobs(self, items: Sequence[ScoredRollout], like: torch.Tensor) -> torch.Tensor:
+        """[B, T] log mu: the log-probs the sampling engine recorded (the behaviour policy of each,
+        possibly stale, sample), zero on padding."""
+        out = torch.zeros_like(like)
         for i, it in enumerate(items):
             out[i, : len(it.rollout.logprobs)] = torch.tensor(it.rollout.logprobs)
         return out
@@ -218,34 +251,48 @@ class PPOLearner:
                 has_ref[i] = True
         return ref, has_ref
 
-    def _train(self, tb: TokenBatch, old_logprobs, old_values, advantages, returns) -> dict[str, float]:
+    def _train(self, tb: TokenBatch, old_logprobs, is_weights, old_values, advantages, returns) -> dict[str, float]:
         """ppo_epochs passes over shuffled minibatches; mean of each minibatch statistic."""
         sums: dict[str, float] = {}
         n_updates = 0
         for _ in range(self.ppo.ppo_epochs):
             perm = torch.randperm(len(tb.input_ids), generator=self.shuffle_gen)
             for idx in perm.split(self.ppo.minibatch_size):
-                stats = self._update(tb.select(idx), *(x[idx] for x in (old_logprobs, old_values, advantages, returns)))
+                rows = (x[idx] for x in (old_logprobs, is_weights, old_values, advantages, returns))
+                stats = self._update(tb.select(idx), *rows)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_updates += 1
         return {k: v / n_updates for k, v in sums.items()}
 
-    def _update(self, sub: TokenBatch, old_logprobs, old_values, advantages, returns) -> dict[str, float]:
+    def _update(self, sub: TokenBatch, old_logprobs, is_weights, old_values, advantages, returns) -> dict[str, float]:
         """One gradient step on a minibatch (tensors already row-selected, trimmed here)."""
         width = sub.response_mask.shape[1]
-        old_logprobs, old_values, advantages, returns = (
-            x[:, :width].to(self.device) for x in (old_logprobs, old_values, advantages, returns)
+        old_logprobs, is_weights, old_values, advantages, returns = (
+            x[:, :width].to(self.device) for x in (old_logprobs, is_weights, old_values, advantages, returns)
         )
         mask = sub.response_mask.to(self.device)
         logits, values = self.forward(sub)
         logprobs = token_logprobs(logits, sub.response_ids.to(self.device))
-        pg_loss, clip_fraction, approx_kl = ppo_policy_loss(
-            logprobs, old_logprobs, advantages, mask, self.ppo.clip_coef
-        )
+        if self.ppo.objective == "kl_penalty":
+            pg_loss, approx_kl = kl_penalty_policy_loss(
+                logprobs, old_logprobs, advantages, mask, self.kl_penalty_coef, is_weights
+            )
+            clip_fraction = torch.zeros(())
+        else:
+            pg_loss, clip_fraction, approx_kl = ppo_policy_loss(
+                logprobs, old_logprobs, advantages, mask, self.ppo.clip_coef, is_weights
+            )
         v_loss = value_loss(values, old_values, returns, mask, self.ppo.vf_clip)
         entropy = entropy_from_logits(logits if self.ppo.ent_coef > 0 else logits.detach(), mask)
         loss = pg_loss + self.ppo.vf_coef * v_loss - self.ppo.ent_coef * entropy
+        ptx = (
+            ptx_loss(self.model, self.ptx.next(), self.device)
+            if self.ptx is not None and self.ppo.ptx_coef > 0
+            else None
+        )
+        if ptx is not None:
+            loss = loss + self.ppo.ptx_coef * ptx
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite PPO loss {loss.item()} (policy {pg_loss.item()}, value {v_loss.item()}) at policy_version {self.policy_version}"
@@ -258,6 +305,7 @@ class PPOLearner:
             "learner/policy_loss": pg_loss.item(),
             "learner/value_loss": v_loss.item(),
             "learner/entropy": entropy.item(),
+            **({"learner/ptx_loss": ptx.item()} if ptx is not None else {}),
             "learner/clip_fraction": clip_fraction.item(),
             "learner/approx_kl": approx_kl.item(),
             "learner/grad_norm": grad_norm.item(),
@@ -290,6 +338,8 @@ class PPOLearner:
                 "kl_controller": self.kl_ctl.state_dict(),
                 "temperature": self.temperature,
                 "seed": self.seed,
+                "kl_penalty_coef": self.kl_penalty_coef,
+                **({"ptx_rng": _rng_state_json(self.ptx.rng)} if self.ptx is not None else {}),
             },
         )
 
@@ -302,6 +352,15 @@ class PPOLearner:
         self.kl_ctl.load_state_dict(ckpt.meta["kl_controller"])
         self.shuffle_gen.set_state(ckpt.rng_state["shuffle"])
         self.policy_version, self.step_count = int(ckpt.meta["policy_version"]), int(ckpt.meta["step"])
+        self.kl_penalty_coef = float(ckpt.meta.get("kl_penalty_coef", self.kl_penalty_coef))
+        if self.ptx is not None and "ptx_rng" in ckpt.meta:
+            version, state, gauss = ckpt.meta["ptx_rng"]
+            self.ptx.rng.setstate((version, tuple(state), gauss))
+
+
+def _rng_state_json(rng: Any) -> list:
+    version, state, gauss = rng.getstate()
+    return [version, list(state), gauss]
 
 
 def batch_metrics(items, tb: TokenBatch, old_logprobs, ref_logprobs, has_ref, version: int) -> dict[str, float]:

@@ -121,3 +121,43 @@ def test_top_k_sampling_is_rejected_for_ppo():
     with pytest.raises(ConfigError, match=r"^rollout\.top_k: "):
         load_config(None, ["rollout.top_k=5"])
     assert load_config(None, ["run.algorithm=r2d2", "rollout.top_k=5"]).rollout.top_k == 5  # no PPO ratio there
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("ppo.correction=vtrace", "ppo.correction"),
+        ("ppo.objective=trpo", "ppo.objective"),
+        ("ppo.is_cap=1.0", "ppo.is_cap"),
+        ("ppo.kl_penalty_target=0", "ppo.kl_penalty_target"),
+        ("reward.kl_target=-1", "reward.kl_target"),
+        ("ppo.ptx_coef=-1", "ppo.ptx_coef"),
+    ],
+)
+def test_bad_async_and_ptx_settings_name_the_field(override, field):
+    with pytest.raises(ConfigError, match="^" + field.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_ptx_data_file_errors_name_file_and_line(tmp_path, sft_like_model_dir):
+    from shoal.builders import make_builder
+
+    base = [f"model.path={sft_like_model_dir}", "reward.reward_model_path=null", "ppo.ptx_coef=1"]
+    with pytest.raises(ConfigError, match="^ppo.ptx_data: .*does not exist"):
+        make_builder(load_config(None, [*base, f"ppo.ptx_data={tmp_path}/none.jsonl"])).preflight()
+    bad = tmp_path / "ptx.jsonl"
+    bad.write_text('{"text": "ok"}\n{"txt": "no"}\n')
+    with pytest.raises(ConfigError, match=r"ptx\.jsonl:2: expected"):
+        make_builder(load_config(None, [*base, f"ppo.ptx_data={bad}"])).preflight()
+    bad.write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        make_builder(load_config(None, [*base, f"ppo.ptx_data={bad}"])).preflight()
+
+
+@pytest.fixture
+def sft_like_model_dir(tmp_path):
+    """A directory that passes the model.path check (config.json present)."""
+    d = tmp_path / "policy"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    return d

@@ -24,6 +24,7 @@ METRIC_NAMES = {
     "learner/approx_kl", "learner/grad_norm", "learner/kl_ref", "learner/kl_coef",
     "learner/policy_version", "learner/step_s", "learner/trained_tokens", "learner/logprob_mismatch",
     "reward/mean", "reward/std", "reward/gold_mean", "learner/response_length",
+    "learner/is_weight_mean", "learner/is_weight_max", "learner/is_truncated_frac",
 }  # fmt: skip
 
 
@@ -132,6 +133,7 @@ def test_step_reports_every_metric_and_increments_version(tiny_model_dir, ref_mo
     assert set(metrics) == METRIC_NAMES
     assert all(math.isfinite(v) for v in metrics.values()), metrics
     assert metrics["learner/logprob_mismatch"] < 1e-4  # same weights sampled and trained
+    assert abs(metrics["learner/is_weight_mean"] - 1.0) < 1e-3 and metrics["learner/is_truncated_frac"] == 0.0
     assert abs(metrics["learner/kl_ref"]) < 1e-4  # the policy is still the reference
     assert metrics["learner/trained_tokens"] == sum(len(it.rollout.response_ids) for it in batch.items)
     assert metrics["learner/kl_coef"] == 0.1 and learner.kl_ctl.value < 0.1  # adaptive: KL below target

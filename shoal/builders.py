@@ -70,6 +70,24 @@ ALGORITHMS: dict[str, Algorithm] = {
             "shoal.learner.ilql.builder:ILQLBuilder",
             "Token-level ILQL on episodes, offline and/or online (sections env, ilql, replay).",
         ),
+        Algorithm(
+            "grpo",
+            "shoal.learner.grpo.config:GRPOConfig",
+            "shoal.learner.grpo.builder:GRPOBuilder",
+            "RLHF on prompts with GRPO / Dr.GRPO: group-relative advantages, no critic (sections task, reward, grpo, buffer).",
+        ),
+        Algorithm(
+            "rloo",
+            "shoal.learner.rloo.config:RLOOConfig",
+            "shoal.learner.rloo.builder:RLOOBuilder",
+            "RLHF on prompts with RLOO: leave-one-out group baseline, no critic (sections task, reward, rloo, buffer).",
+        ),
+        Algorithm(
+            "reinforce_pp",
+            "shoal.learner.reinforce_pp.config:ReinforcePPConfig",
+            "shoal.learner.reinforce_pp.builder:ReinforcePPBuilder",
+            "RLHF on prompts with REINFORCE++: KL in the reward, batch-normalised advantages, no critic (sections task, reward, reinforce_pp, buffer).",
+        ),
     )
 }
 

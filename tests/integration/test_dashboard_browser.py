@@ -37,6 +37,7 @@ CHARTS_WITH_DATA = [
     "kl",
     "losses",
     "lag",
+    "is_weights",
     "lag_time",
     "buffer_fill",
     "buffer_rate",

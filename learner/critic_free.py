@@ -12,8 +12,10 @@ batch of scored rollouts (whole groups, from `buffer/groups.py`'s GroupQueue):
   3. advantages [B, T] from the algorithm's estimator, given the sequence rewards, the groups,
      the mask and, with `kl_mode: reward`, the per-token penalty -kl_coef * k1(logp, ref_logp);
   4. `epochs` passes over shuffled minibatches of `minibatch_size` GROUPS (a group is never
-     split across minibatches either) of: the PPO clipped surrogate (`clip_coef`) against
-     the behaviour log-probs the sampler recorded (`Rollout.logprobs`), plus, with
+     split across minibatches either) of: the PPO clipped surrogate (`clip_coef`) with the
+     off-policy correction of `correction` (as PPO's, `learner/losses.behaviour_weights`:
+     by default decoupled - the ratio against the learner's recomputed log-probs, tokens
+     weighted by min(pi_prox / mu, is_cap), mu = the sampler's `Rollout.logprobs`), plus, with
      `kl_mode: loss`, kl_coef * the k3 estimator of KL(pi || pi_ref) on every token
      (GRPO's `pi_ref/pi - log(pi_ref/pi) - 1`); both aggregated by `loss_aggregation`:
        token_mean     sum of token losses / tokens in the minibatch
@@ -25,8 +27,9 @@ batch of scored rollouts (whole groups, from `buffer/groups.py`'s GroupQueue):
 
 Choices:
 - No critic, no value head: the weights published are the policy LM's, as PPO's.
-- The KL coefficient is the algorithm's own fixed `kl_coef` (`reward.kl_coef` and
-  `reward.adaptive_kl` are PPO's); the builders turn the reference scorer on when it is > 0.
+- The KL coefficient is the algorithm's own `kl_coef` (`reward.kl_coef` and
+  `reward.adaptive_kl` are PPO's), fixed, or adapted toward `kl_target` by Ziegler et al.'s
+  controller with `adaptive_kl`; the builders turn the reference scorer on when it is > 0.
   Items without `terms.ref_logprobs` get no KL (penalty or loss term).
 - The model stays in eval mode (dropout off), so the first minibatch's ratio is the
   rollout/trainer mismatch only; the only randomness is the minibatch shuffle.
@@ -45,8 +48,8 @@ import torch
 
 from shoal.core import MetricsSink, NullMetrics
 from shoal.learner.checkpoint import load_checkpoint, save_checkpoint
-from shoal.learner.kl import kl_k1, kl_k3
-from shoal.learner.losses import entropy_from_logits, masked_mean, token_logprobs
+from shoal.learner.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3
+from shoal.learner.losses import behaviour_weights, entropy_from_logits, masked_mean, token_logprobs
 from shoal.learner.ppo.learning import TokenBatch, batch_metrics, collate, validate_items
 from shoal.models import load_policy
 from shoal.tensors import gather_positions
@@ -93,11 +96,17 @@ def returns_to_go(token_rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 
 def clipped_token_losses(
-    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip_coef: float
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_coef: float,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[B, T] PPO's clipped surrogate per token: max(-A ratio, -A clip(ratio, 1 -+ clip_coef))."""
+    """[B, T] PPO's clipped surrogate per token, max(-A ratio, -A clip(ratio, 1 -+ clip_coef)),
+    times the off-policy importance weights when given (constants: no gradient)."""
     ratio = torch.exp(logprobs - old_logprobs)
-    return torch.maximum(-advantages * ratio, -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef))
+    out = torch.maximum(-advantages * ratio, -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef))
+    return out if weights is None else weights.detach() * out
 
 
 def aggregate_token_losses(losses: torch.Tensor, mask: torch.Tensor, mode: str, max_tokens: int) -> torch.Tensor:
@@ -140,6 +149,12 @@ class CriticFreeLearner:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.policy_version, self.step_count, self.seed = 0, 0, seed
+        adaptive = getattr(cfg, "adaptive_kl", False)
+        self.kl_ctl = (
+            AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+            if adaptive
+            else FixedKLController(cfg.kl_coef)
+        )
 
     # ---- the estimator (per algorithm) --------------------------------------------------
     def advantages(
@@ -187,17 +202,26 @@ class CriticFreeLearner:
         for i, it in enumerate(items):
             behaviour[i, : len(it.rollout.logprobs)] = torch.tensor(it.rollout.logprobs)
         seq_rewards = torch.tensor([float(it.reward) for it in items])
-        kl_coef = float(self.cfg.kl_coef)
+        kl_coef = float(self.kl_ctl.value)
         kl_penalty = None
         if self.cfg.kl_mode == "reward":
             kl_penalty = -kl_coef * kl_k1(old_logprobs, ref_logprobs) * mask
         advantages = self.advantages(seq_rewards, groups, mask, kl_penalty).to(torch.float32) * mask
         ref_in_loss = ref_logprobs if self.cfg.kl_mode == "loss" and kl_coef > 0 and bool(has_ref.any()) else None
-        train = self._train(tb, groups, behaviour, advantages, ref_in_loss, has_ref)
-        metrics = {**train, **batch_metrics(items, tb, old_logprobs, ref_logprobs, has_ref, self.policy_version)}
+        correction = self.cfg.correction
+        ratio_ref = behaviour if correction == "behavior" else old_logprobs
+        weights, is_stats = behaviour_weights(old_logprobs, behaviour, mask, correction, self.cfg.is_cap)
+        train = self._train(tb, groups, ratio_ref, weights, advantages, ref_in_loss, has_ref)
+        metrics = {
+            **train,
+            **is_stats,
+            **batch_metrics(items, tb, old_logprobs, ref_logprobs, has_ref, self.policy_version),
+        }
         metrics.update(self._group_metrics(seq_rewards, groups, advantages, mask))
         self.policy_version += 1
         self.step_count += 1
+        if "learner/kl_ref" in metrics:
+            self.kl_ctl.update(metrics["learner/kl_ref"], len(items))
         metrics.update({"learner/kl_coef": kl_coef, "learner/policy_version": float(self.policy_version)})
         metrics["learner/step_s"] = time.perf_counter() - start
         self.metrics.log(metrics, step=self.policy_version)
@@ -239,7 +263,7 @@ class CriticFreeLearner:
                 has_ref[i] = True
         return ref, has_ref
 
-    def _train(self, tb, groups, behaviour, advantages, ref_logprobs, has_ref) -> dict[str, float]:
+    def _train(self, tb, groups, ratio_ref, weights, advantages, ref_logprobs, has_ref) -> dict[str, float]:
         """`epochs` passes over shuffled minibatches of whole groups; mean of each statistic."""
         sums: dict[str, float] = {}
         n_updates = 0
@@ -249,22 +273,22 @@ class CriticFreeLearner:
             for chosen in perm.split(self.cfg.minibatch_size):
                 idx = torch.isin(groups, chosen).nonzero().flatten()
                 ref = None if ref_logprobs is None else ref_logprobs[idx]
-                stats = self._update(tb.select(idx), behaviour[idx], advantages[idx], ref, has_ref[idx])
+                stats = self._update(tb.select(idx), ratio_ref[idx], weights[idx], advantages[idx], ref, has_ref[idx])
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_updates += 1
         return {k: v / n_updates for k, v in sums.items()}
 
-    def _update(self, sub: TokenBatch, old_logprobs, advantages, ref_logprobs, has_ref) -> dict[str, float]:
+    def _update(self, sub: TokenBatch, old_logprobs, weights, advantages, ref_logprobs, has_ref) -> dict[str, float]:
         """One gradient step on a minibatch (rows already selected, trimmed here)."""
         width = sub.response_mask.shape[1]
-        old_logprobs, advantages = (x[:, :width].to(self.device) for x in (old_logprobs, advantages))
+        old_logprobs, weights, advantages = (x[:, :width].to(self.device) for x in (old_logprobs, weights, advantages))
         mask = sub.response_mask.to(self.device)
         logits = self.forward(sub)
         logprobs = token_logprobs(logits, sub.response_ids.to(self.device))
         mode = self.cfg.loss_aggregation
         pg_loss = aggregate_token_losses(
-            clipped_token_losses(logprobs, old_logprobs, advantages, self.cfg.clip_coef),
+            clipped_token_losses(logprobs, old_logprobs, advantages, self.cfg.clip_coef, weights),
             mask,
             mode,
             self.max_new_tokens,
@@ -275,7 +299,7 @@ class CriticFreeLearner:
             ref = ref_logprobs[:, :width].to(self.device)
             kl_tokens = kl_k3(logprobs, ref) * has_ref.to(self.device, logprobs.dtype)[:, None]
             kl_loss = aggregate_token_losses(kl_tokens, mask, mode, self.max_new_tokens)
-            loss = loss + self.cfg.kl_coef * kl_loss
+            loss = loss + self.kl_ctl.value * kl_loss
             stats["learner/kl_loss"] = kl_loss.item()
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -326,6 +350,7 @@ class CriticFreeLearner:
                 "temperature": self.temperature,
                 "seed": self.seed,
                 "algorithm": type(self).__name__,
+                "kl_controller": self.kl_ctl.state_dict(),
             },
         )
 
@@ -336,6 +361,8 @@ class CriticFreeLearner:
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.shuffle_gen.set_state(ckpt.rng_state["shuffle"])
         self.policy_version, self.step_count = int(ckpt.meta["policy_version"]), int(ckpt.meta["step"])
+        if "kl_controller" in ckpt.meta:
+            self.kl_ctl.load_state_dict(ckpt.meta["kl_controller"])
 
 
 def broadcast(seq_values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

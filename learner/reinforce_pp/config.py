@@ -43,6 +43,21 @@ class ReinforcePPConfig(ConfigSection):
         "token_mean",
         description="`token_mean`: over all tokens (REINFORCE++); `sequence_mean`: per sequence, then over sequences.",
     )
+    adaptive_kl: bool = Field(
+        False,
+        description="Adapt kl_coef toward kl_target (Ziegler et al. 2019's controller, as reward.adaptive_kl for PPO).",
+    )
+    kl_target: float = Field(4.0, gt=0, description="Adaptive KL: target KL(pi || pi_ref) per sequence, in nats.")
+    kl_horizon: int = Field(2000, gt=0, description="Adaptive KL: horizon in samples of the proportional controller.")
+    correction: Literal["none", "behavior", "decoupled", "tis_sequence", "mask_sequence"] = Field(
+        "decoupled",
+        description=(
+            "Off-policy correction for samples up to rollout.max_policy_lag versions old, as ppo.correction: "
+            "`decoupled` clips against the learner's recomputed log-probs and weights tokens by min(pi_prox / mu, is_cap); "
+            "`behavior` clips against the sampler's log-probs mu; `none` ignores staleness."
+        ),
+    )
+    is_cap: float = Field(2.0, gt=1, description="C: the truncation (or masking bound) of the importance weights.")
     max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
 
     @field_validator("minibatch_size")

@@ -39,13 +39,12 @@ import torch
 
 from shoal.buffer.prioritized import PrioritizedSequenceReplay
 from shoal.buffer.sequences import cut_episode
+from shoal.learner.r2d2.acting import QActor
 from shoal.learner.r2d2.config import R2D2Config
 from shoal.learner.r2d2.learning import R2D2Learner
 from shoal.learner.r2d2.networks import RecurrentQNetwork, build_tiny_encoder
-from shoal.rollout.envs.base import episode_success
+from shoal.rollout.envs.base import env_corpus, episode_success
 from shoal.rollout.envs.cue_recall import ACTIONS, CueRecallEnv
-from shoal.learner.r2d2.acting import QActor
-from shoal.rollout.envs.base import env_corpus
 from tests.learning.r2d2_loop import learn_after_episode, sync_actor
 
 K = 6
@@ -56,13 +55,33 @@ def make_encoder(seed: int = 0):
     return build_tiny_encoder(env_corpus(CueRecallEnv(corridor_length=K), num_episodes=60, seed=seed), seed=seed)
 
 
-def train(start_state: str, encoder, seed: int = 0, episodes: int = 400, updates_per_episode: int = 4, sync_period: int = 20, batch_size: int = 16, hidden: int = 64):
+def train(
+    start_state: str,
+    encoder,
+    seed: int = 0,
+    episodes: int = 400,
+    updates_per_episode: int = 4,
+    sync_period: int = 20,
+    batch_size: int = 16,
+    hidden: int = 64,
+):
     torch.manual_seed(seed)
     env = CueRecallEnv(corridor_length=K)
     net = RecurrentQNetwork(encoder.dim, hidden_size=hidden, forget_bias=3.0, seed=seed)
-    cfg = R2D2Config(burn_in_length=BURN_IN, trace_length=TRACE, n_step=3, gamma=0.95, learning_rate=1e-3, target_update_period=50, start_state=start_state, core_lr_scale=0.1)
+    cfg = R2D2Config(
+        burn_in_length=BURN_IN,
+        trace_length=TRACE,
+        n_step=3,
+        gamma=0.95,
+        learning_rate=1e-3,
+        target_update_period=50,
+        start_state=start_state,
+        core_lr_scale=0.1,
+    )
     learner = R2D2Learner(net, encoder, cfg, action_set=ACTIONS)
-    actor = QActor(RecurrentQNetwork(encoder.dim, hidden_size=hidden, seed=seed), encoder, epsilon=0.3, worker_id="actor-0")
+    actor = QActor(
+        RecurrentQNetwork(encoder.dim, hidden_size=hidden, seed=seed), encoder, epsilon=0.3, worker_id="actor-0"
+    )
     sync_actor(learner, actor)
     replay = PrioritizedSequenceReplay(capacity=300, min_size_to_sample=64, seed=seed)
     history = []
@@ -77,7 +96,10 @@ def train(start_state: str, encoder, seed: int = 0, episodes: int = 400, updates
 def evaluate(learner, encoder, n: int = 100, seed: int = 7) -> float:
     env = CueRecallEnv(corridor_length=K)
     actor = QActor(learner.network, encoder, epsilon=0.0)
-    wins = [episode_success(actor.run_episode(env, f"eval-{i}", seed=10_000_000 * seed + i, greedy=True)[0]) for i in range(n)]
+    wins = [
+        episode_success(actor.run_episode(env, f"eval-{i}", seed=10_000_000 * seed + i, greedy=True)[0])
+        for i in range(n)
+    ]
     learner.network.train()
     return float(np.mean(wins))
 

@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from shoal.utils import ConfigSection
+from shoal.learner.policy_config import OffPolicyCorrection
 
 
-class PPOConfig(ConfigSection):
+class PPOConfig(OffPolicyCorrection):
     """PPO hyper-parameters (defaults: the tiny demo on CPU)."""
 
     learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate for policy and value head.")
@@ -30,18 +30,6 @@ class PPOConfig(ConfigSection):
     gae_lambda: float = Field(0.95, ge=0, le=1, description="lambda of GAE.")
     max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
     whiten_advantages: bool = Field(True, description="Normalise advantages per batch.")
-    correction: Literal["none", "behavior", "decoupled", "tis_sequence", "mask_sequence"] = Field(
-        "decoupled",
-        description=(
-            "Off-policy correction for samples up to rollout.max_policy_lag versions old. `decoupled`: decoupled PPO "
-            "(Hilton et al. 2021; AReaL) - the ratio against the learner's recomputed log-probs (the proximal policy), "
-            "each token weighted by min(pi_prox / mu, is_cap) with mu the sampler's log-probs (= token-level truncated "
-            "IS); `tis_sequence`: one weight per sequence, min(prod pi_prox / mu, is_cap); `mask_sequence`: sequences "
-            "whose geometric-mean ratio leaves [1/is_cap, is_cap] are left out (TRL's default); `behavior`: the ratio "
-            "against mu, no weight; `none`: the ratio against pi_prox, no weight (naive PPO on stale samples)."
-        ),
-    )
-    is_cap: float = Field(2.0, gt=1, description="C: the truncation (or masking bound) of the importance weights.")
     objective: Literal["clip", "kl_penalty"] = Field(
         "clip",
         description=(

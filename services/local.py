@@ -11,6 +11,7 @@ and is the sequential baseline of the pipeline-overlap benchmark.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tqdm import tqdm
@@ -41,6 +42,7 @@ class LocalPipeline:
         if initial:
             self.buffer.add(initial)
         self.samples = 0
+        self.first_step_s: float | None = None  # seconds from the run's start to the first learner step
         self.sync()
 
     def sync(self) -> None:
@@ -94,6 +96,7 @@ class LocalPipeline:
             "learner_steps": self.learner.policy_version,
             self.builder.unit: self.samples,
             **self.builder.counters(stats, rejected, dropped),
+            "first_step_s": self.first_step_s,
             **self.builder.final_metrics(last),
         }
 
@@ -112,6 +115,7 @@ def run_local(cfg: Any, progress: bool = True, ctx: RunContext | None = None) ->
             collected, trained = pipe.collect(), False
             while pipe.learner.policy_version < total and (m := pipe.train_step()) is not None:
                 last, trained = m, True
+                pipe.first_step_s = pipe.first_step_s or round(time.time() - ctx.started, 1)
                 bar.update(1)
                 bar.set_postfix(**pipe.builder.progress_fields(m))
             if not (collected or trained):  # B2: nothing can change any more; say so instead of looping

@@ -89,6 +89,7 @@ class RayProgram:
         self.env_opts = {"runtime_env": {"env_vars": ACTOR_ENV}}
         self.events = ctx.sink("driver")
         self.version, self.samples, self.restarts = 0, 0, 0
+        self.first_step_s: float | None = None  # seconds from the run's start to the first learner step
         self.handle: Any = None
         self.pending: dict[Any, tuple[str, Any]] = {}
         self.idle: set[int] = set()
@@ -232,6 +233,8 @@ class RayProgram:
 
     def on_learn(self, m: dict[str, float], bar: Any, t_start: float) -> dict[str, float]:
         self.version = int(m["learner/policy_version"])
+        if self.first_step_s is None:
+            self.first_step_s = round(time.time() - self.ctx.started, 1)
         bar.update(1)
         sps = self.samples / (time.perf_counter() - t_start)
         bar.set_postfix(
@@ -268,14 +271,21 @@ class RayProgram:
         self.sync(wait=True)
 
     # -- evaluation and summary -------------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
+    def evaluate_start(self) -> list[Any]:
+        """Launch the evaluation requests; returns their refs. Actor calls run in submission
+        order, so requests launched now see the current weights even if training has started
+        by the time they run: the "before" evaluation need not hold up the first batch."""
         requests = self.builder.eval_requests(len(self.workers))
-        if not requests:
-            return {}
         outputs = [self.workers[i].evaluate.remote(r) for i, r in enumerate(requests)]
         if self.scorers:
             outputs = [self.scorers[0].score.remote(o) for o in outputs]
-        return self.builder.summarize_eval(ray.get(outputs))
+        return outputs
+
+    def evaluate_finish(self, refs: list[Any]) -> dict[str, float]:
+        return self.builder.summarize_eval(ray.get(refs)) if refs else {}
+
+    def evaluate(self) -> dict[str, float]:
+        return self.evaluate_finish(self.evaluate_start())
 
     def counters(self, last: dict[str, float]) -> dict[str, Any]:
         stats = ray.get(self.buffer.stats.remote())
@@ -286,6 +296,7 @@ class RayProgram:
             self.builder.unit: self.samples,
             **self.builder.counters(stats, rejected, dropped),
             "worker_restarts": self.restarts,
+            "first_step_s": self.first_step_s,
             **self.builder.final_metrics(last),
         }
 
@@ -311,8 +322,9 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
             flush=True,
         )
         prog = RayProgram(cfg, ctx)
-        before = prog.evaluate()
+        before_refs = prog.evaluate_start()  # runs on the workers ahead of their first requests
         last = prog.run(progress)
+        before = prog.evaluate_finish(before_refs)
         ray.get(prog.learner.checkpoint.remote(True))
         summary = build_summary(ctx, before, prog.evaluate(), prog.counters(last))
         status = "finished"

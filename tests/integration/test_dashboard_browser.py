@@ -34,6 +34,7 @@ CHARTS_WITH_DATA = [
     "trained_tokens",
     "reward",
     "gold",
+    "gold_vs_kl",
     "kl",
     "losses",
     "lag",

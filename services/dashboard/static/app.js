@@ -148,7 +148,7 @@
       const div = h("div", {"data-chart": spec.id});
       $(`#charts-${spec.group}`).appendChild(div);
       const Kind = spec.kind === "bar" ? BarChart : LineChart;
-      S.charts[spec.id] = new Kind(div, {title: spec.title, unit: spec.unit, zero: spec.zero, emptyText: spec.emptyText, legend: spec.legend});
+      S.charts[spec.id] = new Kind(div, {title: spec.title, unit: spec.unit, zero: spec.zero, emptyText: spec.emptyText, legend: spec.legend, x: spec.x});
     }
   }
 

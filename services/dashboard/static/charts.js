@@ -3,7 +3,10 @@
  *   const c = new ShoalCharts.LineChart(divElement, {title: "Rollout tokens/s", t0: startUnixS});
  *   c.setData([{label: "rollout-0", color: "#4e79a7", pts: [[t, v], ...], band: [[t, lo, hi], ...]}]);
  *
- * Points are [unix seconds, value|null]; null breaks the line. Every chart sets
+ * Points are [unix seconds, value|null]; null breaks the line. With opts.x (the x-axis name)
+ * points are [x, value], sorted by x, and the x ticks are numbers. A series with `dots: true`
+ * is drawn as dots (a scatter) instead of a line; one with `right: true` gets its own y axis on
+ * the right (two scales in one chart). Every chart sets
  * data-points (points drawn) on its element and on each series path, which the browser
  * test reads. Hovering shows a crosshair with each series' nearest value.
  */
@@ -77,22 +80,23 @@
       if (window.ResizeObserver) new ResizeObserver(() => this.render()).observe(root);
     }
     setData(series) { this.series = series; this.render(); }
-    frame() {
+    frame(rightAxis) {
       while (this.svg.firstChild) this.svg.removeChild(this.svg.firstChild);
       const w = this.svg.clientWidth || this.root.clientWidth || 400;
       this.svg.setAttribute("viewBox", `0 0 ${w} ${HEIGHT}`);
-      return {w, iw: w - M.left - M.right, ih: HEIGHT - M.top - M.bottom};
+      return {w, iw: w - M.left - M.right - (rightAxis ? 40 : 0), ih: HEIGHT - M.top - M.bottom};
     }
     empty(f, text) {
       el("text", {x: f.w / 2, y: HEIGHT / 2, class: "empty", "text-anchor": "middle"}, this.svg).textContent = text;
       this.root.dataset.points = "0";
     }
-    yAxis(f, lo, hi) {
+    yAxis(f, lo, hi, right) {
       const ticks = niceTicks(lo, hi, 4), y0 = ticks[0], y1 = ticks[ticks.length - 1];
       const y = v => M.top + f.ih - (v - y0) / (y1 - y0 || 1) * f.ih;
       for (const t of ticks) {
-        el("line", {x1: M.left, x2: M.left + f.iw, y1: y(t), y2: y(t), class: "grid"}, this.svg);
-        el("text", {x: M.left - 6, y: y(t) + 4, class: "tick", "text-anchor": "end"}, this.svg).textContent = fmt(t);
+        if (!right) el("line", {x1: M.left, x2: M.left + f.iw, y1: y(t), y2: y(t), class: "grid"}, this.svg);
+        el("text", {x: right ? M.left + f.iw + 6 : M.left - 6, y: y(t) + 4, class: "tick", "text-anchor": right ? "start" : "end"}, this.svg)
+          .textContent = fmt(t);
       }
       return y;
     }
@@ -109,33 +113,39 @@
 
   class LineChart extends Chart {
     render() {
-      const f = this.frame();
       const series = this.series.map((s, i) => ({...s, color: s.color || PALETTE[i % PALETTE.length], pts: decimate(s.pts || [])}))
         .filter(s => s.pts.length);
+      const f = this.frame(series.some(s => s.right));
       this.drawn = series;
       if (!series.length) { this.renderLegend([]); return this.empty(f, this.opts.emptyText || "no data yet"); }
-      let t0 = Infinity, t1 = -Infinity, lo = Infinity, hi = -Infinity;
+      let t0 = Infinity, t1 = -Infinity;
+      const ys = [[Infinity, -Infinity], [Infinity, -Infinity]];  // [lo, hi] of the left and the right y axis
       for (const s of series) {
-        for (const [t, v] of s.pts) { t0 = Math.min(t0, t); t1 = Math.max(t1, t); if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } }
-        for (const [, a, b] of s.band || []) if (a !== null && b !== null) { lo = Math.min(lo, a); hi = Math.max(hi, b); }
+        const r = ys[s.right ? 1 : 0];
+        for (const [t, v] of s.pts) { t0 = Math.min(t0, t); t1 = Math.max(t1, t); if (v !== null) { r[0] = Math.min(r[0], v); r[1] = Math.max(r[1], v); } }
+        for (const [, a, b] of s.band || []) if (a !== null && b !== null) { r[0] = Math.min(r[0], a); r[1] = Math.max(r[1], b); }
       }
-      if (this.opts.zero) { lo = Math.min(lo, 0); hi = Math.max(hi, 0); }
-      if (!Number.isFinite(lo)) { lo = 0; hi = 1; }
-      const base = this.opts.t0 || t0, span = Math.max(t1 - t0, 1);
+      for (const r of ys) {
+        if (this.opts.zero) { r[0] = Math.min(r[0], 0); r[1] = Math.max(r[1], 0); }
+        if (!Number.isFinite(r[0])) { r[0] = 0; r[1] = 1; }
+      }
+      const xs = this.opts.x;  // x is a value, not a time
+      if (xs) t0 = Math.min(t0, 0);
+      const base = xs ? 0 : this.opts.t0 || t0, span = xs ? t1 - t0 || 1 : Math.max(t1 - t0, 1);
       const x = t => M.left + (t - t0) / span * f.iw;
-      const y = this.yAxis(f, lo, hi);
+      const y = this.yAxis(f, ...ys[0]), yr = series.some(s => s.right) ? this.yAxis(f, ...ys[1], true) : y;
       const xt = niceTicks(t0 - base, t1 - base, 5), sub = xt.length > 1 && xt[1] - xt[0] < 1;
       for (const t of xt) {
         if (t + base < t0 - 1e-9 || t + base > t1 + 1e-9) continue;
         el("text", {x: x(t + base), y: HEIGHT - 6, class: "tick", "text-anchor": "middle"}, this.svg)
-          .textContent = sub ? `${Number(t.toFixed(2))}s` : fmtElapsed(t);
+          .textContent = xs ? fmt(t) : sub ? `${Number(t.toFixed(2))}s` : fmtElapsed(t);
       }
       el("line", {x1: M.left, x2: M.left + f.iw, y1: M.top + f.ih, y2: M.top + f.ih, class: "axis"}, this.svg);
       let total = 0;
-      for (const s of series) total += this.drawSeries(s, x, y);
+      for (const s of series) total += this.drawSeries(s, x, s.right ? yr : y);
       this.root.dataset.points = String(total);
-      this.renderLegend(series.map(s => ({label: s.label, color: s.color, value: lastValue(s.pts)})));
-      this.hover(f, x, y, series, base);
+      this.renderLegend(series.map(s => ({label: s.label + (s.right ? " (right axis)" : ""), color: s.color, value: lastValue(s.pts)})));
+      this.hover(f, series, base, t0, span);
     }
     drawSeries(s, x, y) {
       if (s.band && s.band.length) {
@@ -147,15 +157,16 @@
       let d = "", pen = false, n = 0;
       for (const [t, v] of s.pts) {
         if (v === null) { pen = false; continue; }
-        d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`; pen = true; n += 1;
+        d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}${s.dots ? "h0" : ""}`; pen = !s.dots; n += 1;
       }
-      const cls = "line" + (s.dashed ? " dashed" : "") + (s.thick ? " thick" : "");
-      el("path", {d, stroke: s.color, class: cls, "data-series": s.label, "data-points": n}, this.svg);
+      const cls = s.dots ? "dots" : "line" + (s.dashed ? " dashed" : "") + (s.thick ? " thick" : "");
+      const dots = s.dots ? {fill: "none", "stroke-width": 4, "stroke-linecap": "round"} : {};  // zero-length segments: dots
+      el("path", {d, stroke: s.color, class: cls, "data-series": s.label, "data-points": n, ...dots}, this.svg);
       const last = s.pts.filter(p => p[1] !== null).pop();
       if (last) el("circle", {cx: x(last[0]), cy: y(last[1]), r: 2.5, fill: s.color}, this.svg);
       return n;
     }
-    hover(f, x, y, series, base) {
+    hover(f, series, base, t0, span) {
       const cross = el("line", {y1: M.top, y2: M.top + f.ih, class: "cross", visibility: "hidden"}, this.svg);
       const zone = el("rect", {x: M.left, y: M.top, width: f.iw, height: f.ih, class: "zone"}, this.svg);
       const tip = this.tip || (this.tip = Object.assign(document.createElement("div"), {className: "tip", hidden: true}));
@@ -163,11 +174,10 @@
       zone.addEventListener("mouseleave", () => { cross.setAttribute("visibility", "hidden"); tip.hidden = true; });
       zone.addEventListener("mousemove", ev => {
         const box = this.svg.getBoundingClientRect(), px = ev.clientX - box.left;
-        const t0 = Math.min(...series.map(s => s.pts[0][0])), t1 = Math.max(...series.map(s => s.pts[s.pts.length - 1][0]));
-        const t = t0 + (px - M.left) / f.iw * Math.max(t1 - t0, 1);
+        const t = t0 + (px - M.left) / f.iw * span;
         cross.setAttribute("x1", px); cross.setAttribute("x2", px); cross.setAttribute("visibility", "visible");
         const rows = series.map(s => { const p = nearest(s.pts, t); return `${s.label}: ${fmt(p[1])}`; });
-        tip.textContent = `t+${fmtElapsed(t - base)}\n` + rows.join("\n");
+        tip.textContent = (this.opts.x ? `${this.opts.x} ${fmt(t)}\n` : `t+${fmtElapsed(t - base)}\n`) + rows.join("\n");
         tip.hidden = false;
         tip.style.left = Math.min(px + 12, box.width - 160) + "px";
         tip.style.top = (M.top + 4) + "px";

@@ -8,6 +8,7 @@
  * samples/s (sum of each worker's last value), trained tokens/s (learner/trained_tokens per
  * learner/step_s, and per wall-clock second between learner steps), the buffer's sample and
  * add rates (d buffer/sampled / dt), and mean +/- std bands for reward/<scorer>_mean.
+ * A chart with `x` (its x-axis name) plots [x, value] points instead of time series.
  */
 (function () {
   "use strict";
@@ -102,6 +103,27 @@
     return out.concat(scorers.map(n => scored(store, n, n.slice(7, -5))));
   }
 
+  /* Gao et al. 2022's picture: gold and proxy (reward-model) reward against sqrt(KL to the
+   * reference policy), one dot per learner step: learner/kl_ref paired with the mean
+   * reward/gold_mean and reward/reward_model_mean logged at the same step by any source. */
+  const VS_KL = {"learner/kl_ref": "kl", "reward/gold_mean": "gold", "reward/reward_model_mean": "proxy"};
+  function rewardVsKL(store) {
+    const at = new Map();  // step -> {kl|gold|proxy: [sum, count]}
+    for (const s of store.series.values()) {
+      const key = VS_KL[s.name];
+      for (const [, v, step] of key ? s.pts : []) {
+        if (v === null || step === null || step === undefined) continue;
+        if (!at.has(step)) at.set(step, {});
+        const acc = at.get(step)[key] || (at.get(step)[key] = [0, 0]);
+        acc[0] += v; acc[1] += 1;
+      }
+    }
+    const mean = acc => acc[0] / acc[1];
+    const pts = key => [...at.values()].filter(r => r.kl && r[key])
+      .map(r => [Math.sqrt(Math.max(mean(r.kl), 0)), mean(r[key])]).sort((a, b) => a[0] - b[0]);
+    return [{label: "gold", pts: pts("gold"), color: "#59a14f", dots: true}, {label: "proxy (reward model)", pts: pts("proxy"), dots: true, right: true}];
+  }
+
   function lagBars(store) {
     const ks = store.names(/^buffer\/policy_lag\/\d+$/).map(n => Number(n.split("/")[2])).sort((a, b) => a - b);
     return ks.map(k => ({label: String(k), value: store.last(`buffer/policy_lag/${k}`) || 0}));
@@ -120,6 +142,8 @@
       series: rewardSeries},
     {id: "gold", group: "reward", title: "Gold reward", unit: "mean ± std", emptyText: "this task has no gold reward",
       series: s => [scored(s, "reward/gold_mean", "gold", {color: "#59a14f", thick: true})]},
+    {id: "gold_vs_kl", group: "reward", title: "Gold and proxy vs sqrt(KL)", unit: "x = sqrt(learner/kl_ref); one dot per learner step",
+      x: "sqrt(KL to ref)", emptyText: "needs learner/kl_ref and reward/gold_mean", series: rewardVsKL},
     {id: "kl", group: "reward", title: "KL to the reference policy", unit: "nats / sequence", zero: true,
       series: s => [line(s, "learner/kl_ref", "kl_ref"), line(s, "learner/approx_kl", "approx_kl (old→new)", {dashed: true})]},
     {id: "losses", group: "reward", title: "Losses",

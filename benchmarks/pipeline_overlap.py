@@ -85,7 +85,7 @@ def build_models(root: Path, quick: bool) -> dict[str, str]:
     paths = {"policy": str(root / "policy"), "reward": str(root / "reward")}
     if all((Path(p) / "config.json").is_file() for p in paths.values()):
         return paths
-    sizes = ["model.sft_steps=20", "reward.rm_pairs=200"] if quick else ["model.sft_steps=80", "reward.rm_pairs=800"]
+    sizes = ["sft.steps=20", "reward.rm_pairs=200"] if quick else ["sft.steps=80", "reward.rm_pairs=800"]
     where = [f"model.path={paths['policy']}", f"reward.reward_model_path={paths['reward']}"]
     cfg = load_config(None, [*where, *sizes, "reward.rm_epochs=1"])
     init_model(cfg, progress=False)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from shoal.builders import ALGORITHMS, algorithm
+from shoal.learner.sft.config import SFTConfig
 from shoal.utils import ConfigError, ConfigSection, import_object
 
 _Section = ConfigSection
@@ -85,13 +86,6 @@ class ModelSection(_Section):
         4, gt=0, description="`init-model`: attention heads (head_dim = hidden/heads must be >= 32 for vLLM CPU)."
     )
     vocab_size: int = Field(512, gt=16, description="`init-model`: BPE vocabulary size trained on the task text.")
-    sft_steps: int = Field(
-        150,
-        ge=0,
-        description="`init-model`: supervised fine-tuning steps on the task's demonstrations (0: random init).",
-    )
-    sft_learning_rate: float = Field(3e-3, gt=0, description="`init-model`: SFT learning rate (AdamW).")
-    sft_batch_size: int = Field(32, gt=0, description="`init-model`: SFT batch size.")
 
     @field_validator("num_heads")
     @classmethod
@@ -284,6 +278,7 @@ class _SharedSections(_Section):
     model: ModelSection = Field(
         default_factory=ModelSection, description="Policy model, and how `init-model` builds one."
     )
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="`init-model`'s supervised warm-up (the SFT policy).")
     rollout: RolloutSection = Field(default_factory=RolloutSection, description="Rollout workers and weight sync.")
     reward: RewardSection = Field(
         default_factory=RewardSection, description="Reward scorers, KL penalty and reward-model training."

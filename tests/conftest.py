@@ -51,7 +51,7 @@ def sft_models(tmp_path_factory):
     overrides = [
         f"model.path={root}/policy",
         f"reward.reward_model_path={root}/reward",
-        "model.sft_steps=80",
+        "sft.steps=80",
         "reward.rm_pairs=800",
         "reward.rm_epochs=1",
     ]

@@ -167,15 +167,15 @@ def init_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
     start, task = time.perf_counter(), task_from_config(cfg.task)
     path = build_model_dir(task, cfg.model, cfg.model.path, cfg.run.seed)
     model, tokenizer = load_policy(path)
-    m = cfg.model
+    sft = cfg.sft
     summary: dict[str, Any] = {"path": str(path), "params": sum(p.numel() for p in model.parameters())}
     summary |= sft_warmup(
         model,
         tokenizer,
         task,
-        steps=m.sft_steps,
-        learning_rate=m.sft_learning_rate,
-        batch_size=m.sft_batch_size,
+        steps=sft.steps,
+        learning_rate=sft.learning_rate,
+        batch_size=sft.batch_size,
         seed=cfg.run.seed,
         progress=progress,
     )

@@ -29,7 +29,8 @@ def _config(tmp_path) -> ShoalConfig:
     return ShoalConfig.model_validate(
         {
             "run": {"seed": 0},
-            "model": {"path": str(tmp_path / "policy"), "sft_steps": 40},
+            "model": {"path": str(tmp_path / "policy")},
+            "sft": {"steps": 40},
             "reward": {
                 "reward_model_path": str(tmp_path / "reward"),
                 "rm_pairs": 4000,

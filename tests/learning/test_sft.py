@@ -19,7 +19,7 @@ from shoal.services.config import ShoalConfig
 
 @pytest.mark.learning
 def test_sft_makes_answers_well_formed_but_not_on_topic(tmp_path, tiny_task):
-    cfg = ShoalConfig.model_validate({"model": {"path": str(tmp_path / "policy"), "sft_steps": 150}})
+    cfg = ShoalConfig.model_validate({"model": {"path": str(tmp_path / "policy")}, "sft": {"steps": 150}})
     before_model, tok = load_policy(build_model_dir(tiny_task, cfg.model, tmp_path / "random", seed=0))
     before = answer_quality(tiny_task, sample_answers(before_model, tok, tiny_task, 256, 1, cfg.rollout.max_new_tokens))
     assert before["well_formed"] == 0.0 and before["gold_mean"] < 0.05

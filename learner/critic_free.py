@@ -50,10 +50,10 @@ from shoal.core import MetricsSink, NullMetrics
 from shoal.learner.checkpoint import load_checkpoint, save_checkpoint
 from shoal.learner.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3
 from shoal.learner.losses import behaviour_weights, entropy_from_logits, masked_mean, token_logprobs
-from shoal.learner.ppo.learning import TokenBatch, batch_metrics, collate, validate_items
+from shoal.learner.policy import PolicyLearner, TokenBatch, batch_metrics, collate, validate_items
 from shoal.models import load_policy
 from shoal.tensors import gather_positions
-from shoal.types import SampledBatch, ScoredRollout, VersionedWeights
+from shoal.types import SampledBatch, ScoredRollout
 
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "dr_grpo")
 
@@ -122,7 +122,7 @@ def aggregate_token_losses(losses: torch.Tensor, mask: torch.Tensor, mode: str, 
 
 
 # ---- the learner ----------------------------------------------------------------------------
-class CriticFreeLearner:
+class CriticFreeLearner(PolicyLearner):
     """The Learner role for the critic-free estimators; subclasses define `advantages`."""
 
     def __init__(
@@ -198,9 +198,7 @@ class CriticFreeLearner:
         mask = tb.response_mask
         old_logprobs = self._evaluate(tb)
         ref_logprobs, has_ref = self._ref_logprobs(items, old_logprobs)
-        behaviour = torch.zeros_like(old_logprobs)
-        for i, it in enumerate(items):
-            behaviour[i, : len(it.rollout.logprobs)] = torch.tensor(it.rollout.logprobs)
+        behaviour = self._behaviour_logprobs(items, old_logprobs)
         seq_rewards = torch.tensor([float(it.reward) for it in items])
         kl_coef = float(self.kl_ctl.value)
         kl_penalty = None
@@ -248,20 +246,6 @@ class CriticFreeLearner:
             "learner/advantage_mean": masked_mean(advantages, mask).item(),
             "learner/advantage_abs_mean": masked_mean(advantages.abs(), mask).item(),
         }
-
-    def _pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return int(pad if pad is not None else 0)
-
-    def _ref_logprobs(self, items: Sequence[ScoredRollout], old_logprobs: torch.Tensor):
-        """[B, T] reference log-probs (the policy's own where absent: no penalty) and [B] has-ref flags."""
-        ref = old_logprobs.clone()
-        has_ref = torch.zeros(len(items), dtype=torch.bool)
-        for i, it in enumerate(items):
-            if it.terms.ref_logprobs is not None:
-                ref[i, : len(it.terms.ref_logprobs)] = torch.tensor(it.terms.ref_logprobs)
-                has_ref[i] = True
-        return ref, has_ref
 
     def _train(self, tb, groups, ratio_ref, weights, advantages, ref_logprobs, has_ref) -> dict[str, float]:
         """`epochs` passes over shuffled minibatches of whole groups; mean of each statistic."""
@@ -325,11 +309,6 @@ class CriticFreeLearner:
         return stats
 
     # ---- weights, checks, checkpoints ---------------------------------------------------
-    def get_weights(self) -> VersionedWeights:
-        """The policy LM's state_dict (HF names), detached CPU clones."""
-        tensors = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        return VersionedWeights(version=self.policy_version, tensors=tensors)
-
     def logprobs(self, prompt_ids: Sequence[list[int]], response_ids: Sequence[list[int]]) -> list[list[float]]:
         """Teacher-forced log pi(a_t | s_t) (logits / temperature) with the current weights."""
         logps = self._evaluate(collate(prompt_ids, response_ids, self._pad_id()))

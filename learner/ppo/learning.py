@@ -45,10 +45,8 @@ and `pytest -m learning tests/learning/test_ppo_learns.py`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,7 +54,7 @@ from torch import nn
 
 from shoal.core import MetricsSink, NullMetrics
 from shoal.learner.checkpoint import load_checkpoint, prefixed, save_checkpoint
-from shoal.learner.kl import kl_k1, kl_penalised_rewards, make_kl_controller
+from shoal.learner.kl import kl_penalised_rewards, make_kl_controller
 from shoal.learner.losses import (
     adapt_kl_penalty_coef,
     behaviour_weights,
@@ -68,67 +66,14 @@ from shoal.learner.losses import (
     token_logprobs,
     value_loss,
 )
+from shoal.learner.policy import PolicyLearner, TokenBatch, batch_metrics, collate, validate_items  # noqa: F401
 from shoal.learner.ppo.ptx import ptx_loss
 from shoal.models import load_policy
-from shoal.tensors import gather_positions, pad_rows
-from shoal.types import SampledBatch, ScoredRollout, VersionedWeights
+from shoal.tensors import gather_positions
+from shoal.types import SampledBatch
 
 
-@dataclass
-class TokenBatch:
-    """Prompt + response rows, right-padded. input_ids/attention_mask: [B, L];
-    response_pos/response_ids/response_mask: [B, T] (pos = where the token's logits are)."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    response_pos: torch.Tensor
-    response_ids: torch.Tensor
-    response_mask: torch.Tensor
-
-    def select(self, idx: torch.Tensor) -> TokenBatch:
-        """Rows idx, trimmed to their longest sequence and response."""
-        seq_len = int(self.attention_mask[idx].sum(dim=1).max())
-        resp_len = int(self.response_mask[idx].sum(dim=1).max())
-        return TokenBatch(
-            self.input_ids[idx, :seq_len],
-            self.attention_mask[idx, :seq_len],
-            self.response_pos[idx, :resp_len],
-            self.response_ids[idx, :resp_len],
-            self.response_mask[idx, :resp_len],
-        )
-
-
-def collate(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:
-    """Concatenate prompt + response per row, right-pad, and index the response tokens."""
-    for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
-        if len(p) == 0 or len(r) == 0:
-            raise ValueError(f"row {i}: prompt has {len(p)} tokens and response {len(r)}; both need >= 1")
-    seqs = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
-    positions = [[len(p) - 1 + t for t in range(len(r))] for p, r in zip(prompt_ids, response_ids)]
-    return TokenBatch(
-        input_ids=pad_rows(seqs, pad_id, torch.long),
-        attention_mask=pad_rows([[1] * len(s) for s in seqs], 0, torch.long),
-        response_pos=pad_rows(positions, 0, torch.long),
-        response_ids=pad_rows(response_ids, pad_id, torch.long),
-        response_mask=pad_rows([[1.0] * len(r) for r in response_ids], 0.0, torch.float32),
-    )
-
-
-def validate_items(items: Sequence[Any]) -> None:
-    """ValueError naming the item that cannot be trained on."""
-    if not items:
-        raise ValueError("PPOLearner.step got an empty batch")
-    for i, it in enumerate(items):
-        if not isinstance(it, ScoredRollout):
-            raise ValueError(f"batch item {i} is a {type(it).__name__}, PPOLearner needs ScoredRollout")
-        ref, n = it.terms.ref_logprobs, len(it.rollout.response_ids)
-        if ref is not None and len(ref) != n:
-            raise ValueError(f"item {it.rollout.prompt.prompt_id}: {len(ref)} ref_logprobs for {n} response tokens")
-        if not math.isfinite(it.reward):
-            raise ValueError(f"item {it.rollout.prompt.prompt_id}: non-finite reward {it.reward}")
-
-
-class PPOLearner:
+class PPOLearner(PolicyLearner):
     """The Learner role for PPO-RLHF; see the module docstring."""
 
     def __init__(
@@ -227,30 +172,6 @@ class PPOLearner:
         self.metrics.log(metrics, step=self.policy_version)
         return metrics
 
-    def _behaviour_logprobs(self, items: Sequence[ScoredRollout], like: torch.Tensor) -> torch.Tensor:
-        """[B, T] log mu: the log-probs the sampling engine recorded (the behaviour policy of each,
-        possibly stale, sample), zero on padding."""
-        out = torch.zeros_like(like)
-        for i, it in enumerate(items):
-            out[i, : len(it.rollout.logprobs)] = torch.tensor(it.rollout.logprobs)
-        return out
-
-    def _pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return int(pad if pad is not None else 0)
-
-    def _ref_logprobs(
-        self, items: Sequence[ScoredRollout], old_logprobs: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, T] reference log-probs (the policy's own where absent: no penalty) and [B] has-ref flags."""
-        ref = old_logprobs.clone()
-        has_ref = torch.zeros(len(items), dtype=torch.bool)
-        for i, it in enumerate(items):
-            if it.terms.ref_logprobs is not None:
-                ref[i, : len(it.terms.ref_logprobs)] = torch.tensor(it.terms.ref_logprobs)
-                has_ref[i] = True
-        return ref, has_ref
-
     def _train(self, tb: TokenBatch, old_logprobs, is_weights, old_values, advantages, returns) -> dict[str, float]:
         """ppo_epochs passes over shuffled minibatches; mean of each minibatch statistic."""
         sums: dict[str, float] = {}
@@ -312,11 +233,6 @@ class PPOLearner:
         }
 
     # ---- weights, checks, checkpoints -------------------------------------------------
-    def get_weights(self) -> VersionedWeights:
-        """The policy LM's state_dict (HF names), detached CPU clones; no value head."""
-        tensors = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        return VersionedWeights(version=self.policy_version, tensors=tensors)
-
     def logprobs(self, prompt_ids: Sequence[list[int]], response_ids: Sequence[list[int]]) -> list[list[float]]:
         """Teacher-forced log pi(a_t | s_t) (logits / temperature) with the current weights."""
         tb = collate(prompt_ids, response_ids, self._pad_id())
@@ -361,35 +277,3 @@ class PPOLearner:
 def _rng_state_json(rng: Any) -> list:
     version, state, gauss = rng.getstate()
     return [version, list(state), gauss]
-
-
-def batch_metrics(items, tb: TokenBatch, old_logprobs, ref_logprobs, has_ref, version: int) -> dict[str, float]:
-    """reward/*, kl_ref, logprob_mismatch, lengths and token counts of one batch."""
-    mask = tb.response_mask
-    rewards = torch.tensor([float(it.reward) for it in items])
-    lengths = mask.sum(dim=1)
-    out = {
-        "reward/mean": rewards.mean().item(),
-        "reward/std": rewards.std(unbiased=False).item(),
-        "learner/response_length": lengths.mean().item(),
-        "learner/trained_tokens": lengths.sum().item(),
-    }
-    if has_ref.any():
-        out["learner/kl_ref"] = (kl_k1(old_logprobs, ref_logprobs) * mask).sum(dim=1)[has_ref].mean().item()
-    golds = [it.terms.metrics_only["gold"] for it in items if "gold" in it.terms.metrics_only]
-    if golds:
-        out["reward/gold_mean"] = sum(golds) / len(golds)
-    mismatch = logprob_mismatch(items, old_logprobs, version)
-    if mismatch is not None:
-        out["learner/logprob_mismatch"] = mismatch
-    return out
-
-
-def logprob_mismatch(items, old_logprobs: torch.Tensor, version: int) -> float | None:
-    """Mean |rollout logprob - learner logprob| over tokens of items sampled at `version`; None if none."""
-    diffs = [
-        (torch.tensor(it.rollout.logprobs) - old_logprobs[i, : len(it.rollout.logprobs)]).abs()
-        for i, it in enumerate(items)
-        if it.rollout.policy_version == version
-    ]
-    return torch.cat(diffs).mean().item() if diffs else None

@@ -17,11 +17,11 @@ from shoal.services.metrics import (
     RedisUnavailable,
     RunRegistry,
     connect,
-    format_latest_table,
     metrics_key,
     resolve_redis,
     start_embedded_redis,
 )
+from shoal.services.metrics_table import format_latest_table
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

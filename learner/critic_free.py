@@ -49,8 +49,8 @@ import torch
 from shoal.core import MetricsSink, NullMetrics
 from shoal.learner.checkpoint import load_checkpoint, save_checkpoint
 from shoal.learner.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3
-from shoal.learner.losses import behaviour_weights, entropy_from_logits, masked_mean, token_logprobs
-from shoal.learner.policy import PolicyLearner, TokenBatch, batch_metrics, collate, validate_items
+from shoal.learner.losses import behaviour_weights, entropy_from_logits, kl_early_stop, masked_mean, token_logprobs
+from shoal.learner.policy import PolicyLearner, TokenBatch, batch_metrics, collate, mean_stats, validate_items
 from shoal.models import load_policy
 from shoal.tensors import gather_positions
 from shoal.types import SampledBatch, ScoredRollout
@@ -248,20 +248,21 @@ class CriticFreeLearner(PolicyLearner):
         }
 
     def _train(self, tb, groups, ratio_ref, weights, advantages, ref_logprobs, has_ref) -> dict[str, float]:
-        """`epochs` passes over shuffled minibatches of whole groups; mean of each statistic."""
-        sums: dict[str, float] = {}
-        n_updates = 0
+        """`epochs` passes over shuffled minibatches of whole groups, stopped early past
+        target_kl; the mean of each statistic, and how many updates were applied."""
+        stats: list[dict[str, float]] = []
         n_groups = int(groups.max()) + 1
         for _ in range(self.cfg.epochs):
             perm = torch.randperm(n_groups, generator=self.shuffle_gen)
             for chosen in perm.split(self.cfg.minibatch_size):
                 idx = torch.isin(groups, chosen).nonzero().flatten()
                 ref = None if ref_logprobs is None else ref_logprobs[idx]
-                stats = self._update(tb.select(idx), ratio_ref[idx], weights[idx], advantages[idx], ref, has_ref[idx])
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_updates += 1
-        return {k: v / n_updates for k, v in sums.items()}
+                stats.append(
+                    self._update(tb.select(idx), ratio_ref[idx], weights[idx], advantages[idx], ref, has_ref[idx])
+                )
+                if stats[-1]["learner/early_stopped"]:
+                    return mean_stats(stats)
+        return mean_stats(stats)
 
     def _update(self, sub: TokenBatch, old_logprobs, weights, advantages, ref_logprobs, has_ref) -> dict[str, float]:
         """One gradient step on a minibatch (rows already selected, trimmed here)."""
@@ -289,10 +290,6 @@ class CriticFreeLearner(PolicyLearner):
             raise FloatingPointError(
                 f"non-finite loss {loss.item()} (policy {pg_loss.item()}) at policy_version {self.policy_version}"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
-        self.optimizer.step()
         with torch.no_grad():
             ratio = torch.exp(logprobs - old_logprobs)
             stats.update(
@@ -303,10 +300,15 @@ class CriticFreeLearner(PolicyLearner):
                         ((ratio - 1.0).abs() > self.cfg.clip_coef).to(ratio.dtype), mask
                     ).item(),
                     "learner/approx_kl": masked_mean(kl_k3(old_logprobs, logprobs), mask).item(),
-                    "learner/grad_norm": grad_norm.item(),
                 }
             )
-        return stats
+        if kl_early_stop(stats["learner/approx_kl"], self.cfg.target_kl):
+            return {**stats, "learner/early_stopped": 1.0, "learner/updates": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        return {**stats, "learner/grad_norm": grad_norm.item(), "learner/early_stopped": 0.0, "learner/updates": 1.0}
 
     # ---- weights, checks, checkpoints ---------------------------------------------------
     def logprobs(self, prompt_ids: Sequence[list[int]], response_ids: Sequence[list[int]]) -> list[list[float]]:

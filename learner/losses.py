@@ -159,6 +159,12 @@ def adapt_kl_penalty_coef(beta: float, measured_kl: float, target_kl: float, ban
 CORRECTIONS = ("none", "behavior", "decoupled", "tis_sequence", "mask_sequence")
 
 
+def kl_early_stop(approx_kl: float, target_kl: float | None, factor: float = 1.5) -> bool:
+    """PPO's early stopping (Spinning Up; CleanRL --target-kl): stop updating on this batch once
+    the policy has moved more than factor * target_kl nats per token from pi_old."""
+    return target_kl is not None and approx_kl > factor * target_kl
+
+
 def behaviour_weights(
     prox_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor, correction: str, cap: float
 ) -> tuple[torch.Tensor, dict[str, float]]:

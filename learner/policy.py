@@ -139,3 +139,15 @@ def logprob_mismatch(items, old_logprobs: torch.Tensor, version: int) -> float |
         if it.rollout.policy_version == version
     ]
     return torch.cat(diffs).mean().item() if diffs else None
+
+
+def mean_stats(stats: list[dict[str, float]]) -> dict[str, float]:
+    """Per-minibatch statistics of one batch -> their means; `learner/updates` and
+    `learner/early_stopped` (set by the update loops) are summed instead."""
+    keys = {k for s in stats for k in s}
+    summed = {"learner/updates", "learner/early_stopped"}
+    out = {}
+    for k in keys:
+        vals = [s[k] for s in stats if k in s]
+        out[k] = sum(vals) if k in summed else sum(vals) / len(vals)
+    return out

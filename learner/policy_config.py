@@ -11,7 +11,21 @@ from pydantic import Field, field_validator
 from shoal.utils import ConfigSection
 
 
-class OffPolicyCorrection(ConfigSection):
+class TrustRegion(ConfigSection):
+    """How far one batch may move the policy, beyond the clip: PPO's early stopping."""
+
+    target_kl: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Early stopping: the batch's remaining epochs are skipped once a minibatch's approximate "
+            "KL(pi_old || pi_theta) per token exceeds 1.5 * target_kl (OpenAI baselines / Spinning Up PPO, "
+            "CleanRL's --target-kl); the clip alone does not bound a step of Adam. null: off."
+        ),
+    )
+
+
+class OffPolicyCorrection(TrustRegion):
     """How samples up to rollout.max_policy_lag versions old are trained on (learner/losses.py)."""
 
     correction: Literal["none", "behavior", "decoupled", "tis_sequence", "mask_sequence"] = Field(

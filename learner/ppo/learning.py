@@ -60,13 +60,21 @@ from shoal.learner.losses import (
     behaviour_weights,
     entropy_from_logits,
     gae,
+    kl_early_stop,
     kl_penalty_policy_loss,
     masked_whiten,
     ppo_policy_loss,
     token_logprobs,
     value_loss,
 )
-from shoal.learner.policy import PolicyLearner, TokenBatch, batch_metrics, collate, validate_items  # noqa: F401
+from shoal.learner.policy import (  # noqa: F401
+    PolicyLearner,
+    TokenBatch,
+    batch_metrics,
+    collate,
+    mean_stats,
+    validate_items,
+)
 from shoal.learner.ppo.ptx import ptx_loss
 from shoal.models import load_policy
 from shoal.tensors import gather_positions
@@ -173,18 +181,17 @@ class PPOLearner(PolicyLearner):
         return metrics
 
     def _train(self, tb: TokenBatch, old_logprobs, is_weights, old_values, advantages, returns) -> dict[str, float]:
-        """ppo_epochs passes over shuffled minibatches; mean of each minibatch statistic."""
-        sums: dict[str, float] = {}
-        n_updates = 0
+        """ppo_epochs passes over shuffled minibatches, stopped early past ppo.target_kl; the
+        mean of each minibatch statistic, and how many updates were applied."""
+        stats: list[dict[str, float]] = []
         for _ in range(self.ppo.ppo_epochs):
             perm = torch.randperm(len(tb.input_ids), generator=self.shuffle_gen)
             for idx in perm.split(self.ppo.minibatch_size):
                 rows = (x[idx] for x in (old_logprobs, is_weights, old_values, advantages, returns))
-                stats = self._update(tb.select(idx), *rows)
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_updates += 1
-        return {k: v / n_updates for k, v in sums.items()}
+                stats.append(self._update(tb.select(idx), *rows))
+                if stats[-1]["learner/early_stopped"]:
+                    return mean_stats(stats)
+        return mean_stats(stats)
 
     def _update(self, sub: TokenBatch, old_logprobs, is_weights, old_values, advantages, returns) -> dict[str, float]:
         """One gradient step on a minibatch (tensors already row-selected, trimmed here)."""
@@ -218,19 +225,21 @@ class PPOLearner(PolicyLearner):
             raise FloatingPointError(
                 f"non-finite PPO loss {loss.item()} (policy {pg_loss.item()}, value {v_loss.item()}) at policy_version {self.policy_version}"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.ppo.max_grad_norm)
-        self.optimizer.step()
-        return {
+        stats = {
             "learner/policy_loss": pg_loss.item(),
             "learner/value_loss": v_loss.item(),
             "learner/entropy": entropy.item(),
             **({"learner/ptx_loss": ptx.item()} if ptx is not None else {}),
             "learner/clip_fraction": clip_fraction.item(),
             "learner/approx_kl": approx_kl.item(),
-            "learner/grad_norm": grad_norm.item(),
         }
+        if kl_early_stop(stats["learner/approx_kl"], self.ppo.target_kl):
+            return {**stats, "learner/early_stopped": 1.0, "learner/updates": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.ppo.max_grad_norm)
+        self.optimizer.step()
+        return {**stats, "learner/grad_norm": grad_norm.item(), "learner/early_stopped": 0.0, "learner/updates": 1.0}
 
     # ---- weights, checks, checkpoints -------------------------------------------------
     def logprobs(self, prompt_ids: Sequence[list[int]], response_ids: Sequence[list[int]]) -> list[list[float]]:

@@ -332,6 +332,16 @@ def test_learner_step_runs_reports_and_changes_weights(tiny_model_dir, ref_model
         assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_target_kl_early_stopping(tiny_model_dir, ref_model):
+    cfg = GRPOConfig(batch_size=2, minibatch_size=1, epochs=2, learning_rate=1e-2, target_kl=1e-9)
+    learner = GRPOLearner(str(tiny_model_dir), cfg, max_new_tokens=5, temperature=0.9, seed=3)
+    m = learner.step(_batch(learner, ref_model, seed=0))
+    assert m["learner/updates"] == 1.0 and m["learner/early_stopped"] == 1.0
+    free = GRPOLearner(str(tiny_model_dir), cfg.model_copy(update={"target_kl": None}), max_new_tokens=5, seed=3)
+    m = free.step(_batch(free, ref_model, seed=0))
+    assert m["learner/updates"] == 4.0 and m["learner/early_stopped"] == 0.0
+
+
 def test_group_index_and_singleton_groups(tiny_model_dir, ref_model):
     learner = GRPOLearner(str(tiny_model_dir), GRPOConfig(batch_size=2, minibatch_size=1), max_new_tokens=5)
     batch = _batch(learner, ref_model, seed=1, group_size=3)

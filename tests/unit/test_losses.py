@@ -174,3 +174,11 @@ def test_token_logprobs_and_entropy_match_loops():
             if t < LENGTHS[b]:
                 ents.append(-sum(math.exp(v - z) * (v - z) for v in row))
     assert entropy_from_logits(logits, mask).item() == pytest.approx(sum(ents) / len(ents), rel=1e-12)
+
+
+def test_kl_early_stop_threshold_is_one_and_a_half_targets():
+    from shoal.learner.losses import kl_early_stop
+
+    assert not kl_early_stop(0.5, None)
+    assert not kl_early_stop(0.15, 0.1) and kl_early_stop(0.1501, 0.1)
+    assert kl_early_stop(0.21, 0.1, factor=2.0) and not kl_early_stop(0.2, 0.1, factor=2.0)

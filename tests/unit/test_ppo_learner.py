@@ -25,6 +25,7 @@ METRIC_NAMES = {
     "learner/policy_version", "learner/step_s", "learner/trained_tokens", "learner/logprob_mismatch",
     "reward/mean", "reward/std", "reward/gold_mean", "learner/response_length",
     "learner/is_weight_mean", "learner/is_weight_max", "learner/is_truncated_frac",
+    "learner/updates", "learner/early_stopped",
 }  # fmt: skip
 
 
@@ -140,6 +141,21 @@ def test_step_reports_every_metric_and_increments_version(tiny_model_dir, ref_mo
     after = learner.get_weights().tensors
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert sink.records[-1] == (1, metrics)
+
+
+def test_target_kl_stops_the_batch_once_the_policy_has_moved(tiny_model_dir, ref_model):
+    """PPO early stopping: the first minibatch starts at ratio 1 (approx KL 0) and is applied;
+    with a target far below what one Adam step moves, the second is not, nor anything after."""
+    ppo, reward = _cfgs(target_kl=1e-9, learning_rate=1e-2)
+    stopped = PPOLearner(str(tiny_model_dir), ppo, reward, temperature=0.9, seed=3)
+    m = stopped.step(_batch(stopped, ref_model, seed=0))
+    assert m["learner/updates"] == 1.0 and m["learner/early_stopped"] == 1.0
+    assert m["learner/approx_kl"] > 0 and stopped.policy_version == 1
+    free = _learner(tiny_model_dir)  # target_kl off: every planned update (2 epochs x 2 minibatches)
+    m = free.step(_batch(free, ref_model, seed=0))
+    assert m["learner/updates"] == 4.0 and m["learner/early_stopped"] == 0.0
+    loose = PPOLearner(str(tiny_model_dir), _cfgs(target_kl=1e6)[0], reward, temperature=0.9, seed=3)
+    assert loose.step(_batch(loose, ref_model, seed=0))["learner/updates"] == 4.0
 
 
 def test_stale_items_are_left_out_of_the_mismatch_metric(tiny_model_dir, ref_model):

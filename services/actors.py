@@ -44,6 +44,18 @@ ACTOR_ENV = {
 }
 
 
+class _Timed:
+    """Every actor records when its constructor finished (the summary's start-up timings)."""
+
+    ready_at: float = 0.0
+
+    def _ready(self) -> None:
+        self.ready_at = time.time()
+
+    def ready_time(self) -> float:
+        return self.ready_at
+
+
 def _sink(redis_url: str, run_id: str, source: str) -> TeeMetrics:
     """Redis (what the dashboard reads) + Ray gauges (what Prometheus scrapes)."""
     return TeeMetrics(RedisMetrics(redis_url, run_id, source), PrometheusMetrics(run_id, source))
@@ -61,7 +73,7 @@ def _model_dirs(bundles: dict[str, dict[str, bytes]] | None) -> dict[str, str]:
 
 
 @ray.remote
-class WorkerActor:
+class WorkerActor(_Timed):
     """The builder's worker, with weight loading through the transport and its record on the
     dashboard (`metrics.worker_status`)."""
 
@@ -80,6 +92,7 @@ class WorkerActor:
         self.transport = make_transport(cfg.rollout.weight_transport)
         self.node = ray.get_runtime_context().get_node_id()
         self._report(healthy=True)
+        self._ready()
 
     def _report(self, **extra: Any) -> None:
         s = self.worker.status()
@@ -119,11 +132,12 @@ class WorkerActor:
 
 
 @ray.remote
-class ScorerActor:
+class ScorerActor(_Timed):
     def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int) -> None:
         cfg = _setup(cfg_json)
         sink = _sink(redis_url, run_id, f"reward-{index}")
         self.stage = ScoringStage(make_builder(cfg).make_scorers(), sink, sink)
+        self._ready()
 
     def score(self, rollouts: list) -> list:
         return self.stage(rollouts)
@@ -133,10 +147,11 @@ class ScorerActor:
 
 
 @ray.remote
-class BufferActor:
+class BufferActor(_Timed):
     def __init__(self, cfg_json: str, redis_url: str, run_id: str) -> None:
         cfg = _setup(cfg_json)
         self.stage = BufferStage(make_builder(cfg).make_replay(), _sink(redis_url, run_id, "buffer"))
+        self._ready()
 
     def add(self, items: list) -> int:
         """Insert; returns the room left in units of a request (prompts, or whole episodes)."""
@@ -162,7 +177,7 @@ class BufferActor:
 
 
 @ray.remote
-class LearnerActor:
+class LearnerActor(_Timed):
     def __init__(
         self,
         cfg_json: str,
@@ -179,6 +194,7 @@ class LearnerActor:
             learner, _sink(redis_url, run_id, "learner"), self.cfg.run.checkpoint_interval, run_dir
         )
         self.transport = make_transport(self.cfg.rollout.weight_transport)
+        self._ready()
 
     def policy_version(self) -> int:
         return self.stage.policy_version

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from shoal import PROCESS_STARTED
 from shoal.builders import make_builder
 from shoal.services.run import RunContext, build_summary, close_run, open_run, torch_setup
 from shoal.services.stages import BufferStage, LearnerStage, ScoringStage
@@ -42,7 +43,7 @@ class LocalPipeline:
         if initial:
             self.buffer.add(initial)
         self.samples = 0
-        self.first_step_s: float | None = None  # seconds from the run's start to the first learner step
+        self.first_step_s: float | None = None  # seconds from the command's start to the first learner step
         self.sync()
 
     def sync(self) -> None:
@@ -115,7 +116,7 @@ def run_local(cfg: Any, progress: bool = True, ctx: RunContext | None = None) ->
             collected, trained = pipe.collect(), False
             while pipe.learner.policy_version < total and (m := pipe.train_step()) is not None:
                 last, trained = m, True
-                pipe.first_step_s = pipe.first_step_s or round(time.time() - ctx.started, 1)
+                pipe.first_step_s = pipe.first_step_s or round(time.time() - PROCESS_STARTED, 1)
                 bar.update(1)
                 bar.set_postfix(**pipe.builder.progress_fields(m))
             if not (collected or trained):  # B2: nothing can change any more; say so instead of looping

@@ -31,6 +31,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
+from shoal import PROCESS_STARTED
 from shoal.builders import make_builder
 from shoal.services.actors import ACTOR_ENV, BufferActor, LearnerActor, ScorerActor, WorkerActor
 from shoal.services.config import ConfigError, ShoalConfig
@@ -89,7 +90,8 @@ class RayProgram:
         self.env_opts = {"runtime_env": {"env_vars": ACTOR_ENV}}
         self.events = ctx.sink("driver")
         self.version, self.samples, self.restarts = 0, 0, 0
-        self.first_step_s: float | None = None  # seconds from the run's start to the first learner step
+        # start-up timeline, seconds since the command started (summary `startup_s`, benchmarks/startup.py)
+        self.startup: dict[str, float] = {"run_open": round(ctx.started - PROCESS_STARTED, 2)}
         self.handle: Any = None
         self.pending: dict[Any, tuple[str, Any]] = {}
         self.idle: set[int] = set()
@@ -116,6 +118,11 @@ class RayProgram:
             ray.get(self.buffer.add.remote(initial))
             print(f"[shoal] replay holds the data set: {len(initial)} items", flush=True)
         self.sync(wait=True)
+        self.mark("first_sync")
+
+    def mark(self, phase: str) -> None:
+        """Record the first time `phase` is reached, in seconds since the command started."""
+        self.startup.setdefault(phase, round(time.time() - PROCESS_STARTED, 2))
 
     def _worker(self, i: int) -> Any:
         return WorkerActor.options(**self.worker_options()).remote(
@@ -185,6 +192,7 @@ class RayProgram:
         except (RayActorError, RayTaskError) as e:
             return self.recover(chain, e)
         self.samples += self.builder.request_units(chain.payload)
+        self.mark("first_rollouts")
         self.idle.add(chain.worker)
         if not stopping:
             self.refill(free)
@@ -233,8 +241,7 @@ class RayProgram:
 
     def on_learn(self, m: dict[str, float], bar: Any, t_start: float) -> dict[str, float]:
         self.version = int(m["learner/policy_version"])
-        if self.first_step_s is None:
-            self.first_step_s = round(time.time() - self.ctx.started, 1)
+        self.mark("first_step")
         bar.update(1)
         sps = self.samples / (time.perf_counter() - t_start)
         bar.set_postfix(
@@ -296,9 +303,17 @@ class RayProgram:
             self.builder.unit: self.samples,
             **self.builder.counters(stats, rejected, dropped),
             "worker_restarts": self.restarts,
-            "first_step_s": self.first_step_s,
+            "first_step_s": self.startup.get("first_step"),
+            "startup_s": dict(
+                sorted({**self.startup, "actors_ready": self.actors_ready()}.items(), key=lambda kv: kv[1])
+            ),
             **self.builder.final_metrics(last),
         }
+
+    def actors_ready(self) -> float:
+        """When the last actor's constructor finished, in seconds since the command started."""
+        actors = [*self.workers, *self.scorers, self.buffer, self.learner]
+        return round(max(ray.get([a.ready_time.remote() for a in actors])) - PROCESS_STARTED, 2)
 
 
 def learner_result(ref: Any) -> dict[str, float]:
@@ -316,12 +331,14 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
     status, summary, started_ray = "failed", {}, False
     try:
         started_ray = init_ray(cfg)
+        ray_up = round(time.time() - PROCESS_STARTED, 2)
         check_resources(cfg)
         print(
             f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}",
             flush=True,
         )
         prog = RayProgram(cfg, ctx)
+        prog.startup["ray_up"] = ray_up
         before_refs = prog.evaluate_start()  # runs on the workers ahead of their first requests
         last = prog.run(progress)
         before = prog.evaluate_finish(before_refs)

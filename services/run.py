@@ -130,6 +130,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
+    if isinstance(v, dict):
+        return " ".join(f"{k} {_fmt(x)}" for k, x in v.items())
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)

@@ -24,9 +24,11 @@ from __future__ import annotations
 import importlib.abc
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 __version__ = "0.1.0"
+PROCESS_STARTED = time.time()  # first import of shoal: the start of a `shoal` command (start-up timings)
 
 SUBPACKAGES = ("services", "learner", "rollout", "reward", "buffer", "deploy")
 

@@ -20,6 +20,9 @@ def test_run_end_to_end_reports_to_redis(ray_local, sft_models, tmp_path):
     summary = run_ray(cfg, progress=False)
     assert summary["learner_steps"] == 3
     assert summary["samples"] >= 3 * cfg.ppo.batch_size
+    t = summary["startup_s"]  # the start-up timeline, in the order the phases must happen
+    assert list(t) == sorted(t, key=t.get) and t["first_step"] == summary["first_step_s"]
+    assert t["run_open"] <= t["ray_up"] <= t["first_sync"] <= t["first_rollouts"] <= t["first_step"], t
     assert (tmp_path / "runs" / summary["run_id"] / "config.yaml").is_file()
     assert list((tmp_path / "runs" / summary["run_id"] / "checkpoints").iterdir())
     url, embedded = resolve_redis(None, str(tmp_path / "runs"))

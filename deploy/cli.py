@@ -70,7 +70,7 @@ def cmd_train_rm(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    cfg = _load_for_compute(args)
+    cfg = _load(args)  # no torch here: the Ray driver never needs it; run_local sets its threads
     make_builder(cfg).preflight()
     print(f"[shoal] resolved config ({args.config or default_config_path()}, {len(args.set)} overrides):", flush=True)
     print(dump_config(cfg), flush=True)

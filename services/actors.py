@@ -61,9 +61,10 @@ def _sink(redis_url: str, run_id: str, source: str) -> TeeMetrics:
     return TeeMetrics(RedisMetrics(redis_url, run_id, source), PrometheusMetrics(run_id, source))
 
 
-def _setup(cfg_json: str) -> Any:
+def _setup(cfg_json: str, torch: bool = True) -> Any:
     cfg = ShoalConfig.model_validate_json(cfg_json)
-    torch_setup(cfg)
+    if torch:
+        torch_setup(cfg)
     return cfg
 
 
@@ -149,7 +150,7 @@ class ScorerActor(_Timed):
 @ray.remote
 class BufferActor(_Timed):
     def __init__(self, cfg_json: str, redis_url: str, run_id: str) -> None:
-        cfg = _setup(cfg_json)
+        cfg = _setup(cfg_json, torch=False)  # replay holds lists and arrays: no torch to import
         self.stage = BufferStage(make_builder(cfg).make_replay(), _sink(redis_url, run_id, "buffer"))
         self._ready()
 

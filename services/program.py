@@ -49,18 +49,39 @@ def required_resources(cfg: ShoalConfig) -> dict[str, float]:
     return {"CPU": cpus, "GPU": gpus}
 
 
-def init_ray(cfg: ShoalConfig) -> bool:
+def init_ray(cfg: ShoalConfig) -> str | None:
     """Join RAY_ADDRESS / run.ray_address if given (as under `ray job submit`), else start a
-    local Ray sized for the run. Returns True when this call started Ray."""
+    local Ray sized for the run. Returns None when Ray was already up, "joined" or "local".
+
+    A local Ray is started with the actors' environment (`ACTOR_ENV`) in its own, so that every
+    worker process inherits it and actors can take the workers Ray prestarts: a per-actor
+    `runtime_env` makes Ray start a fresh process for each actor instead (measured: ~3 s more to
+    the first step on 2 cores, benchmarks/startup.py). A cluster's nodes were started without
+    it, so there the actors carry it as their runtime_env (`actor_env_options`)."""
     if ray.is_initialized():
-        return False
+        return None
     address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
-        return True
+        return "joined"
     need = required_resources(cfg)
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need["CPU"] + 1)), include_dashboard=False, log_to_driver=True)
-    return True
+    saved = {k: os.environ.get(k) for k in ACTOR_ENV}
+    os.environ.update(ACTOR_ENV)  # the raylet, and through it every worker, inherits this
+    try:
+        ray.init(num_cpus=max(os.cpu_count() or 1, int(need["CPU"] + 1)), include_dashboard=False, log_to_driver=True)
+    finally:  # the driver's own environment is left as it was
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return "local"
+
+
+def actor_env_options(started: str | None) -> dict[str, Any]:
+    """Options that give an actor `ACTOR_ENV`: nothing when this process started Ray with it
+    (`init_ray`), else a runtime_env (a cluster, or a Ray someone else started)."""
+    return {} if started == "local" else {"runtime_env": {"env_vars": ACTOR_ENV}}
 
 
 def check_resources(cfg: ShoalConfig) -> None:
@@ -84,15 +105,16 @@ class _Chain:
 class RayProgram:
     """The single-controller loop for any builder (module docstring)."""
 
-    def __init__(self, cfg: ShoalConfig, ctx: RunContext) -> None:
+    def __init__(self, cfg: ShoalConfig, ctx: RunContext, started_ray: str | None = None) -> None:
         self.cfg, self.ctx = cfg, ctx
         self.builder = b = make_builder(cfg)
-        self.env_opts = {"runtime_env": {"env_vars": ACTOR_ENV}}
+        self.env_opts = actor_env_options(started_ray)
         self.events = ctx.sink("driver")
         self.version, self.samples, self.restarts = 0, 0, 0
         # start-up timeline, seconds since the command started (summary `startup_s`, benchmarks/startup.py)
         self.startup: dict[str, float] = {"run_open": round(ctx.started - PROCESS_STARTED, 2)}
         self.handle: Any = None
+        self.before_refs: list[Any] | None = None  # the "before" evaluation, launched at the first step
         self.pending: dict[Any, tuple[str, Any]] = {}
         self.idle: set[int] = set()
         b.preflight()
@@ -248,6 +270,8 @@ class RayProgram:
             **self.builder.progress_fields(m), samples_s=f"{sps:.1f}", lag=f"{m.get('learner/policy_lag_mean', 0):.2f}"
         )
         self.events.log({"rollout/total_samples_per_s": sps}, step=self.version)
+        if self.before_refs is None:  # queued on the workers behind their requests, ahead of any new weights
+            self.before_refs = self.evaluate_start()
         if self.version % self.cfg.rollout.sync_interval == 0:
             self.sync()
         if self.version < self.cfg.run.total_steps:
@@ -280,8 +304,9 @@ class RayProgram:
     # -- evaluation and summary -------------------------------------------------------------
     def evaluate_start(self) -> list[Any]:
         """Launch the evaluation requests; returns their refs. Actor calls run in submission
-        order, so requests launched now see the current weights even if training has started
-        by the time they run: the "before" evaluation need not hold up the first batch."""
+        order, so requests launched now see the weights the workers hold now, whatever is sent
+        after: the "before" evaluation is launched when the first learner step returns, before
+        the first new weights go out, so it does not hold up the first batch."""
         requests = self.builder.eval_requests(len(self.workers))
         outputs = [self.workers[i].evaluate.remote(r) for i, r in enumerate(requests)]
         if self.scorers:
@@ -304,16 +329,20 @@ class RayProgram:
             **self.builder.counters(stats, rejected, dropped),
             "worker_restarts": self.restarts,
             "first_step_s": self.startup.get("first_step"),
-            "startup_s": dict(
-                sorted({**self.startup, "actors_ready": self.actors_ready()}.items(), key=lambda kv: kv[1])
-            ),
+            "startup_s": dict(sorted({**self.startup, **self.actors_ready()}.items(), key=lambda kv: kv[1])),
             **self.builder.final_metrics(last),
         }
 
-    def actors_ready(self) -> float:
-        """When the last actor's constructor finished, in seconds since the command started."""
-        actors = [*self.workers, *self.scorers, self.buffer, self.learner]
-        return round(max(ray.get([a.ready_time.remote() for a in actors])) - PROCESS_STARTED, 2)
+    def actors_ready(self) -> dict[str, float]:
+        """When the last actor of each role, and of all (`actors_ready`), finished its
+        constructor, in seconds since the command started."""
+        roles = {"workers": self.workers, "scorers": self.scorers, "buffer": [self.buffer], "learner": [self.learner]}
+        ready = {
+            f"{role}_ready": round(max(ray.get([a.ready_time.remote() for a in actors])) - PROCESS_STARTED, 2)
+            for role, actors in roles.items()
+            if actors
+        }
+        return {**ready, "actors_ready": max(ready.values())}
 
 
 def learner_result(ref: Any) -> dict[str, float]:
@@ -328,7 +357,7 @@ def learner_result(ref: Any) -> dict[str, float]:
 
 def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
     ctx = ctx or open_run(cfg)  # first: a metrics store that does not answer fails fast
-    status, summary, started_ray = "failed", {}, False
+    status, summary, started_ray = "failed", {}, None
     try:
         started_ray = init_ray(cfg)
         ray_up = round(time.time() - PROCESS_STARTED, 2)
@@ -337,11 +366,10 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
             f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}",
             flush=True,
         )
-        prog = RayProgram(cfg, ctx)
+        prog = RayProgram(cfg, ctx, started_ray)
         prog.startup["ray_up"] = ray_up
-        before_refs = prog.evaluate_start()  # runs on the workers ahead of their first requests
         last = prog.run(progress)
-        before = prog.evaluate_finish(before_refs)
+        before = prog.evaluate_finish(prog.before_refs if prog.before_refs is not None else prog.evaluate_start())
         ray.get(prog.learner.checkpoint.remote(True))
         summary = build_summary(ctx, before, prog.evaluate(), prog.counters(last))
         status = "finished"

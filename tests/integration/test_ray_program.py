@@ -23,6 +23,14 @@ def test_run_end_to_end_reports_to_redis(ray_local, sft_models, tmp_path):
     t = summary["startup_s"]  # the start-up timeline, in the order the phases must happen
     assert list(t) == sorted(t, key=t.get) and t["first_step"] == summary["first_step_s"]
     assert t["run_open"] <= t["ray_up"] <= t["first_sync"] <= t["first_rollouts"] <= t["first_step"], t
+    # the "before" evaluation goes out with the first step, yet it samples the SFT policy (v0):
+    # its KL to the reference (= the SFT policy) is zero; after three steps it is not
+    assert abs(summary["before"]["kl_ref"]) < 1e-3 < abs(summary["after"]["kl_ref"]), (
+        summary["before"],
+        summary["after"],
+    )
+    roles = ("workers_ready", "scorers_ready", "buffer_ready", "learner_ready")
+    assert t["ray_up"] <= min(t[r] for r in roles) and max(t[r] for r in roles) == t["actors_ready"] <= t["first_sync"]
     assert (tmp_path / "runs" / summary["run_id"] / "config.yaml").is_file()
     assert list((tmp_path / "runs" / summary["run_id"] / "checkpoints").iterdir())
     url, embedded = resolve_redis(None, str(tmp_path / "runs"))

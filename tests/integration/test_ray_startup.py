@@ -1,0 +1,44 @@
+"""How the Ray program starts a local Ray: the actors' environment reaches every worker process
+through the raylet (so actors reuse the workers Ray prestarts), and the driver's own
+environment is left as it was."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from shoal.services.actors import ACTOR_ENV  # noqa: E402
+from shoal.services.program import actor_env_options, init_ray  # noqa: E402
+from tests.conftest import small_config  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@ray.remote(num_cpus=0)
+def _env(keys: list[str]) -> dict[str, str | None]:
+    return {k: os.environ.get(k) for k in keys}
+
+
+def test_local_ray_gives_every_worker_the_actor_env_and_leaves_the_driver_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the driver's own value survives
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    cfg = small_config({"policy": "unused", "reward": "unused"}, tmp_path)
+    assert not ray.is_initialized()
+    try:
+        assert init_ray(cfg) == "local"
+        seen = ray.get(_env.remote(list(ACTOR_ENV)))
+        assert seen == ACTOR_ENV
+        assert actor_env_options("local") == {}  # no runtime_env: prestarted workers are reused
+        assert os.environ["OMP_NUM_THREADS"] == "7" and "TOKENIZERS_PARALLELISM" not in os.environ
+        assert init_ray(cfg) is None  # already up: not started again
+    finally:
+        ray.shutdown()
+
+
+def test_a_ray_started_elsewhere_gets_the_env_per_actor():
+    for started in (None, "joined"):
+        assert actor_env_options(started) == {"runtime_env": {"env_vars": ACTOR_ENV}}

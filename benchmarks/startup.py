@@ -4,8 +4,9 @@ in-process loop, as a user runs them (a fresh `shoal train` process per run).
 Per run it reads the summary the run writes:
 - `startup_s` (Ray program): when each start-up phase was first reached, in seconds since the
   command started (the first import of `shoal`): `run_open` (run directory, metrics store,
-  config saved), `ray_up` (ray.init returned), `actors_ready` (the last actor's constructor
-  finished), `first_sync` (every worker holds the learner's weights), `first_rollouts` (the
+  config saved), `ray_up` (ray.init returned), `<role>_ready` (the last actor of a role:
+  buffer, scorers, learner, workers) and `actors_ready` (the last of all) finished its
+  constructor, `first_sync` (every worker holds the learner's weights), `first_rollouts` (the
   first request came back scored and buffered), `first_step` (the first learner step done);
 - `first_step_s` (both modes): the first learner step, since the command started;
 - trained samples/s end to end: learner steps x ppo.batch_size / the process's wall time
@@ -37,7 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import CAVEAT, ROOT, format_table, machine_info, write_results  # noqa: E402
 from benchmarks.rlhf_seeds import DEMO, cli, ensure_models  # noqa: E402
 
-PHASES = ["run_open", "ray_up", "actors_ready", "first_sync", "first_rollouts", "first_step"]
+PHASES = [
+    "run_open",
+    "ray_up",
+    "buffer_ready",
+    "scorers_ready",
+    "learner_ready",
+    "workers_ready",
+    "actors_ready",
+    "first_sync",
+    "first_rollouts",
+    "first_step",
+]
 
 
 def run_once(mode: str, models: dict[str, str], steps: int, sets: list[str], runs_dir: Path) -> dict[str, Any]:

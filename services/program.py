@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +136,13 @@ class RayProgram:
             cj, url, rid, str(ctx.run_dir), self.bundle
         )
         self.next_scorer = 0
+        # The first request is built while the actors start: a prompt builder loads the
+        # policy's tokenizer (importing transformers: ~3 s of a 2-core machine) on first use.
+        self.first_request: Future | None = None
+        if b.collecting():
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-first-request")
+            self.first_request = pool.submit(b.new_request)
+            pool.shutdown(wait=False)  # the thread ends with its one task
         initial = b.initial_items()
         if initial:
             ray.get(self.buffer.add.remote(initial))
@@ -184,8 +192,15 @@ class RayProgram:
             self.next_scorer += 1
         return self.buffer.add.remote(items)
 
+    def new_request(self) -> Any:
+        """The builder's next request (the first one was built while the actors started)."""
+        if self.first_request is not None:
+            first, self.first_request = self.first_request, None
+            return first.result()
+        return self.builder.new_request()
+
     def launch(self, i: int, payload: Any = None) -> None:
-        payload = payload if payload is not None else self.builder.new_request()
+        payload = payload if payload is not None else self.new_request()
         self.pending[self.request(i, payload)] = ("chain", _Chain(i, payload))
         self.idle.discard(i)
 

@@ -30,7 +30,11 @@ def test_run_end_to_end_reports_to_redis(ray_local, sft_models, tmp_path):
         summary["after"],
     )
     roles = ("workers_ready", "scorers_ready", "buffer_ready", "learner_ready")
-    assert t["ray_up"] <= min(t[r] for r in roles) and max(t[r] for r in roles) == t["actors_ready"] <= t["first_sync"]
+    assert t["ray_up"] <= min(t[r] for r in roles) and max(t[r] for r in roles) == t["actors_ready"], t
+    # the first sync needs the learner and workers; the first scored, buffered rollouts need all
+    assert (
+        max(t["workers_ready"], t["learner_ready"]) <= t["first_sync"] and t["actors_ready"] <= t["first_rollouts"]
+    ), t
     assert (tmp_path / "runs" / summary["run_id"] / "config.yaml").is_file()
     assert list((tmp_path / "runs" / summary["run_id"] / "checkpoints").iterdir())
     url, embedded = resolve_redis(None, str(tmp_path / "runs"))

@@ -96,6 +96,16 @@ def check_resources(cfg: ShoalConfig) -> None:
             )
 
 
+def prefetch_request(builder: Any) -> Future | None:
+    """builder.new_request() in a thread (None when the builder collects nothing)."""
+    if not builder.collecting():
+        return None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-first-request")
+    first = pool.submit(builder.new_request)
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return first
+
+
 @dataclass
 class _Chain:
     worker: int
@@ -106,9 +116,19 @@ class _Chain:
 class RayProgram:
     """The single-controller loop for any builder (module docstring)."""
 
-    def __init__(self, cfg: ShoalConfig, ctx: RunContext, started_ray: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ShoalConfig,
+        ctx: RunContext,
+        started_ray: str | None = None,
+        builder: Any = None,
+        first_request: Future | None = None,
+    ) -> None:
         self.cfg, self.ctx = cfg, ctx
-        self.builder = b = make_builder(cfg)
+        self.builder = b = builder or make_builder(cfg)
+        # The first request: a prompt builder loads the policy's tokenizer (importing
+        # transformers: ~3 s of a 2-core machine) on first use; run_ray starts it before Ray.
+        self.first_request = first_request or prefetch_request(b)
         self.env_opts = actor_env_options(started_ray)
         self.events = ctx.sink("driver")
         self.version, self.samples, self.restarts = 0, 0, 0
@@ -136,13 +156,6 @@ class RayProgram:
             cj, url, rid, str(ctx.run_dir), self.bundle
         )
         self.next_scorer = 0
-        # The first request is built while the actors start: a prompt builder loads the
-        # policy's tokenizer (importing transformers: ~3 s of a 2-core machine) on first use.
-        self.first_request: Future | None = None
-        if b.collecting():
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-first-request")
-            self.first_request = pool.submit(b.new_request)
-            pool.shutdown(wait=False)  # the thread ends with its one task
         initial = b.initial_items()
         if initial:
             ray.get(self.buffer.add.remote(initial))
@@ -374,6 +387,8 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
     ctx = ctx or open_run(cfg)  # first: a metrics store that does not answer fails fast
     status, summary, started_ray = "failed", {}, None
     try:
+        builder = make_builder(cfg)
+        first_request = prefetch_request(builder)  # overlaps with Ray's start
         started_ray = init_ray(cfg)
         ray_up = round(time.time() - PROCESS_STARTED, 2)
         check_resources(cfg)
@@ -381,7 +396,7 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
             f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}",
             flush=True,
         )
-        prog = RayProgram(cfg, ctx, started_ray)
+        prog = RayProgram(cfg, ctx, started_ray, builder, first_request)
         prog.startup["ray_up"] = ray_up
         last = prog.run(progress)
         before = prog.evaluate_finish(prog.before_refs if prog.before_refs is not None else prog.evaluate_start())

@@ -85,11 +85,17 @@ class WorkerActor(_Timed):
         run_id: str,
         index: int,
         model_bundles: dict[str, dict[str, bytes]] | None = None,
+        score: bool = False,
     ) -> None:
         cfg = _setup(cfg_json)
         self.worker_id = f"rollout-{index}"
         self.metrics = _sink(redis_url, run_id, self.worker_id)
-        self.worker = make_builder(cfg).make_worker(index, _model_dirs(model_bundles), self.metrics)
+        builder = make_builder(cfg)
+        self.worker = builder.make_worker(index, _model_dirs(model_bundles), self.metrics)
+        self.scoring: ScoringStage | None = None  # reward.placement `workers`: score here, not in a ScorerActor
+        if score:
+            sink = _sink(redis_url, run_id, f"reward-{index}")
+            self.scoring = ScoringStage(builder.make_scorers(), sink, sink)
         self.transport = make_transport(cfg.rollout.weight_transport)
         self.node = ray.get_runtime_context().get_node_id()
         self._report(healthy=True)
@@ -111,10 +117,15 @@ class WorkerActor(_Timed):
     def act(self, payload: Any) -> Any:
         out = self.worker.act(payload)
         self._report(healthy=True)
-        return out
+        return self.scoring(out) if self.scoring is not None else out
 
     def evaluate(self, payload: Any) -> Any:
-        return self.worker.evaluate(payload)
+        out = self.worker.evaluate(payload)
+        return self.scoring(out) if self.scoring is not None else out
+
+    def rejected(self) -> int:
+        """Rollouts its scorers rejected (non-finite scores), when it scores them."""
+        return self.scoring.rejected if self.scoring is not None else 0
 
     def load_weights(self, handle: Any) -> dict[str, float]:
         t0 = time.perf_counter()

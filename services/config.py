@@ -140,7 +140,14 @@ class RewardSection(_Section):
     adaptive_kl: bool = Field(False, description="Adapt beta toward `kl_target` (Ziegler et al. 2019).")
     kl_target: float = Field(1.0, gt=0, description="Adaptive KL: target KL(pi || pi_ref) per sequence, in nats.")
     kl_horizon: int = Field(10000, gt=0, description="Adaptive KL: horizon in samples of the proportional controller.")
-    num_scorers: int = Field(1, gt=0, description="Reward scorer actors.")
+    num_scorers: int = Field(1, gt=0, description="Reward scorer actors (placement `actors`).")
+    placement: Literal["auto", "actors", "workers"] = Field(
+        "auto",
+        description="Where the scorers run: `actors` - their own Ray actors (a cluster: reward and reference models "
+        "on their own devices); `workers` - inside every rollout worker, scoring its own rollouts (a small machine: "
+        "one process fewer to start and feed); `auto` - `workers` when the run starts its own Ray on a machine with "
+        "fewer cores than the actors would reserve, else `actors`.",
+    )
     num_cpus_per_scorer: float = Field(1.0, ge=0, description="CPUs Ray reserves per scorer actor.")
     num_gpus_per_scorer: float = Field(0.0, ge=0, description="GPUs per scorer actor (reward and reference models).")
     rm_pairs: int = Field(10000, gt=0, description="`train-rm`: preference pairs generated from the gold reward.")

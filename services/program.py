@@ -6,7 +6,10 @@ One program for every algorithm: what the actors hold comes from the run's build
     payload -> WorkerActor.act -> [ScorerActor.score] -> BufferActor.add     (per worker, in
                                                                             flight; scorers
                                                                             when the algorithm
-                                                                            has them)
+                                                                            has them, inside
+                                                                            the workers with
+                                                                            reward.placement
+                                                                            `workers`)
     LearnerActor.train_step(buffer)  (the learner pulls batches from the buffer actor and
                                       sends priorities back to it)
     every sync_interval steps: LearnerActor.publish_weights -> handle -> every
@@ -41,10 +44,11 @@ from shoal.services.weights import pack_dir
 from shoal.utils import RunError
 
 
-def required_resources(cfg: ShoalConfig) -> dict[str, float]:
-    """CPUs and GPUs the run's actors reserve (scorers only for algorithms that have them)."""
+def required_resources(cfg: ShoalConfig, placement: str = "actors") -> dict[str, float]:
+    """CPUs and GPUs the run's actors reserve (scorer actors only for algorithms that have
+    them, and only when they are placed in their own actors)."""
     r = cfg.rollout
-    scorers = make_builder(cfg).num_scorers()
+    scorers = make_builder(cfg).num_scorers() if placement == "actors" else 0
     cpus = r.num_workers * r.num_cpus_per_worker + scorers * cfg.reward.num_cpus_per_scorer + cfg.run.learner_num_cpus
     gpus = r.num_workers * r.num_gpus_per_worker + scorers * cfg.reward.num_gpus_per_scorer + cfg.run.learner_num_gpus
     return {"CPU": cpus, "GPU": gpus}
@@ -65,7 +69,7 @@ def init_ray(cfg: ShoalConfig) -> str | None:
     if address:
         ray.init(address=address, log_to_driver=True)
         return "joined"
-    need = required_resources(cfg)
+    need = required_resources(cfg, scorer_placement(cfg, "local"))
     saved = {k: os.environ.get(k) for k in ACTOR_ENV}
     os.environ.update(ACTOR_ENV)  # the raylet, and through it every worker, inherits this
     try:
@@ -79,15 +83,25 @@ def init_ray(cfg: ShoalConfig) -> str | None:
     return "local"
 
 
+def scorer_placement(cfg: ShoalConfig, started_ray: str | None) -> str:
+    """`reward.placement` resolved: `auto` puts the scorers inside the rollout workers when this
+    run starts its own Ray on a machine with fewer cores than separate actors would reserve
+    (one torch process fewer to start and feed: benchmarks/startup.py), else in their own."""
+    if cfg.reward.placement != "auto":
+        return cfg.reward.placement
+    crowded = (os.cpu_count() or 1) < required_resources(cfg, "actors")["CPU"]
+    return "workers" if started_ray == "local" and crowded else "actors"
+
+
 def actor_env_options(started: str | None) -> dict[str, Any]:
     """Options that give an actor `ACTOR_ENV`: nothing when this process started Ray with it
     (`init_ray`), else a runtime_env (a cluster, or a Ray someone else started)."""
     return {} if started == "local" else {"runtime_env": {"env_vars": ACTOR_ENV}}
 
 
-def check_resources(cfg: ShoalConfig) -> None:
+def check_resources(cfg: ShoalConfig, placement: str = "actors") -> None:
     """Fail with a clear message instead of waiting forever for resources that do not exist."""
-    have, need = ray.cluster_resources(), required_resources(cfg)
+    have, need = ray.cluster_resources(), required_resources(cfg, placement)
     for res, amount in need.items():
         if amount > have.get(res, 0.0) + 1e-9:
             raise ConfigError(
@@ -130,6 +144,7 @@ class RayProgram:
         # transformers: ~3 s of a 2-core machine) on first use; run_ray starts it before Ray.
         self.first_request = first_request or prefetch_request(b)
         self.env_opts = actor_env_options(started_ray)
+        self.colocated = scorer_placement(cfg, started_ray) == "workers" and b.num_scorers() > 0
         self.events = ctx.sink("driver")
         self.version, self.samples, self.restarts = 0, 0, 0
         # start-up timeline, seconds since the command started (summary `startup_s`, benchmarks/startup.py)
@@ -149,7 +164,7 @@ class RayProgram:
             ScorerActor.options(
                 num_cpus=cfg.reward.num_cpus_per_scorer, num_gpus=cfg.reward.num_gpus_per_scorer, **self.env_opts
             ).remote(cj, url, rid, i)
-            for i in range(b.num_scorers())
+            for i in range(0 if self.colocated else b.num_scorers())
         ]
         self.buffer = BufferActor.options(num_cpus=0, **self.env_opts).remote(cj, url, rid)
         self.learner = LearnerActor.options(**self.learner_options()).remote(
@@ -169,7 +184,7 @@ class RayProgram:
 
     def _worker(self, i: int) -> Any:
         return WorkerActor.options(**self.worker_options()).remote(
-            self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i, self.bundle
+            self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i, self.bundle, self.colocated
         )
 
     def worker_options(self) -> dict[str, Any]:
@@ -349,7 +364,7 @@ class RayProgram:
 
     def counters(self, last: dict[str, float]) -> dict[str, Any]:
         stats = ray.get(self.buffer.stats.remote())
-        rejected = sum(ray.get([s.rejected.remote() for s in self.scorers]))
+        rejected = sum(ray.get([s.rejected.remote() for s in (self.workers if self.colocated else self.scorers)]))
         dropped = sum(int(s.get("dropped_episodes", 0)) for s in ray.get([w.status.remote() for w in self.workers]))
         return {
             "learner_steps": self.version,
@@ -391,7 +406,7 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
         first_request = prefetch_request(builder)  # overlaps with Ray's start
         started_ray = init_ray(cfg)
         ray_up = round(time.time() - PROCESS_STARTED, 2)
-        check_resources(cfg)
+        check_resources(cfg, scorer_placement(cfg, started_ray))
         print(
             f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}",
             flush=True,

@@ -14,7 +14,7 @@ Per run it reads the summary the run writes:
 Modes alternate (ray local ray local ...) so machine noise spreads over both; the Ray / local
 ratio is of the medians. Every process uses one torch thread.
 
-    python benchmarks/startup.py                       # demo config, 60 steps, 2 rounds
+    python benchmarks/startup.py                       # the demo as shipped (100 steps), 2 rounds
     python benchmarks/startup.py --steps 5 --rounds 3  # start-up only
     python benchmarks/startup.py --set rollout.num_workers=1
 
@@ -91,7 +91,7 @@ def med(rows: list[dict[str, Any]], key: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default="ray,local")

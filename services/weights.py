@@ -35,9 +35,15 @@ class ObjectStoreTransport:
     name = "object_store"
 
     def publish(self, weights: VersionedWeights) -> Any:
+        import warnings
+
         import ray
 
-        return [ray.put(weights)]
+        with warnings.catch_warnings():
+            # Ray warns on every first zero-copy put that modifiable tensors may be corrupted:
+            # these are detached, contiguous CPU copies the learner never writes (get_weights).
+            warnings.filterwarnings("ignore", message="Zero-copy tensor serialization")
+            return [ray.put(weights)]
 
     def fetch(self, handle: Any) -> VersionedWeights:
         import ray

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 DEMO = Path(__file__).resolve().parents[2] / "deploy" / "configs" / "demo.yaml"
+GRPO_DEMO = DEMO.with_name("grpo_demo.yaml")
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +27,9 @@ def demo_models(tmp_path_factory):
     return {"policy": str(root / "policy"), "reward": str(root / "reward"), "rm": rm}
 
 
-def demo_config(models: dict, tmp_path: Path, *overrides: str):
-    """The shipped demo config on the session's demo models, writing into tmp_path."""
+def demo_config(models: dict, tmp_path: Path, *overrides: str, config: Path = DEMO):
+    """A shipped demo config (the PPO demo by default) on the session's demo models, writing
+    into tmp_path."""
     from shoal.services.config import load_config
 
     base = [
@@ -36,4 +38,4 @@ def demo_config(models: dict, tmp_path: Path, *overrides: str):
         f"run.runs_dir={tmp_path}/runs",
         "dashboard.enabled=false",
     ]
-    return load_config(DEMO, [*base, *overrides])
+    return load_config(config, [*base, *overrides])

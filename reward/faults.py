@@ -2,14 +2,17 @@
 
     reward.rule_functions: [shoal.reward.faults:nan_sometimes]
 
-Returns NaN for responses whose length in characters is divisible by 3, else 0.0: the scoring
-stage must reject those rollouts, count them (`reward/rejected_nonfinite`) and go on.
+Returns NaN for every fourth prompt (prompt ids end in a running number: `keywords-p12`), else
+0.0: the scoring stage must reject those rollouts, count them (`reward/rejected_nonfinite`) and
+go on. Deterministic, so three quarters of any batch - and of an evaluation - is still scored.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
 def nan_sometimes(prompt: Any, response_text: str) -> float:
-    return float("nan") if len(response_text) % 3 == 0 else 0.0
+    number = re.search(r"(\d+)$", prompt.prompt_id)
+    return float("nan") if number is not None and int(number.group(1)) % 4 == 0 else 0.0

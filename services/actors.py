@@ -68,6 +68,13 @@ def _setup(cfg_json: str, torch: bool = True) -> Any:
     return cfg
 
 
+def _scoring(builder: Any, redis_url: str, run_id: str, index: int) -> ScoringStage:
+    """The builder's scorers as a stage reporting as `reward-<index>` (a ScorerActor's, or a
+    WorkerActor's with reward.placement `workers`)."""
+    sink = _sink(redis_url, run_id, f"reward-{index}")
+    return ScoringStage(builder.make_scorers(), sink, sink)
+
+
 def _model_dirs(bundles: dict[str, dict[str, bytes]] | None) -> dict[str, str]:
     """Unpack {role: pack_dir bundle} into local temporary directories -> {role: path}."""
     return {role: unpack_dir(b, tempfile.mkdtemp(prefix=f"shoal-{role}-")) for role, b in (bundles or {}).items()}
@@ -92,10 +99,8 @@ class WorkerActor(_Timed):
         self.metrics = _sink(redis_url, run_id, self.worker_id)
         builder = make_builder(cfg)
         self.worker = builder.make_worker(index, _model_dirs(model_bundles), self.metrics)
-        self.scoring: ScoringStage | None = None  # reward.placement `workers`: score here, not in a ScorerActor
-        if score:
-            sink = _sink(redis_url, run_id, f"reward-{index}")
-            self.scoring = ScoringStage(builder.make_scorers(), sink, sink)
+        # reward.placement `workers`: score here, not in a ScorerActor
+        self.scoring = _scoring(builder, redis_url, run_id, index) if score else None
         self.transport = make_transport(cfg.rollout.weight_transport)
         self.node = ray.get_runtime_context().get_node_id()
         self._report(healthy=True)
@@ -146,9 +151,7 @@ class WorkerActor(_Timed):
 @ray.remote
 class ScorerActor(_Timed):
     def __init__(self, cfg_json: str, redis_url: str, run_id: str, index: int) -> None:
-        cfg = _setup(cfg_json)
-        sink = _sink(redis_url, run_id, f"reward-{index}")
-        self.stage = ScoringStage(make_builder(cfg).make_scorers(), sink, sink)
+        self.stage = _scoring(make_builder(_setup(cfg_json)), redis_url, run_id, index)
         self._ready()
 
     def score(self, rollouts: list) -> list:

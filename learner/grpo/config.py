@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shoal.learner.policy_config import CriticFreeConfig
 
@@ -33,4 +33,27 @@ class GRPOConfig(CriticFreeConfig):
             "the group std."
         ),
     )
+    scale_rewards: Literal["group", "batch", "none"] | None = Field(
+        None,
+        description=(
+            "What divides r - mean(group): `group`: the group's std (GRPO); `batch`: one std over the batch's "
+            "group-centred rewards (REINFORCE++-baseline; Liu et al. 2025's group mean, batch std); `none` "
+            "(Dr.GRPO). Unset: `none` with `loss_aggregation: dr_grpo`, else `group`."
+        ),
+    )
     advantage_eps: float = Field(1e-4, gt=0, description="eps of A = (r - mean) / (std + eps).")
+
+    @model_validator(mode="after")
+    def _dr_grpo_scale(self) -> GRPOConfig:
+        if self.loss_aggregation == "dr_grpo" and self.scale_rewards not in (None, "none"):
+            raise ValueError(
+                "scale_rewards: Dr.GRPO (loss_aggregation: dr_grpo) divides by no std; leave it unset or none"
+            )
+        return self
+
+    @property
+    def reward_scaling(self) -> Literal["group", "batch", "none"]:
+        """scale_rewards with its default filled in."""
+        if self.scale_rewards is not None:
+            return self.scale_rewards
+        return "none" if self.loss_aggregation == "dr_grpo" else "group"

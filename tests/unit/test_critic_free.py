@@ -52,7 +52,11 @@ def slow_grpo(rewards, groups, lengths, penalty, scale, eps):
         rs = [r[j] for j in _members(g, i)]
         mean = sum(rs) / len(rs)
         std = math.sqrt(sum((x - mean) ** 2 for x in rs) / (len(rs) - 1))
-        a = (r[i] - mean) / (std + eps) if scale else r[i] - mean
+        a = (r[i] - mean) / (std + eps) if scale == "group" else r[i] - mean
+        if scale == "batch":
+            centred = [r[j] - sum(r[k] for k in _members(g, j)) / len(_members(g, j)) for j in range(len(r))]
+            mu = sum(centred) / len(centred)
+            a /= math.sqrt(sum((x - mu) ** 2 for x in centred) / (len(centred) - 1)) + eps
         for t in range(lengths[i]):
             future = sum(penalty[i, s].item() for s in range(t, lengths[i])) if penalty is not None else 0.0
             out[i, t] = a + future
@@ -90,8 +94,8 @@ def slow_reinforce_pp(rewards, lengths, penalty):
 @pytest.mark.parametrize("kl", [False, True])
 def test_grpo_and_dr_grpo_match_slow_loop(seed, kl):
     rewards, groups, mask, penalty, lengths = _case(seed, kl)
-    for scale in (True, False):
-        got = grpo_advantages(rewards, groups, mask, penalty, scale_by_std=scale, eps=1e-4)
+    for scale in ("group", "batch", "none"):
+        got = grpo_advantages(rewards, groups, mask, penalty, scale=scale, eps=1e-4)
         want = slow_grpo(rewards, groups, lengths, penalty, scale, 1e-4)
         torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
 
@@ -121,8 +125,11 @@ def test_hand_computed_advantages():
     s3 = math.sqrt(3) / 2
     assert a.tolist() == pytest.approx([s3, -s3, -s3, s3, 1 / math.sqrt(2), -1 / math.sqrt(2)])
     # Dr.GRPO: no std division
-    a = grpo_advantages(rewards, groups, mask, scale_by_std=False)[:, 0]
+    a = grpo_advantages(rewards, groups, mask, scale="none")[:, 0]
     assert a.tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5, 1.0, -1.0])
+    # batch std: centred [.5 -.5 -.5 .5 1 -1], mean 0, sample variance (4 * .25 + 2) / 5 = 0.6
+    a = grpo_advantages(rewards, groups, mask, scale="batch", eps=0.0)[:, 0]
+    assert a.tolist() == pytest.approx([x / math.sqrt(0.6) for x in (0.5, -0.5, -0.5, 0.5, 1.0, -1.0)])
     # RLOO on [1, 2, 3]: baselines 2.5, 2, 1.5
     a = rloo_advantages(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0, 0, 0]), torch.ones(3, 2))
     assert a.flatten().tolist() == pytest.approx([-1.5, -1.5, 0.0, 0.0, 1.5, 1.5])

@@ -15,7 +15,7 @@ held-out stream seed*1000+7), with one torch thread per process, runs alternatin
   scored with the task's gold reward (Shoal: its own summary.json `after.gold_reward`, the same
   prompts; TRL: the same 128 prompts, generated here with HF `generate`). Both sides also measure
   the SFT policy's held-out gold before training (part of both wall times).
-- trained samples/s end to end: 60 steps x 64 rollouts / wall seconds of the whole process.
+- trained samples/s end to end: steps x 64 rollouts / wall seconds of the whole process.
 
 Setup (a SEPARATE venv for TRL; the main .venv keeps its exact pins):
 
@@ -30,8 +30,10 @@ Run (from the main venv: it drives Shoal itself and TRL through .venv-bench/bin/
     .venv/bin/python benchmarks/peer_trl.py --seeds 0 1 2 --models-dir /tmp/exp/models
 
 Models: --models-dir/seed<k>/{policy,reward}, built with the CLI if missing (rlhf_seeds.ensure_models).
-Per seed the runs are: TRL with beta 0.1 (Shoal's kl_coef), Shoal, then TRL with each other
---trl-beta (default 0.0, TRL's own default: no KL term, no reference model).
+Per seed the runs are: TRL with beta 0.1 (Shoal's kl_coef), Shoal with each --shoal-config
+(default: the GRPO demo, matched to TRL below, and the PPO demo: the same 64 rollouts, 4 epochs
+and 8 optimizer steps per batch, but one answer for each of 64 prompts and a critic), then TRL
+with each other --trl-beta (default 0.0, TRL's own default: no KL term, no reference model).
 --trl-no-kl-is: TRL without its IS-weighted KL (use_bias_correction_kl=False, as Shoal's k3).
 TRL runs are deterministic per seed (repeats give the same gold, only timings differ); Shoal's
 are not (asynchronous: which policy version sampled which batch depends on timing), so repeat
@@ -43,8 +45,9 @@ prints TRL's own metrics).
 Matched (TRL GRPOConfig <- deploy/configs/grpo_demo.yaml):
   num_generations 8 (group_size); generation batch 64 = 8 prompts x 8 (batch_size 8 groups);
   per_device_train_batch_size 32 (minibatch_size 4 groups) -> steps_per_generation 2;
-  num_iterations 4 (epochs) -> 8 optimizer steps per batch; max_steps 480 = 60 batches;
-  max_completion_length 8, temperature 1, top_k 0, top_p 1; lr 1e-3 constant, Adam(W) with
+  num_iterations 4 (epochs) -> 8 optimizer steps per batch; max_steps 1600 = 200 batches (the
+  demo's run.total_steps);
+  max_completion_length 8, temperature 1, top_k 0, top_p 1; lr 5e-4 (grpo.learning_rate) constant, Adam(W) with
   weight_decay 0, max_grad_norm 1; epsilon 0.2 (clip_coef); loss_type "grpo" (per-sequence token
   mean, = loss_aggregation sequence_mean); scale_rewards "group" ((r - mean) / std); beta 0.1 on
   TRL's k3 KL-in-loss (kl_coef 0.1, kl_mode loss); bf16 off (TRL turns it on by default; 2x slower
@@ -54,12 +57,14 @@ Not matched (deviations):
   - Shoal's KL coefficient is adaptive (target 4 nats, horizon 2000) from 0.1 (it ends near
     0.08); TRL's beta is fixed. TRL also weights its k3 term by the importance ratio
     (use_bias_correction_kl, on by default); Shoal does not.
+  - Shoal stops a batch's epochs early once the policy moved 1.5 x target_kl (0.05) nats per
+    token (PPO's early stopping); TRL has no such option and always runs its 8 optimizer steps.
   - Shoal is asynchronous (2 rollout workers, samples up to 2 policy versions old, decoupled-PPO
     correction); TRL generates and trains in turn in one process (always on-policy at generation).
   - Shoal runs several processes (Ray, 2 rollout workers - engine auto = transformers on CPU -, learner),
     each with 1 torch thread, on the shared 2 cores; TRL is one process with 1 thread. So "same
     torch threads" holds per process, not per run.
-  - TRL draws the 480 training prompts (the first 480 of Shoal's train stream) in a shuffled
+  - TRL draws the 1600 training prompts (the first 1600 of Shoal's train stream) in a shuffled
     order; Shoal takes them in stream order. Minibatch order within a batch also differs.
   - The held-out evaluation code differs (Shoal's rollout engine vs HF generate); the prompts
     and sampling settings are the same.
@@ -82,8 +87,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import CAVEAT, ROOT, format_table, write_results  # noqa: E402
 
 GRPO_DEMO = ROOT / "deploy" / "configs" / "grpo_demo.yaml"
+PPO_DEMO = ROOT / "deploy" / "configs" / "demo.yaml"
 BENCH_PY = ROOT / ".venv-bench" / "bin" / "python"
-STEPS = int(os.environ.get("PEER_TRL_STEPS", 60))  # fewer only for a smoke test of the TRL side
+
+
+def grpo_demo() -> dict[str, Any]:
+    """The GRPO demo config, whose schedule TRL is given (steps, learning rate)."""
+    import yaml
+
+    return yaml.safe_load(GRPO_DEMO.read_text())
+
+
+STEPS = int(os.environ.get("PEER_TRL_STEPS") or grpo_demo()["run"]["total_steps"])  # fewer: a smoke test of TRL
+LEARNING_RATE = float(grpo_demo()["grpo"]["learning_rate"])
 GROUP, PROMPTS_PER_BATCH, EPOCHS, MINIBATCH_GROUPS = 8, 8, 4, 4
 EVAL_PROMPTS, MAX_NEW_TOKENS, SMOOTH = 128, 8, 5
 LEVELS = (0.3, 0.4)
@@ -185,7 +201,7 @@ def trl_worker(seed: int, policy: str, reward: str, out_path: str) -> None:
         temperature=1.0,
         top_k=0,
         top_p=1.0,
-        learning_rate=1e-3,
+        learning_rate=LEARNING_RATE,
         lr_scheduler_type="constant",
         warmup_steps=0,
         weight_decay=0.0,
@@ -252,24 +268,25 @@ def shoal_series(runs_dir: Path) -> list[tuple[float, float]]:
         server.close()
 
 
-def run_shoal(seed: int, models: dict[str, str], work: Path) -> dict[str, Any]:
+def run_shoal(seed: int, models: dict[str, str], work: Path, config: Path) -> dict[str, Any]:
     from benchmarks.rlhf_seeds import run_once
 
-    runs_dir = work / f"shoal_seed{seed}"
+    name = "shoal grpo" if config == GRPO_DEMO else f"shoal {config.stem}"
+    runs_dir = work / f"{name.replace(' ', '_')}_seed{seed}"
     if runs_dir.exists():
         import shutil
 
         shutil.rmtree(runs_dir)
     t0 = time.time()
-    row = run_once(GRPO_DEMO, seed, models, [], runs_dir)
+    row = run_once(config, seed, models, [], runs_dir)
     if "error" in row:
-        return {"impl": "shoal", **row}
+        return {"impl": name, **row}
     series = shoal_series(runs_dir)
     wall = row["wall_s"]
+    trained = row["learner_steps"] * PROMPTS_PER_BATCH * GROUP  # both demos train 64 rollouts per step
     return {
-        "impl": "shoal", "seed": seed, "gold_before": row["gold_before"], "gold_after": row["gold_after"],
-        **time_to_levels(series, t0), "samples": STEPS * PROMPTS_PER_BATCH * GROUP,
-        "samples_per_s": STEPS * PROMPTS_PER_BATCH * GROUP / wall, "train_s": row["train_wall_s"], "wall_s": wall,
+        "impl": name, "seed": seed, "gold_before": row["gold_before"], "gold_after": row["gold_after"],
+        **time_to_levels(series, t0), "samples": trained, "samples_per_s": trained / wall, "train_s": row["train_wall_s"], "wall_s": wall,
         "generated": row["samples"], "batches": len(series), "kl_after": row["kl_after"], "series": series,
     }  # fmt: skip
 
@@ -303,6 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[0.1, 0.0],
         help="TRL runs per seed, one per KL coefficient (0.1: Shoal's kl_coef; 0.0: TRL's default)",
     )
+    ap.add_argument(
+        "--shoal-config",
+        nargs="+",
+        default=[str(GRPO_DEMO), str(PPO_DEMO)],
+        help="Shoal runs per seed, one per config (default: the GRPO demo, matched to TRL, and the PPO demo: "
+        "the same 64 rollouts and 8 optimizer steps per batch, one answer per prompt and a critic)",
+    )
     ap.add_argument("--out", default=None)
     ap.add_argument(
         "--trl-no-kl-is",
@@ -320,12 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
         models = ensure_models(Path(args.models_dir), seed, GRPO_DEMO)
-        # alternate: TRL (matched beta), Shoal, then TRL with its other betas
-        jobs: list[tuple[str, float | None]] = [("trl", b) for b in args.trl_beta]
-        jobs.insert(1, ("shoal", None))
-        for impl, beta in jobs:
+        # alternate: TRL (matched beta), Shoal's configs, then TRL with its other betas
+        jobs: list[tuple[str, Any]] = [("trl", b) for b in args.trl_beta]
+        jobs[1:1] = [("shoal", Path(c).resolve()) for c in args.shoal_config]
+        for impl, arg in jobs:
             if args.only in (None, impl):
-                row = run_shoal(seed, models, work) if beta is None else run_trl(seed, models, work, beta)
+                row = run_shoal(seed, models, work, arg) if impl == "shoal" else run_trl(seed, models, work, arg)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "series"}), flush=True)
 
@@ -356,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     for impl, s in summary.items():
         print(f"  {impl}: " + json.dumps(s))
     print(CAVEAT)
-    payload = {"config": str(GRPO_DEMO), "smooth_batches": SMOOTH, "rows": rows, "summary": summary}
+    payload = {"configs": args.shoal_config, "steps": STEPS, "smooth_batches": SMOOTH, "rows": rows, "summary": summary}
     print(f"wrote {write_results('peer_trl', payload, quick=False, out=args.out)}")
     return 0
 

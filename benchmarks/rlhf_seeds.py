@@ -84,6 +84,7 @@ def run_once(config: Path, seed: int, models: dict[str, str], overrides: list[st
         "distinct_per_topic": after.get("distinct_per_topic"),
         "distinct_frac": after.get("distinct_frac"),
         "samples": samples,
+        "learner_steps": s.get("learner_steps"),
         "dropped_frac": (s.get("dropped_stale") or 0) / samples if samples else None,
         "train_wall_s": s.get("wall_s"),
         "wall_s": round(wall, 1),

@@ -91,15 +91,16 @@ PPO_DEMO = ROOT / "deploy" / "configs" / "demo.yaml"
 BENCH_PY = ROOT / ".venv-bench" / "bin" / "python"
 
 
-def grpo_demo() -> dict[str, Any]:
+def load_grpo_demo() -> dict[str, Any]:
     """The GRPO demo config, whose schedule TRL is given (steps, learning rate)."""
     import yaml
 
     return yaml.safe_load(GRPO_DEMO.read_text())
 
 
-STEPS = int(os.environ.get("PEER_TRL_STEPS") or grpo_demo()["run"]["total_steps"])  # fewer: a smoke test of TRL
-LEARNING_RATE = float(grpo_demo()["grpo"]["learning_rate"])
+_GRPO_DEMO_CFG = load_grpo_demo()  # read once
+STEPS = int(os.environ.get("PEER_TRL_STEPS") or _GRPO_DEMO_CFG["run"]["total_steps"])  # fewer: a smoke test of TRL
+LEARNING_RATE = float(_GRPO_DEMO_CFG["grpo"]["learning_rate"])
 GROUP, PROMPTS_PER_BATCH, EPOCHS, MINIBATCH_GROUPS = 8, 8, 4, 4
 EVAL_PROMPTS, MAX_NEW_TOKENS, SMOOTH = 128, 8, 5
 LEVELS = (0.3, 0.4)

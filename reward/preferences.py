@@ -97,10 +97,29 @@ def validate_pair(obj: Any) -> str | None:
             return f"field {key!r} must be a string, got {type(obj[key]).__name__} {obj[key]!r:.60}"
     if "meta" in obj and not isinstance(obj["meta"], dict):
         return f"field 'meta' must be an object, got {type(obj['meta']).__name__}"
+    for key in ("chosen", "rejected"):
+        if not obj[key].strip():
+            return f"field {key!r} is an empty answer"
+    if obj["chosen"].strip() == obj["rejected"].strip():
+        return "'chosen' and 'rejected' are the same answer: the pair says nothing"
     for key in NUMBER_FIELDS:
         if key in obj and (isinstance(obj[key], bool) or not isinstance(obj[key], (int, float))):
             return f"field {key!r} must be a number, got {obj[key]!r:.60}"
+        if key in obj and not math.isfinite(obj[key]):
+            return f"field {key!r} must be finite, got {obj[key]!r}"
     return None
+
+
+def _lines(p: Path) -> list[str]:
+    """The file's lines as text; PreferenceFileError naming the line that is not UTF-8."""
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        lineno = raw[: e.start].count(b"\n") + 1
+        raise PreferenceFileError(
+            f"{p}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8"
+        ) from None
 
 
 def read_preference_file(path: str | Path) -> list[dict[str, Any]]:
@@ -109,18 +128,17 @@ def read_preference_file(path: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         raise PreferenceFileError(f"{p}: no such preference file")
     pairs = []
-    with p.open() as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PreferenceFileError(f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            problem = validate_pair(obj)
-            if problem is not None:
-                raise PreferenceFileError(f"{p}:{lineno}: {problem}")
-            pairs.append(obj)
+    for lineno, line in enumerate(_lines(p), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PreferenceFileError(f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        problem = validate_pair(obj)
+        if problem is not None:
+            raise PreferenceFileError(f"{p}:{lineno}: {problem}")
+        pairs.append(obj)
     if not pairs:
         raise PreferenceFileError(f"{p}: no preference pairs")
     return pairs

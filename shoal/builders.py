@@ -88,6 +88,12 @@ ALGORITHMS: dict[str, Algorithm] = {
             "shoal.learner.reinforce_pp.builder:ReinforcePPBuilder",
             "RLHF on prompts with REINFORCE++: KL in the reward, batch-normalised advantages, no critic (sections task, reward, reinforce_pp, buffer).",
         ),
+        Algorithm(
+            "dpo",
+            "shoal.learner.dpo.config:DPOConfig",
+            "shoal.learner.dpo.builder:DPOBuilder",
+            "Preference learning: DPO, IPO, cDPO, RPO, offline from pairs or online through the actors (sections task, reward, dpo, buffer).",
+        ),
     )
 }
 

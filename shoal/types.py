@@ -88,6 +88,27 @@ class ScoredRollout:
 
 
 @dataclass(frozen=True)
+class PreferencePair:
+    """Two answers to one prompt, one preferred: what DPO trains on (Rafailov et al. 2023).
+
+    chosen_ids / rejected_ids: response token ids as a rollout's `response_ids` (EOS included
+        when the answer ended), tokenized by the policy's tokenizer.
+    policy_version: the weights that generated both answers (-1: offline data, never stale).
+    gold_chosen / gold_rejected: the task's gold rewards when known (metrics only).
+    """
+
+    pair_id: str
+    prompt: Prompt
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    chosen_text: str
+    rejected_text: str
+    policy_version: int = -1
+    gold_chosen: float | None = None
+    gold_rejected: float | None = None
+
+
+@dataclass(frozen=True)
 class SampledBatch:
     """What a ReplayBuffer hands the learner.
 

@@ -53,7 +53,9 @@ def test_bt_scale_controls_noise(tiny_task):
 
 
 def test_roundtrip(tmp_path, tiny_task):
-    pairs = generate_preference_pairs(tiny_task, 20, seed=0)
+    # generated pairs may hold the empty answer (it teaches the RM what saying nothing is worth);
+    # a file may not (a human label on an empty answer is a data error), so those stay out here
+    pairs = [p for p in generate_preference_pairs(tiny_task, 30, seed=0) if p["chosen"] and p["rejected"]]
     path = write_jsonl(pairs, tmp_path / "sub" / "prefs.jsonl")
     assert read_preference_file(path) == pairs
 
@@ -79,6 +81,10 @@ GOOD = json.dumps({"prompt": "write about ko :", "chosen": "kofa", "rejected": "
             "'gold_chosen' must be a number",
         ),
         (json.dumps(["x", "a", "b"]), "expected a JSON object, got list"),
+        (json.dumps({"prompt": "x", "chosen": " ", "rejected": "b"}), "field 'chosen' is an empty answer"),
+        (json.dumps({"prompt": "x", "chosen": "a b", "rejected": "a b "}), "the same answer"),
+        ('{"prompt": "x", "chosen": "a", "rejected": "b", "gold_rejected": NaN}', "'gold_rejected' must be finite"),
+        ('{"prompt": "x", "chosen": "a", "rejected": "b", "gold_chosen": Infinity}', "'gold_chosen' must be finite"),
     ],
 )
 def test_malformed_line_names_file_and_line(tmp_path, bad, message):
@@ -102,3 +108,13 @@ def test_task_without_sampler_is_refused():
 
     with pytest.raises(TypeError, match="'bare'.*preference_file"):
         generate_preference_pairs(Bare(), 3, seed=0)
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(
+        (GOOD + "\n" + GOOD + "\n").encode()
+        + '{"prompt": "caf\u00e9", "chosen": "a", "rejected": "b"}\n'.encode("latin-1")
+    )
+    with pytest.raises(PreferenceFileError, match=rf"^{path}:3: not UTF-8 text"):
+        read_preference_file(path)

@@ -38,7 +38,7 @@ def _cfg(tiny_model_dir, tmp_path, prefs):
 
 
 def test_train_from_preference_file_saves_a_scorable_model(tiny_model_dir, tmp_path, tiny_task):
-    pairs = generate_preference_pairs(tiny_task, 30, seed=0)
+    pairs = [p for p in generate_preference_pairs(tiny_task, 40, seed=0) if p["chosen"] and p["rejected"]][:30]
     for p in pairs[:10]:  # file pairs without gold fields: gold is recomputed from meta
         del p["gold_chosen"], p["gold_rejected"]
     s = train_reward_model(_cfg(tiny_model_dir, tmp_path, write_jsonl(pairs, tmp_path / "prefs.jsonl")), progress=False)

@@ -8,10 +8,19 @@ P(a preferred) = sigmoid(bt_scale * (gold_a - gold_b)). Exact gold ties are skip
 labels are therefore noisy, like human ones: with bt_scale 8 and a gold gap of 1/6, the
 better answer is chosen 79% of the time.
 
-File format (one JSON object per line, blank lines ignored):
+Ranked lists (InstructGPT ranks K = 4..9 answers per prompt): K answers for one prompt, ranked
+by Plackett-Luce draws from the gold reward (`generate_ranked_lists`): the best answer is drawn
+with P proportional to exp(bt_scale * gold), then the best of the rest, and so on; for K = 2
+this is the Bradley-Terry label above.
+
+File format (one JSON object per line, blank lines ignored), a pair or a ranked list:
     {"prompt": str, "chosen": str, "rejected": str, "meta": {...}?, "gold_chosen": float?, ...}
+    {"prompt": str, "responses": [str, ...], "ranking": [int, ...], "meta": {...}?, "gold": [float, ...]?}
+where `ranking` lists the indices of `responses` best first (a permutation). Every answer must
+be non-empty and the answers of a record distinct; gold numbers finite.
 `read_preference_file` raises `PreferenceFileError` naming file and line, e.g.
-`prefs.jsonl:17: missing field 'rejected'`.
+`prefs.jsonl:17: missing field 'rejected'`. `ranked(record)` reads either form as
+(prompt, answers best first, their gold or None, meta).
 
 Run: `generate_preference_pairs(KeywordsTask(), 4000, seed=0)`; tests in
 tests/unit/test_preferences.py.
@@ -86,10 +95,99 @@ def write_jsonl(pairs: list[dict[str, Any]], path: str | Path) -> Path:
     return out
 
 
+def generate_ranked_lists(task: Any, n: int, k: int, seed: int, bt_scale: float = 8.0) -> list[dict[str, Any]]:
+    """n ranked lists {prompt, meta, responses, ranking, gold} of k answers each (Plackett-Luce
+    labels from the gold reward); lists whose answers all tie on gold are skipped."""
+    if k < 2:
+        raise ValueError(f"a ranked list needs k >= 2 answers, got {k}")
+    rng, lists, tries = random.Random(seed), [], 0
+    while len(lists) < n:
+        tries += 1
+        if tries > 100 * n + 100:
+            raise RuntimeError(
+                f"only {len(lists)} of {n} lists after {tries} draws: the gold reward ties almost always"
+            )
+        prompt, meta = task.sample_prompt(rng)
+        responses = [_response(task, rng, meta) for _ in range(k)]
+        if len(set(responses)) < k:
+            continue
+        gold = [task.gold_reward(meta, r) for r in responses]
+        if len(set(gold)) == 1:
+            continue
+        left, ranking = list(range(k)), []
+        while left:
+            weights = [math.exp(bt_scale * gold[i]) for i in left]
+            ranking.append(left.pop(rng.choices(range(len(left)), weights=weights)[0]))
+        lists.append({"prompt": prompt, "meta": meta, "responses": responses, "ranking": ranking, "gold": gold})
+    return lists
+
+
+def ranked(record: dict[str, Any]) -> tuple[str, list[str], list[float] | None, dict[str, Any]]:
+    """A pair or a ranked list -> (prompt, answers best first, their gold rewards or None, meta)."""
+    meta = record.get("meta") or {}
+    if "responses" in record:
+        order = record["ranking"]
+        gold = record.get("gold")
+        return (
+            record["prompt"],
+            [record["responses"][i] for i in order],
+            [gold[i] for i in order] if gold else None,
+            meta,
+        )
+    gold = None
+    if "gold_chosen" in record and "gold_rejected" in record:
+        gold = [record["gold_chosen"], record["gold_rejected"]]
+    return record["prompt"], [record["chosen"], record["rejected"]], gold, meta
+
+
+def ranked_pairs(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every (better, worse) pair of a record, as pair records (K = 2: the pair itself)."""
+    prompt, answers, gold, meta = ranked(record)
+    out = []
+    for i in range(len(answers)):
+        for j in range(i + 1, len(answers)):
+            pair = {"prompt": prompt, "meta": meta, "chosen": answers[i], "rejected": answers[j]}
+            if gold is not None:
+                pair |= {"gold_chosen": gold[i], "gold_rejected": gold[j]}
+            out.append(pair)
+    return out
+
+
+def _validate_list(obj: dict[str, Any]) -> str | None:
+    if not isinstance(obj.get("prompt"), str):
+        return "field 'prompt' must be a string"
+    responses, ranking = obj["responses"], obj.get("ranking")
+    if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+        return "field 'responses' must be a list of strings"
+    if len(responses) < 2:
+        return f"a ranked list of {len(responses)} answer(s) compares nothing; give at least 2"
+    if any(not r.strip() for r in responses):
+        return f"response {next(i for i, r in enumerate(responses) if not r.strip())} is an empty answer"
+    if len({r.strip() for r in responses}) < len(responses):
+        return "two responses are the same answer"
+    if ranking is None:
+        return "missing field 'ranking' (indices of responses, best first)"
+    if not isinstance(ranking, list) or sorted(
+        x if isinstance(x, int) and not isinstance(x, bool) else -1 for x in ranking
+    ) != list(range(len(responses))):
+        return f"field 'ranking' must be a permutation of 0..{len(responses) - 1} (indices of responses, best first), got {ranking!r:.60}"
+    if "meta" in obj and not isinstance(obj["meta"], dict):
+        return f"field 'meta' must be an object, got {type(obj['meta']).__name__}"
+    gold = obj.get("gold")
+    if gold is not None:
+        if not isinstance(gold, list) or len(gold) != len(responses):
+            return "field 'gold' must be a list of one number per response"
+        if any(isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) for g in gold):
+            return f"field 'gold' must hold finite numbers, got {gold!r:.60}"
+    return None
+
+
 def validate_pair(obj: Any) -> str | None:
-    """The problem with one parsed line, or None when it is a valid pair."""
+    """The problem with one parsed line, or None when it is a valid pair or ranked list."""
     if not isinstance(obj, dict):
         return f"expected a JSON object, got {type(obj).__name__}"
+    if "responses" in obj:
+        return _validate_list(obj)
     for key in REQUIRED_FIELDS:
         if key not in obj:
             return f"missing field {key!r}"
@@ -140,5 +238,5 @@ def read_preference_file(path: str | Path) -> list[dict[str, Any]]:
             raise PreferenceFileError(f"{p}:{lineno}: {problem}")
         pairs.append(obj)
     if not pairs:
-        raise PreferenceFileError(f"{p}: no preference pairs")
+        raise PreferenceFileError(f"{p}: no preference pairs or ranked lists")
     return pairs

@@ -14,9 +14,15 @@ accuracy against the noiseless gold ordering (pairs whose gold is known and not 
 before and after training; and the Pearson correlation of RM score with the gold reward on
 freshly sampled responses (p_on_topic ~ U(0, 1)).
 
-Deviations: pairs, not K-way rankings (`bradley_terry.ranking_loss` covers K > 2); one
-constant learning rate; the whole model is trained (InstructGPT also fine-tunes all
-weights).
+Comparisons are pairs or ranked lists of K answers (`reward.rm_list_size`, or a file's
+`{"responses", "ranking"}` lines): a list is one batch element whose loss is the mean over its
+K(K-1)/2 pairs (`bradley_terry.ranking_loss`, InstructGPT's), so its pairs are never split
+across batches or between the training and held-out sets. The model is written to a temporary
+directory and moved into place only after training succeeded and the model ranks held-out
+records better than chance (else RunError, and an existing model is left as it was).
+
+Deviations: one constant learning rate; the whole model is trained (InstructGPT also
+fine-tunes all weights).
 
 Run: `shoal train-rm CONFIG`, or `train_reward_model(load_config(path))`; slow test:
 `pytest tests/learning/test_reward_model.py -m learning`.
@@ -26,7 +32,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,12 +42,22 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from shoal.reward.bradley_terry import bradley_terry_loss, pairwise_accuracy, pearson
-from shoal.reward.preferences import generate_preference_pairs, read_preference_file
+from shoal.reward.bradley_terry import pairwise_accuracy, pearson, ranking_loss
+from shoal.reward.preferences import (
+    PreferenceFileError,
+    generate_preference_pairs,
+    generate_ranked_lists,
+    ranked,
+    ranked_pairs,
+    read_preference_file,
+)
 from shoal.reward.scorers import rm_forward, rm_scores, rm_text
 from shoal.rollout.tasks import task_from_config
+from shoal.utils import RunError
 
 HELD_OUT_FRACTION = 0.1
+DEGENERATE_MIN_HELDOUT = 20  # held-out records before chance-level accuracy is called degenerate
+DEGENERATE_ACCURACY = 0.55
 CORRELATION_SAMPLES = 512
 
 
@@ -64,16 +82,26 @@ def init_reward_model(policy_path: str | Path, seed: int = 0) -> tuple[Any, Any]
 
 
 def load_pairs(cfg: Any, task: Any) -> list[dict[str, Any]]:
-    """The preference file when configured, else `rm_pairs` pairs generated from the gold reward."""
-    if cfg.reward.preference_file:
-        return read_preference_file(cfg.reward.preference_file)
-    return generate_preference_pairs(task, cfg.reward.rm_pairs, seed=cfg.run.seed)
+    """The preference file when configured, else comparisons generated from the gold reward:
+    `rm_pairs` pairs, or (rm_list_size K > 2) rm_pairs * 2 // K ranked lists of K answers."""
+    r = cfg.reward
+    if r.preference_file:
+        records = read_preference_file(r.preference_file)
+        if len(records) < 2:
+            raise PreferenceFileError(
+                f"{r.preference_file}: {len(records)} record: need at least 2, one to train on and one to hold out"
+            )
+        return records
+    if r.rm_list_size > 2:
+        return generate_ranked_lists(task, max(2, r.rm_pairs * 2 // r.rm_list_size), r.rm_list_size, seed=cfg.run.seed)
+    return generate_preference_pairs(task, r.rm_pairs, seed=cfg.run.seed)
 
 
 def split_pairs(pairs: list[dict[str, Any]], seed: int, fraction: float = HELD_OUT_FRACTION) -> tuple[list, list]:
-    """Seeded shuffle, then (train, held-out); held-out has at least one pair."""
+    """Seeded shuffle of the records (pairs or whole ranked lists), then (train, held-out);
+    held-out has at least one record."""
     if len(pairs) < 2:
-        raise ValueError(f"need at least 2 preference pairs to hold one out, got {len(pairs)}")
+        raise ValueError(f"need at least 2 preference records to hold one out, got {len(pairs)}")
     shuffled = list(pairs)
     random.Random(seed).shuffle(shuffled)
     n_eval = max(1, round(fraction * len(shuffled)))
@@ -81,10 +109,33 @@ def split_pairs(pairs: list[dict[str, Any]], seed: int, fraction: float = HELD_O
 
 
 def pair_loss(model: Any, tokenizer: Any, batch: list[dict[str, Any]]) -> torch.Tensor:
-    """Bradley-Terry loss of a batch of pairs (chosen and rejected in one forward pass)."""
-    texts = [rm_text(p["prompt"], p["chosen"]) for p in batch] + [rm_text(p["prompt"], p["rejected"]) for p in batch]
-    scores = rm_forward(model, tokenizer, texts)
-    return bradley_terry_loss(scores[: len(batch)], scores[len(batch) :])
+    """Bradley-Terry loss of a batch of records, all answers in one forward pass: for a ranked
+    list of K, the mean over its K(K-1)/2 pairs (InstructGPT's loss, the list as one batch
+    element); the mean over records. Pairs are lists of 2 (texts ordered all chosen, then all
+    rejected, as `bradley_terry_loss` of pairs)."""
+    lists = [ranked(r) for r in batch]
+    sizes = sorted({len(answers) for _, answers, _, _ in lists})
+    texts = [
+        rm_text(prompt, answers[k]) for k in range(max(sizes)) for prompt, answers, _, _ in lists if k < len(answers)
+    ]
+    scores = iter(rm_forward(model, tokenizer, texts))
+    rows: list[list[torch.Tensor]] = [[] for _ in lists]
+    for k in range(max(sizes)):
+        for i, (_, answers, _, _) in enumerate(lists):
+            if k < len(answers):
+                rows[i].append(next(scores))
+    loss = torch.zeros(())
+    for size in sizes:  # one [B_K, K] ranking loss per list size, weighted by its records
+        same = torch.stack([torch.stack(r) for r in rows if len(r) == size])
+        loss = loss + ranking_loss(same) * (len(same) / len(lists))
+    return loss
+
+
+def records_per_batch(records: list[dict[str, Any]], pairs_per_batch: int) -> int:
+    """Records per step so that a step sees as many answers as `pairs_per_batch` pairs
+    (2 * pairs_per_batch answers): ranked lists of K answers take 2 / K of a pair's count."""
+    mean_answers = sum(len(ranked(r)[1]) for r in records) / len(records)
+    return max(1, round(pairs_per_batch * 2 / mean_answers))
 
 
 def train_pairs(
@@ -158,7 +209,8 @@ def gold_correlation(model: Any, tokenizer: Any, task: Any, n: int, seed: int) -
 
 
 def _metrics(model: Any, tokenizer: Any, task: Any, held_out: list, seed: int, suffix: str) -> dict[str, Any]:
-    out = {f"heldout_{k}{suffix}": v for k, v in evaluate_pairs(model, tokenizer, task, held_out).items()}
+    pairs = [p for record in held_out for p in ranked_pairs(record)]  # a ranked list: all its pairs
+    out = {f"heldout_{k}{suffix}": v for k, v in evaluate_pairs(model, tokenizer, task, pairs).items()}
     out[f"gold_pearson{suffix}"] = gold_correlation(model, tokenizer, task, CORRELATION_SAMPLES, seed + 1)
     return out
 
@@ -179,7 +231,7 @@ def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
         train,
         epochs=r.rm_epochs,
         learning_rate=r.rm_learning_rate,
-        batch_size=r.rm_batch_size,
+        batch_size=records_per_batch(train, r.rm_batch_size),
         seed=cfg.run.seed,
         progress=progress,
     )
@@ -189,6 +241,7 @@ def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
         "train_seconds": time.perf_counter() - t0,
     }
     summary |= _metrics(model, tokenizer, task, held_out, cfg.run.seed, "")
+    check_not_degenerate(summary, r.reward_model_path)
     save_reward_model(model, tokenizer, r.reward_model_path, summary)
     summary["seconds"] = time.perf_counter() - start
     print(
@@ -198,11 +251,34 @@ def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
     return summary
 
 
+def check_not_degenerate(summary: dict[str, Any], path: str | Path) -> None:
+    """RunError (nothing saved) when a trained model ranks enough held-out pairs no better than
+    chance, against the labels and against gold: saving it would replace a model with noise."""
+    acc, gold_acc = summary.get("heldout_accuracy", 1.0), summary.get("heldout_gold_accuracy")
+    if (
+        summary["pairs_heldout"] >= DEGENERATE_MIN_HELDOUT
+        and acc <= DEGENERATE_ACCURACY
+        and (gold_acc is None or gold_acc <= DEGENERATE_ACCURACY)
+    ):
+        raise RunError(
+            f"the trained reward model ranks {summary['pairs_heldout']} held-out records no better than chance "
+            f"(accuracy {acc:.2f}); not saved, {path} left as it was: check the preference labels"
+        )
+
+
 def save_reward_model(model: Any, tokenizer: Any, path: str | Path, summary: dict[str, Any]) -> Path:
-    """Model + tokenizer (loadable by `reward.scorers.RewardModelScorer`) + train_rm.json."""
+    """Model + tokenizer (loadable by `reward.scorers.RewardModelScorer`) + train_rm.json,
+    written to a temporary directory beside `path` and moved into place only when complete."""
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "train_rm.json").write_text(json.dumps(summary, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "train_rm.json").write_text(json.dumps(summary, indent=2))
+    old = out.parent / f".old-{out.name}-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     return out

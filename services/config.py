@@ -151,12 +151,28 @@ class RewardSection(_Section):
     num_cpus_per_scorer: float = Field(1.0, ge=0, description="CPUs Ray reserves per scorer actor.")
     num_gpus_per_scorer: float = Field(0.0, ge=0, description="GPUs per scorer actor (reward and reference models).")
     rm_pairs: int = Field(10000, gt=0, description="`train-rm`: preference pairs generated from the gold reward.")
+    rm_list_size: int = Field(
+        2,
+        ge=2,
+        description=(
+            "`train-rm`: K answers per generated comparison. 2: pairs (rm_pairs of them); K > 2: ranked lists of K "
+            "answers (InstructGPT's K = 4..9), rm_pairs * 2 / K of them, so as many answers are labelled; all "
+            "K(K-1)/2 pairs of a list are trained on in one batch."
+        ),
+    )
     rm_epochs: int = Field(4, gt=0, description="`train-rm`: passes over the pairs.")
     rm_learning_rate: float = Field(1e-3, gt=0, description="`train-rm`: AdamW learning rate.")
-    rm_batch_size: int = Field(32, gt=0, description="`train-rm`: pairs per step.")
+    rm_batch_size: int = Field(
+        32,
+        gt=0,
+        description="`train-rm`: pairs per step (ranked lists of K: as many answers, 2 * rm_batch_size / K lists).",
+    )
     preference_file: str | None = Field(
         None,
-        description="`train-rm`: JSONL of {prompt, chosen, rejected}; default: generate from the task's gold reward.",
+        description=(
+            "`train-rm`: JSONL of pairs {prompt, chosen, rejected} and/or ranked lists {prompt, responses, ranking}; "
+            "default: generate from the task's gold reward."
+        ),
     )
 
     @field_validator("rule_functions")

@@ -2,8 +2,8 @@
 2023), offline or online, on the generic runners (`shoal.builders`), evaluated like PPO.
 
 Offline (`dpo.online: false`):
-- data: `dpo.dataset` (a preference JSONL, the format `shoal train-rm` reads; `file:line`
-  errors), or `dpo.pairs` pairs generated from the task's gold reward with Bradley-Terry labels
+- data: `dpo.dataset` (a preference JSONL, the format `shoal train-rm` reads: pairs, and
+  ranked lists as all their K(K-1)/2 pairs; `file:line` errors), or `dpo.pairs` pairs generated from the task's gold reward with Bradley-Terry labels
   (`reward.preferences`, as `shoal train-rm`); tokenized once on the driver into PreferencePair
   (prompt as the rollout workers see it, answer as `" " + text + EOS`, as SFT trains it);
 - replay: `buffer.pairs.PairDataset`, seeded shuffled passes over the whole set (offline pairs
@@ -74,13 +74,19 @@ class DPOBuilder(PPOBuilder):
     def pairs(self) -> list[dict[str, Any]]:
         """The raw preference records (read or generated once)."""
         if self._pairs is None:
-            from shoal.reward.preferences import PreferenceFileError, generate_preference_pairs, read_preference_file
+            from shoal.reward.preferences import (
+                PreferenceFileError,
+                generate_preference_pairs,
+                ranked_pairs,
+                read_preference_file,
+            )
 
             d = self.cfg.dpo
             try:
-                self._pairs = read_preference_file(d.dataset) if d.dataset else None
+                records = read_preference_file(d.dataset) if d.dataset else None
             except PreferenceFileError as e:
                 raise ConfigError(f"dpo.dataset: {e}") from None
+            self._pairs = None if records is None else [p for r in records for p in ranked_pairs(r)]
             if self._pairs is None:
                 self._pairs = generate_preference_pairs(self.task(), d.pairs, seed=self.cfg.run.seed)
         return self._pairs

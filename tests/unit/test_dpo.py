@@ -167,7 +167,15 @@ def test_builder_tokenizes_the_preference_file(tiny_model_dir, tmp_path):
     from shoal.services.config import load_config
 
     path = tmp_path / "prefs.jsonl"
-    rows = [{"prompt": "write about ko :", "chosen": "kofa kobi", "rejected": "mafa", "gold_chosen": 0.3}] * 4
+    rows = [
+        {
+            "prompt": "write about ko :",
+            "chosen": "kofa kobi",
+            "rejected": "mafa",
+            "gold_chosen": 0.3,
+            "gold_rejected": 0.0,
+        }
+    ] * 4
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = load_config(
         None,

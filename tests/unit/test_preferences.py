@@ -118,3 +118,62 @@ def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
     )
     with pytest.raises(PreferenceFileError, match=rf"^{path}:3: not UTF-8 text"):
         read_preference_file(path)
+
+
+# ---- ranked lists -------------------------------------------------------------------------
+def test_ranked_lists_are_seeded_permutations_that_follow_gold(tiny_task):
+    from shoal.reward.preferences import generate_ranked_lists, ranked, ranked_pairs
+
+    lists = generate_ranked_lists(tiny_task, 400, 4, seed=1)
+    assert lists == generate_ranked_lists(tiny_task, 400, 4, seed=1) and len(lists) == 400
+    top_is_best = 0
+    for rec in lists:
+        assert sorted(rec["ranking"]) == [0, 1, 2, 3] and len(set(rec["responses"])) == 4
+        assert rec["gold"] == [tiny_task.gold_reward(rec["meta"], r) for r in rec["responses"]]
+        top_is_best += rec["gold"][rec["ranking"][0]] == max(rec["gold"])
+        prompt, answers, gold, _ = ranked(rec)
+        assert answers == [rec["responses"][i] for i in rec["ranking"]] and gold == [
+            rec["gold"][i] for i in rec["ranking"]
+        ]
+        pairs = ranked_pairs(rec)
+        assert len(pairs) == 6 and all(p["prompt"] == prompt for p in pairs)
+        assert [(p["chosen"], p["rejected"]) for p in pairs] == [
+            (answers[i], answers[j]) for i in range(4) for j in range(i + 1, 4)
+        ]
+    assert 0.6 < top_is_best / 400 < 1.0  # Plackett-Luce labels: mostly, not always, the gold-best first
+
+
+def test_a_ranked_list_of_two_is_a_bradley_terry_pair(tiny_task):
+    """K = 2 Plackett-Luce is Bradley-Terry: the better answer ranks first at the BT rate."""
+    from shoal.reward.preferences import generate_ranked_lists
+
+    lists = generate_ranked_lists(tiny_task, 3000, 2, seed=0)
+    first_better = [rec["gold"][rec["ranking"][0]] > rec["gold"][rec["ranking"][1]] for rec in lists]
+    expected = [bt_probability(max(rec["gold"]), min(rec["gold"]), 8.0) for rec in lists]
+    rate, predicted = sum(first_better) / len(lists), sum(expected) / len(lists)
+    assert abs(rate - predicted) < 3 * math.sqrt(predicted * (1 - predicted) / len(lists))
+
+
+LIST = {"prompt": "write about ko :", "responses": ["kofa", "mabi", "tuko"], "ranking": [0, 2, 1]}
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({**LIST, "ranking": [0, 0, 1]}, "'ranking' must be a permutation of 0..2"),
+        ({**LIST, "ranking": [0, 1]}, "'ranking' must be a permutation of 0..2"),
+        ({**LIST, "ranking": [0, 1, "2"]}, "'ranking' must be a permutation"),
+        ({k: v for k, v in LIST.items() if k != "ranking"}, "missing field 'ranking'"),
+        ({"prompt": "x", "responses": ["a"], "ranking": [0]}, "a ranked list of 1 answer(s) compares nothing"),
+        ({**LIST, "responses": ["kofa", "", "tuko"]}, "response 1 is an empty answer"),
+        ({**LIST, "responses": ["kofa", "kofa", "tuko"]}, "two responses are the same answer"),
+        ({**LIST, "gold": [0.1, float("nan"), 0.2]}, "'gold' must hold finite numbers"),
+        ({**LIST, "gold": [0.1]}, "'gold' must be a list of one number per response"),
+        ({**LIST, "responses": "kofa mabi"}, "'responses' must be a list of strings"),
+    ],
+)
+def test_malformed_ranked_list_names_file_and_line(tmp_path, bad, message):
+    path = _write(tmp_path, [json.dumps(LIST), json.dumps(bad)])
+    with pytest.raises(PreferenceFileError) as err:
+        read_preference_file(path)
+    assert str(err.value).startswith(f"{path}:2: ") and message in str(err.value), str(err.value)

@@ -71,6 +71,49 @@ def test_train_rm_names_the_bad_line_of_a_preference_file(sft_models, tmp_path):
     assert_one_line_error(r, "prefs.jsonl:2", "rejected")
 
 
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n', ["one.jsonl: 1 record: need at least 2"]),
+        (b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n\xff\n', ["one.jsonl:2: not UTF-8"]),
+        (b'{"prompt": "a", "chosen": "b", "rejected": "c", "gold_chosen": NaN}\n', ["one.jsonl:1:", "finite"]),
+        (b'{"prompt": "a", "responses": ["b", "c"], "ranking": [1, 1]}\n', ["one.jsonl:1:", "permutation"]),
+    ],
+)
+def test_train_rm_and_dpo_reject_bad_preference_files_and_keep_the_old_model(sft_models, tmp_path, content, needles):
+    (tmp_path / "one.jsonl").write_bytes(content)
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "config.json").write_text("{}")
+    model = ["--set", f"model.path={sft_models['policy']}"]
+    r = shoal(
+        "train-rm",
+        *model,
+        "--set",
+        f"reward.reward_model_path={tmp_path}/rm",
+        "--set",
+        f"reward.preference_file={tmp_path}/one.jsonl",
+    )
+    assert_one_line_error(r, *needles)
+    assert (tmp_path / "rm" / "config.json").read_text() == "{}"
+    if "record" not in needles[0]:  # DPO reads the same files, naming its field
+        r = shoal("train", *model, "--set", "run.algorithm=dpo", "--set", f"dpo.dataset={tmp_path}/one.jsonl", "--set", "reward.reward_model_path=null",
+                  "--set", f"run.runs_dir={tmp_path}")  # fmt: skip
+        assert_one_line_error(r, "dpo.dataset:", *needles)
+
+
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["dpo.beta=0"], ["dpo.beta", "greater than 0"]),
+        (["dpo.online=true", "dpo.num_samples=1"], ["dpo.num_samples", "greater than or equal to 2"]),
+        (["dpo.loss=hinge"], ["dpo.loss"]),
+    ],
+)
+def test_dpo_rejects_bad_config(overrides, needles, tmp_path):
+    sets = [a for o in ["run.algorithm=dpo", *overrides] for a in ("--set", o)]
+    assert_one_line_error(shoal("train", *sets, "--set", f"run.runs_dir={tmp_path}"), *needles)
+
+
 def test_local_train_and_metrics_command(sft_models, tmp_path):
     base = [
         "--set",

@@ -12,6 +12,15 @@ so machine noise spreads over all of them.
         --variant lag0:rollout.max_policy_lag=0 \\
         --variant naive:ppo.correction=none                                  # an ablation
     python benchmarks/rlhf_seeds.py --seeds 0 1 2 --set run.mode=local     # in one process
+    python benchmarks/rlhf_seeds.py --seeds 0 1 2 \\
+        --variant ppo:config=deploy/configs/demo.yaml \\
+        --variant dpo:config=deploy/configs/dpo_demo.yaml                    # algorithms side by side
+
+A variant's `config=PATH` runs that config file instead of --config (each seed's models are
+built once, from --config). Per run: the labelled comparisons it used (the reward model's
+training pairs when a reward model ranks or rewards the samples, else the DPO data set's pairs),
+answers generated, and trained answers per second of training wall time (PPO: a batch's
+samples; GRPO/RLOO/REINFORCE++: groups x group size; DPO: 2 answers per pair).
 
 Prints a table per run and a summary per variant (median and range over seeds); writes JSON to
 benchmarks/results/rlhf_seeds.json (or --out).
@@ -56,7 +65,24 @@ def ensure_models(models_dir: Path, seed: int, config: Path) -> dict[str, str]:
     return paths
 
 
+def budget(config: Path, sets: list[str]) -> dict[str, Any]:
+    """What a run consumes: labelled comparisons, and answers trained on per learner step."""
+    from shoal.services.config import load_config
+
+    cfg = load_config(config, sets)
+    algo = cfg.run.algorithm
+    a = getattr(cfg, algo)
+    per_step = {"ppo": lambda: a.batch_size, "dpo": lambda: 2 * a.batch_size}.get(
+        algo, lambda: a.batch_size * a.group_size
+    )
+    uses_rm = algo != "dpo" or (a.online and a.judge == "reward")
+    labels = cfg.reward.rm_pairs if uses_rm else (None if a.online else a.pairs)
+    return {"algorithm": algo, "labels": labels, "trained_per_step": per_step()}
+
+
 def run_once(config: Path, seed: int, models: dict[str, str], overrides: list[str], runs_dir: Path) -> dict[str, Any]:
+    config = Path(next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), config))
+    overrides = [o for o in overrides if not o.startswith("config=")]
     sets = [
         f"run.seed={seed}",
         f"model.path={models['policy']}",
@@ -74,8 +100,13 @@ def run_once(config: Path, seed: int, models: dict[str, str], overrides: list[st
     s = json.loads((summary_dir / "summary.json").read_text())
     before, after = s.get("before", {}), s.get("after", {})
     samples = s.get("samples") or 0
+    b = budget(config, sets)
+    train_s = s.get("wall_s") or float("nan")
     return {
         "seed": seed,
+        "algorithm": b["algorithm"],
+        "labels": b["labels"],
+        "trained_per_s": (s.get("learner_steps") or 0) * b["trained_per_step"] / train_s,
         "gold_before": before.get("gold_reward"),
         "gold_after": after.get("gold_reward"),
         "gold_gain": (after.get("gold_reward") or 0) - (before.get("gold_reward") or 0),
@@ -94,7 +125,7 @@ def run_once(config: Path, seed: int, models: dict[str, str], overrides: list[st
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rows if "error" not in r]
     out: dict[str, Any] = {"runs": len(rows), "failed": len(rows) - len(ok)}
-    for key in ("gold_after", "gold_gain", "kl_after", "dropped_frac", "distinct_per_topic", "wall_s"):
+    for key in ("gold_after", "gold_gain", "kl_after", "dropped_frac", "distinct_per_topic", "wall_s", "trained_per_s"):
         vals = [r[key] for r in ok if r.get(key) is not None]
         if vals:
             out[f"{key}_median"] = statistics.median(vals)
@@ -132,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         ("kl_after", "KL to SFT", ".1f"),
         ("distinct_per_topic", "answers/topic", ".1f"),
         ("dropped_frac", "dropped", ".1%"),
-        ("samples", "samples", "d"),
+        ("samples", "generated", "d"),
+        ("labels", "labels", "d"),
+        ("trained_per_s", "trained/s", ".0f"),
         ("wall_s", "wall s", ".0f"),
     ]
     summary = {}

@@ -232,3 +232,37 @@ def test_multiturn_charts_draw_an_r2d2_run(browser, store):
         assert browser.save_screenshot(str(shot))
     finally:
         server.stop()
+
+
+def test_preference_charts_draw_a_dpo_run(browser, store):
+    """A run written the way the DPO learner writes it: the implicit-reward and accuracy charts fill."""
+    from shoal.services.metrics import RedisMetrics
+
+    run = "dpo-20250101-120000-004"
+    RunRegistry(store.url).start_run(run, "dpo", "{}")
+    learner = RedisMetrics(store.url, run, "learner")
+    for step in range(1, 6):
+        learner.log(
+            {
+                "learner/dpo_loss": 0.69 - 0.05 * step,
+                "learner/rewards_chosen": 0.1 * step,
+                "learner/rewards_rejected": -0.1 * step,
+                "learner/reward_margin": 0.2 * step,
+                "learner/preference_accuracy": 0.5 + 0.08 * step,
+                "learner/kl_ref": 0.3 * step,
+                "learner/policy_version": float(step),
+            },
+            step=step,
+        )
+    server = start_dashboard(store.url, port=0, poll_interval_s=0.3)
+    try:
+        browser.get(f"{server.url}#run={run}")
+        wait_until(
+            browser, "+(document.querySelector('[data-chart=preference_accuracy]') || {dataset: {}}).dataset.points > 0"
+        )
+        points = browser.execute_script(f"return {POINTS};")
+        assert points["implicit_rewards"] == 3 * 5 and points["preference_accuracy"] == 5, points
+        assert points["losses"] == 5 and points["kl"] == 5, points
+        assert browser.save_screenshot(str(artifacts_dir() / "dashboard-dpo.png"))
+    finally:
+        server.stop()

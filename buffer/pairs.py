@@ -108,6 +108,11 @@ def rank_pairs(scores: Sequence[float], pairing: str) -> list[tuple[int, int]]:
     raise ValueError(f"pairing {pairing!r} is not one of ('best_worst', 'all_pairs')")
 
 
+def pairs_per_group(pairing: str, group_size: int) -> int:
+    """How many pairs `rank_pairs` makes at most from a group of `group_size` answers."""
+    return 1 if pairing == "best_worst" else group_size * (group_size - 1) // 2
+
+
 def preference_pair(chosen: ScoredRollout, rejected: ScoredRollout) -> PreferencePair:
     """Two scored answers of one prompt (one policy version) -> a PreferencePair."""
     c, r = chosen.rollout, rejected.rollout
@@ -140,7 +145,7 @@ class PairQueue:
             raise ValueError(f"capacity must be > 0, got {capacity}")
         self.capacity, self.max_policy_lag, self.score, self.pairing = capacity, max_policy_lag, score, pairing
         self.group_size, self.key = group_size, key
-        self.pairs_per_group = 1 if pairing == "best_worst" else group_size * (group_size - 1) // 2
+        self.pairs_per_group = pairs_per_group(pairing, group_size)
         self._pairs: deque[PreferencePair] = deque()
         self.added = self.sampled = self.dropped_stale = self.rejected_full = 0
         self.groups_added = self.tied_groups = 0

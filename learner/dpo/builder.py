@@ -43,10 +43,12 @@ class DPOBuilder(PPOBuilder):
     def check_config(cls, cfg: Any) -> None:
         """Online: the buffer holds a request's pairs and a batch. (Top-k sampling is allowed:
         DPO never trains on sampled log-probs.)"""
+        from shoal.buffer.pairs import pairs_per_group
+
         d = cfg.dpo
         if not d.online:
             return
-        per_group = 1 if d.pairing == "best_worst" else d.num_samples * (d.num_samples - 1) // 2
+        per_group = pairs_per_group(d.pairing, d.num_samples)
         need = max(d.batch_size, cfg.rollout.prompts_per_request * per_group)
         if cfg.buffer.capacity < need:
             raise ValueError(

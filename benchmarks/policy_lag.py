@@ -25,7 +25,9 @@ What is read back, per run, from the run's metrics in Redis:
   hands to the learner and logs it as `buffer/policy_lag/<k>` at each sample, so the last
   value of each name (`MetricsReader.latest`) is the histogram over the whole run (steps x
   batch samples; items are drawn with replacement, an item sampled twice counts twice).
-  From it: mean, median, p90, max and the fractions at lag 0, 1, 2-4, 5-14 and >= 15. The
+  From it: median, p90 (exact up to lag 3, else a bucket's lower bound: the histogram has
+  fixed buckets 0 1 2 3 4 8 16 32 64+) and the fractions at lag 0, 1, 2-3, 4-15 and >= 16;
+  mean and max come from the per-batch `buffer/policy_lag_mean` / `_max` series. The
   full histogram is in the JSON;
 - `worker lag`: how old a worker's weights were when it finished a request: for every
   request (the worker's `rollout/episodes` entry, logged with step = its policy_version),
@@ -103,7 +105,9 @@ COMMON = [
     "replay.capacity=2000",
     "rollout.num_cpus_per_worker=0.25",
 ]
-LAG_BINS = [(0, 0), (1, 1), (2, 4), (5, 14), (15, None)]  # (first, last) lag of each fraction column; None: open
+# (first, last) lag of each fraction column, None: open; on the buffer's fixed histogram
+# buckets (services.stages.LAG_BUCKETS: 0 1 2 3 4 8 16 32 64)
+LAG_BINS = [(0, 0), (1, 1), (2, 3), (4, 15), (16, None)]
 
 
 VARIANTS = {
@@ -174,16 +178,19 @@ def quantile(hist: dict[int, int], q: float) -> float:
     return float("nan")
 
 
-def lag_stats(hist: dict[int, int]) -> dict[str, float]:
+def lag_stats(hist: dict[int, int], batches: list[dict]) -> dict[str, float]:
+    """The histogram's quantiles and fractions; mean and max from the per-batch series
+    (every sampled batch has the same size, so the mean of batch means is the run's mean)."""
     total = sum(hist.values())
     if not total:
         return {}
+    means = [b["buffer/policy_lag_mean"] for b in batches if b.get("buffer/policy_lag_mean") is not None]
     out = {
         "sampled": total,
-        "lag_mean": sum(k * n for k, n in hist.items()) / total,
+        "lag_mean": sum(means) / len(means) if means else float("nan"),
         "lag_median": quantile(hist, 0.5),
         "lag_p90": quantile(hist, 0.9),
-        "lag_max": float(max(hist)),
+        "lag_max": max((b.get("buffer/policy_lag_max") or 0.0 for b in batches), default=float("nan")),
     }
     for lo, hi in LAG_BINS:
         out[bin_key(lo, hi)] = sum(n for k, n in hist.items() if k >= lo and (hi is None or k <= hi)) / total
@@ -266,7 +273,13 @@ def measure(cfg: Any, redis_url: str, variant: str) -> dict[str, Any]:
         "run_id": summary["run_id"],
         "histogram": hist,
     }
-    row |= lag_stats(hist) | stream_stats(reader, summary["run_id"])
+    batches = [
+        e["data"]
+        for e in reader.history(
+            summary["run_id"], names=["buffer/policy_lag_mean", "buffer/policy_lag_max"], source="buffer"
+        )
+    ]
+    row |= lag_stats(hist, batches) | stream_stats(reader, summary["run_id"])
     # with the limiter at its cap, items enter at batch / spi per learner step: the FIFO wait in steps
     row["queue_steps"] = row.get("pending_mean", float("nan")) * spi / cfg.r2d2.batch_size if spi else 0.0
     return row

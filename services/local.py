@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from shoal import PROCESS_STARTED
 from shoal.builders import make_builder
-from shoal.services.run import RunContext, build_summary, close_run, open_run, torch_setup
+from shoal.services.run import RunContext, build_summary, close_run, open_run, torch_setup, untrainable_reason
 from shoal.services.stages import BufferStage, LearnerStage, ScoringStage
 from shoal.utils import RunError
 
@@ -42,7 +42,7 @@ class LocalPipeline:
         initial = b.initial_items()
         if initial:
             self.buffer.add(initial)
-        self.samples = 0
+        self.samples, self.requests = 0, 0
         self.first_step_s: float | None = None  # seconds from the command's start to the first learner step
         self.sync()
 
@@ -62,10 +62,18 @@ class LocalPipeline:
                 self.builder.partial_requests and i == 0 and room > 0
             ):  # never stall a rate-limited learner
                 items = w.act(self.builder.new_request())
-                self.samples += len(items)
+                self.samples, self.requests = self.samples + len(items), self.requests + 1
                 self.buffer.add(self.scoring(items) if self.scoring else items)
                 ran = True
+        self.check_trainable()
         return ran
+
+    def check_trainable(self) -> None:
+        if self.learner.policy_version == 0 and self.scoring is not None:
+            added = self.buffer.stats().get("buffer/added", 1.0)
+            reason = untrainable_reason(self.requests, added, self.scoring.rejected)
+            if reason:
+                raise RunError(reason)
 
     def train_step(self) -> dict[str, float] | None:
         batch = self.buffer.sample(self.builder.batch_size(), self.learner.policy_version)
@@ -112,20 +120,22 @@ def run_local(cfg: Any, progress: bool = True, ctx: RunContext | None = None) ->
         total = cfg.run.total_steps
         bar = tqdm(total=total, desc="learner steps", disable=not progress)
         last: dict[str, float] = {}
-        while pipe.learner.policy_version < total:
-            collected, trained = pipe.collect(), False
-            while pipe.learner.policy_version < total and (m := pipe.train_step()) is not None:
-                last, trained = m, True
-                pipe.first_step_s = pipe.first_step_s or round(time.time() - PROCESS_STARTED, 1)
-                bar.update(1)
-                bar.set_postfix(**pipe.builder.progress_fields(m))
-            if not (collected or trained):  # B2: nothing can change any more; say so instead of looping
-                raise RunError(
-                    f"the learner can never get a batch: the replay holds {len(pipe.buffer.buffer)} items, "
-                    f"fewer than it needs to sample (batch size {pipe.builder.batch_size()}, replay.min_size_to_sample), "
-                    "and nothing collects more; add data or lower them"
-                )
-        bar.close()
+        try:
+            while pipe.learner.policy_version < total:
+                collected, trained = pipe.collect(), False
+                while pipe.learner.policy_version < total and (m := pipe.train_step()) is not None:
+                    last, trained = m, True
+                    pipe.first_step_s = pipe.first_step_s or round(time.time() - PROCESS_STARTED, 1)
+                    bar.update(1)
+                    bar.set_postfix(**pipe.builder.progress_fields(m))
+                if not (collected or trained):  # B2: nothing can change any more; say so instead of looping
+                    raise RunError(
+                        f"the learner can never get a batch: the replay holds {len(pipe.buffer.buffer)} items, "
+                        f"fewer than it needs to sample (batch size {pipe.builder.batch_size()}, replay.min_size_to_sample), "
+                        "and nothing collects more; add data or lower them"
+                    )
+        finally:
+            bar.close()  # an error line starts on a line of its own
         pipe.sync()  # B3: the final weights reach the workers before "after" is evaluated
         pipe.learner.maybe_checkpoint(force=True)
         summary = build_summary(ctx, before, pipe.evaluate(), pipe.counters(last))

@@ -23,7 +23,8 @@ others allowed). A name logged by several sources keeps only the last in `latest
 series come from `history(run, source="rollout-0")` and the workers hash. Names the dashboard
 charts: rollout/tokens_per_s, rollout/samples_per_s (per worker source), rollout/total_samples_
 per_s, reward/<scorer>_mean|_std, reward/gold_mean, learner/kl_ref, learner/policy_loss,
-learner/value_loss, buffer/policy_lag/<k> (count k steps old), buffer/fill, weights/sync_s.
+learner/value_loss, buffer/policy_lag/<k> (count of items k to the next bucket
+steps old: fixed buckets 0 1 2 3 4 8 16 32 64), buffer/fill, weights/sync_s.
 
 Use: `url, server = resolve_redis(cfg.run.redis_url, cfg.run.runs_dir)`; actors get
 `RedisMetrics(url, run_id, "rollout-0")`; `MetricsReader(url).latest("latest")`; finally
@@ -51,10 +52,10 @@ from shoal.services.redis_server import (  # noqa: F401  (re-exported: the store
     _client,
     _reason,
     connect,
-    redact,
     resolve_redis,
     start_embedded_redis,
 )
+from shoal.services.secrets import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,30 @@ def check_run_id(run_id: str) -> str:
 # ---------------------------------------------------------------- writers
 
 
+class EventLimiter:
+    """At most `per_window` events of one kind per `window_s` seconds; the rest are counted and
+    reported as one `events_suppressed` event when the kind's next window opens (a reward
+    that is NaN for everything once wrote 16,330 events in 3 minutes)."""
+
+    def __init__(self, per_window: int = 5, window_s: float = 10.0, clock: Any = time.monotonic) -> None:
+        self.per_window, self.window_s, self.clock = per_window, window_s, clock
+        self._windows: dict[str, list[float]] = {}  # kind -> [window start, admitted, suppressed]
+
+    def admit(self, kind: str) -> tuple[bool, int]:
+        """(write this event?, events of this kind suppressed in the window that just closed)."""
+        now = self.clock()
+        w = self._windows.get(kind)
+        closed = 0
+        if w is None or now - w[0] >= self.window_s:
+            closed = int(w[2]) if w is not None else 0
+            w = self._windows[kind] = [now, 0, 0]
+        if w[1] < self.per_window:
+            w[1] += 1
+            return True, closed
+        w[2] += 1
+        return False, closed
+
+
 class RedisMetrics:
     """MetricsSink backed by Redis: `log()` = one pipeline (XADD metrics + HSET latest).
 
@@ -244,6 +269,7 @@ class RedisMetrics:
         self.dropped = 0
         self._client: redis.Redis | None = None
         self._down_until = 0.0
+        self.limiter = EventLimiter()
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_client": None}
@@ -263,7 +289,7 @@ class RedisMetrics:
             self._down_until = time.monotonic() + self.retry_after_s
             log.warning(
                 "metrics store %s failed (%s); dropping records for %.0f s",
-                redact(self.url),
+                redact_url(self.url),
                 _reason(e),
                 self.retry_after_s,
             )
@@ -287,8 +313,23 @@ class RedisMetrics:
         """Record a notable event (`kind` from EVENT_KINDS or any short snake_case word)."""
         if not isinstance(kind, str) or not re.match(r"^[a-z][a-z0-9_]*$", kind):
             raise ValueError(f"event kind {kind!r} must be a snake_case word, e.g. 'worker_restarted'")
-        fields = {"t": repr(time.time()), "kind": kind, "source": self.source, "message": str(message)[:4000]}
-        self._write(lambda pipe: pipe.xadd(events_key(self.run_id), fields, maxlen=self.maxlen, approximate=True))
+        write, suppressed = self.limiter.admit(kind)
+        entries = []
+        if suppressed:
+            note = f"{suppressed} more `{kind}` events in {self.limiter.window_s:g} s not stored (at most {self.limiter.per_window} per window)"
+            entries.append(
+                {"t": repr(time.time()), "kind": "events_suppressed", "source": self.source, "message": note}
+            )
+        if write:
+            entries.append(
+                {"t": repr(time.time()), "kind": kind, "source": self.source, "message": str(message)[:4000]}
+            )
+        if entries:
+            self._write(
+                lambda pipe: [
+                    pipe.xadd(events_key(self.run_id), f, maxlen=self.maxlen, approximate=True) for f in entries
+                ]
+            )
 
     def worker_status(self, worker_id: str, **fields: Any) -> None:
         """Merge `fields` (JSON scalars, e.g. WORKER_FIELDS) into the worker's record."""
@@ -322,7 +363,7 @@ class RunRegistry:
         if not isinstance(config, dict):
             raise ValueError(f"run {run_id}: config_json must be a JSON object")
         if not exist_ok and self.client.exists(run_key(run_id)):
-            raise ValueError(f"run {run_id} already exists in {redact(self.url)}")
+            raise ValueError(f"run {run_id} already exists in {redact_url(self.url)}")
         now = time.time()
         fields = {
             "status": "running",
@@ -343,7 +384,7 @@ class RunRegistry:
         if status not in ("finished", "failed"):
             raise ValueError(f"run {run_id}: status must be 'finished' or 'failed', got {status!r}")
         if not self.client.exists(run_key(check_run_id(run_id))):
-            raise ValueError(f"run {run_id} was never started in {redact(self.url)}")
+            raise ValueError(f"run {run_id} was never started in {redact_url(self.url)}")
         summary_json = to_json(clean_json_object(summary or {}, "summary"))
         self.client.hset(
             run_key(run_id), mapping={"status": status, "ended_at": repr(time.time()), "summary_json": summary_json}
@@ -389,7 +430,7 @@ class MetricsReader:
         if matches:
             raise ValueError(f"run prefix {ref!r} matches {len(matches)} runs: {', '.join(matches[:5])}")
         known = ", ".join(runs[-5:]) or "none"
-        raise ValueError(f"no run {ref!r} in {redact(self.url)} (latest runs: {known})")
+        raise ValueError(f"no run {ref!r} in {redact_url(self.url)} (latest runs: {known})")
 
     resolve = resolve_run
 
@@ -425,7 +466,7 @@ class MetricsReader:
         fields = self.client.hgetall(run_key(rid))
         rec = self._run_record(rid, fields, self.client.xrevrange(metrics_key(rid), count=1))
         if not self._keep(rec):
-            raise ValueError(f"run {rid}: its record in {redact(self.url)} is missing or malformed")
+            raise ValueError(f"run {rid}: its record in {redact_url(self.url)} is missing or malformed")
         config = parse_json(fields.get("config_json"))
         rec["config"] = config if self._keep(config if isinstance(config, dict) else None) else {}
         self.skipped += not isinstance(parse_json(fields.get("summary_json")), dict)

@@ -17,6 +17,11 @@ EVENT_KINDS = (
     "stale_dropped",
     "checkpoint_saved",
     "weights_synced",
+    "events_suppressed",
+    "actor_died",
+    "actor_restored",
+    "actor_replaced",
+    "actor_retired",
 )
 RUN_STATUSES = ("running", "finished", "failed")
 

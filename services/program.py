@@ -39,7 +39,9 @@ from shoal import PROCESS_STARTED
 from shoal.builders import make_builder
 from shoal.services.actors import ACTOR_ENV, BufferActor, LearnerActor, ScorerActor, WorkerActor
 from shoal.services.config import ConfigError, ShoalConfig
-from shoal.services.run import RunContext, build_summary, close_run, open_run
+from shoal.services.pools import ActorPool
+from shoal.services.run import RunContext, build_summary, close_run, open_run, untrainable_reason
+from shoal.services.secrets import redact_url
 from shoal.services.weights import pack_dir
 from shoal.utils import RunError
 
@@ -52,6 +54,53 @@ def required_resources(cfg: ShoalConfig, placement: str = "actors") -> dict[str,
     cpus = r.num_workers * r.num_cpus_per_worker + scorers * cfg.reward.num_cpus_per_scorer + cfg.run.learner_num_cpus
     gpus = r.num_workers * r.num_gpus_per_worker + scorers * cfg.reward.num_gpus_per_scorer + cfg.run.learner_num_gpus
     return {"CPU": cpus, "GPU": gpus}
+
+
+MAX_RESTARTS = 3  # Ray restarts a dead worker or scorer in place this often, then the pool replaces it
+LOCAL_ACTORS_PER_CORE = 4  # a local Ray's CPU slots per core (module note in `local_cpus`)
+
+
+def describe_need(cfg: ShoalConfig, placement: str, res: str = "CPU") -> str:
+    """What the CPUs (GPUs) are for, e.g. '64 rollout worker(s) x 1 + learner 1'."""
+    r, scorers, kind = cfg.rollout, make_builder(cfg).num_scorers() if placement == "actors" else 0, res.lower()
+    parts = [f"{r.num_workers} rollout worker(s) x {getattr(r, f'num_{kind}s_per_worker'):g}"]
+    if scorers:
+        parts.append(f"{scorers} scorer(s) x {getattr(cfg.reward, f'num_{kind}s_per_scorer'):g}")
+    return " + ".join([*parts, f"learner {getattr(cfg.run, f'learner_num_{kind}s'):g}"])
+
+
+def local_cpus(cfg: ShoalConfig, placement: str) -> int:
+    """CPU slots for a local Ray: the machine's cores, raised to what the actors reserve up to
+    LOCAL_ACTORS_PER_CORE per core. The actors are single-threaded torch processes that take
+    turns (workers generate while the learner trains), so the demo's 3-4 actors on 2 cores
+    overlap usefully; 64 on 2 cores (measured: 11.5 GiB, load 65, no learner step in 180 s)
+    cannot, and fails here at once, naming the shortfall."""
+    cores, need = os.cpu_count() or 1, required_resources(cfg, placement)["CPU"]
+    if need > LOCAL_ACTORS_PER_CORE * cores:
+        raise ConfigError(
+            f"rollout.num_workers: the run's actors reserve {need:g} CPUs ({describe_need(cfg, placement)}) but this "
+            f"machine has {cores} cores (a local Ray runs at most {LOCAL_ACTORS_PER_CORE} actors per core): lower "
+            "rollout.num_workers or the num_cpus_per_* settings, or join a cluster with run.ray_address"
+        )
+    return max(cores, int(need + 1))
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """A Ray address (host:port, ray://host:port) that does not accept a TCP connection fails
+    here in one line; ray.init would retry it forever. 'auto' / 'local' are left to Ray."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(
+            f"run.ray_address: Ray at {address} does not answer ({e.strerror or type(e).__name__}); start it "
+            "(`ray start --head`) or unset run.ray_address / RAY_ADDRESS to start a local Ray"
+        ) from None
 
 
 def init_ray(cfg: ShoalConfig) -> str | None:
@@ -67,13 +116,14 @@ def init_ray(cfg: ShoalConfig) -> str | None:
         return None
     address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_ray_address(address)
         ray.init(address=address, log_to_driver=True)
         return "joined"
-    need = required_resources(cfg, scorer_placement(cfg, "local"))
+    num_cpus = local_cpus(cfg, scorer_placement(cfg, "local"))
     saved = {k: os.environ.get(k) for k in ACTOR_ENV}
     os.environ.update(ACTOR_ENV)  # the raylet, and through it every worker, inherits this
     try:
-        ray.init(num_cpus=max(os.cpu_count() or 1, int(need["CPU"] + 1)), include_dashboard=False, log_to_driver=True)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     finally:  # the driver's own environment is left as it was
         for k, v in saved.items():
             if v is None:
@@ -99,15 +149,23 @@ def actor_env_options(started: str | None) -> dict[str, Any]:
     return {} if started == "local" else {"runtime_env": {"env_vars": ACTOR_ENV}}
 
 
-def check_resources(cfg: ShoalConfig, placement: str = "actors") -> None:
-    """Fail with a clear message instead of waiting forever for resources that do not exist."""
-    have, need = ray.cluster_resources(), required_resources(cfg, placement)
-    for res, amount in need.items():
-        if amount > have.get(res, 0.0) + 1e-9:
-            raise ConfigError(
-                f"the run needs {amount:g} {res} but the Ray cluster has {have.get(res, 0.0):g}: add nodes, "
-                f"or lower rollout.num_workers / the num_{res.lower()}s_per_* settings"
-            )
+def check_resources(cfg: ShoalConfig, placement: str = "actors", timeout_s: float = 0.0) -> None:
+    """Fail with a clear message instead of waiting forever for resources that do not exist;
+    on a cluster wait up to `timeout_s` for them (an autoscaler adding nodes), saying so once."""
+    need, deadline, said = required_resources(cfg, placement), time.monotonic() + timeout_s, False
+    while True:
+        have = ray.cluster_resources()
+        short = {res: amount for res, amount in need.items() if amount > have.get(res, 0.0) + 1e-9}
+        if not short:
+            return
+        res, amount = next(iter(short.items()))
+        msg = f"the run needs {amount:g} {res} ({describe_need(cfg, placement, res)}) but the Ray cluster has {have.get(res, 0.0):g}"
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"{msg}: add nodes, or lower rollout.num_workers / the num_{res.lower()}s_per_* settings")
+        if not said:
+            print(f"[shoal] {msg}; waiting up to {timeout_s:g} s for nodes (run.resource_timeout_s)", flush=True)
+            said = True
+        time.sleep(2.0)
 
 
 def prefetch_request(builder: Any) -> Future | None:
@@ -124,6 +182,7 @@ def prefetch_request(builder: Any) -> Future | None:
 class _Chain:
     worker: int
     payload: Any
+    scorer: int | None = None
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -146,31 +205,33 @@ class RayProgram:
         self.env_opts = actor_env_options(started_ray)
         self.colocated = scorer_placement(cfg, started_ray) == "workers" and b.num_scorers() > 0
         self.events = ctx.sink("driver")
-        self.version, self.samples, self.restarts = 0, 0, 0
+        self.version, self.samples = 0, 0
+        self.requests_done, self.accepted_any = 0, False  # until the replay accepts something (check_trainable)
+        self.last_step_t = time.perf_counter()  # the stall watchdog's clock (run.stall_timeout_s)
         # start-up timeline, seconds since the command started (summary `startup_s`, benchmarks/startup.py)
         self.startup: dict[str, float] = {"run_open": round(ctx.started - PROCESS_STARTED, 2)}
         self.handle: Any = None
         self.before_refs: list[Any] | None = None  # the "before" evaluation, launched at the first step
         self.pending: dict[Any, tuple[str, Any]] = {}
-        self.idle: set[int] = set()
+        self.idle: dict[int, float] = {}  # worker -> when it came back; the longest idle goes first
         b.preflight()
         model_dirs = b.prepare_models(str(ctx.run_dir))
         self.bundle = (
             ray.put({role: pack_dir(d) for role, d in model_dirs.items()}) if model_dirs else None
         )  # held: restarted actors unpack it again
         cj, url, rid = cfg.model_dump_json(), ctx.redis_url, ctx.run_id
-        self.workers = [self._worker(i) for i in range(cfg.rollout.num_workers)]
-        self.scorers = [
-            ScorerActor.options(
-                num_cpus=cfg.reward.num_cpus_per_scorer, num_gpus=cfg.reward.num_gpus_per_scorer, **self.env_opts
-            ).remote(cj, url, rid, i)
-            for i in range(0 if self.colocated else b.num_scorers())
-        ]
+        self.rollout = ActorPool("rollout", self._worker, cfg.rollout.num_workers, MAX_RESTARTS, say=self.say)
+        self.scoring = ActorPool(
+            "reward", self._scorer, 0 if self.colocated else b.num_scorers(), MAX_RESTARTS, say=self.say
+        )
+        self.requeued: list[Any] = []  # payloads of requests lost with a dead actor, sent again first
+        self.requeued_units = 0
         self.buffer = BufferActor.options(num_cpus=0, **self.env_opts).remote(cj, url, rid)
         self.learner = LearnerActor.options(**self.learner_options()).remote(
             cj, url, rid, str(ctx.run_dir), self.bundle
         )
         self.next_scorer = 0
+        self.drawn = 0  # units the builder handed out (accounting: trained, dropped or counted)
         initial = b.initial_items()
         if initial:
             ray.get(self.buffer.add.remote(initial))
@@ -187,12 +248,23 @@ class RayProgram:
             self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i, self.bundle, self.colocated
         )
 
+    def _scorer(self, i: int) -> Any:
+        r = self.cfg.reward
+        return ScorerActor.options(
+            num_cpus=r.num_cpus_per_scorer, num_gpus=r.num_gpus_per_scorer, max_restarts=MAX_RESTARTS, **self.env_opts
+        ).remote(self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i)
+
+    def say(self, kind: str, message: str) -> None:
+        """A line on the console and an event on the dashboard."""
+        print(f"[shoal] {message}", flush=True)
+        self.events.event(kind, message)
+
     def worker_options(self) -> dict[str, Any]:
         r = self.cfg.rollout
         return {
             "num_cpus": r.num_cpus_per_worker,
             "num_gpus": r.num_gpus_per_worker,
-            "max_restarts": 3,
+            "max_restarts": MAX_RESTARTS,
             **self.env_opts,
         }
 
@@ -203,34 +275,48 @@ class RayProgram:
     def sync(self, wait: bool = False) -> None:
         t0 = time.perf_counter()
         self.handle = ray.get(self.learner.publish_weights.remote())
-        loads = [w.load_weights.remote(self.handle) for w in self.workers]
+        loads = {i: self.rollout.handle(i).load_weights.remote(self.handle) for i in self.rollout.healthy_slots()}
         if wait:
-            ray.get(loads)
-            self.events.log({"weights/sync_s": time.perf_counter() - t0}, step=self.version)
+            for i, ref in loads.items():
+                self.on_load(ref, i, t0)
             return
-        for i, ref in enumerate(loads):
+        for i, ref in loads.items():
             self.pending[ref] = ("load", (i, t0))
 
     # -- requests ----------------------------------------------------------------------------
-    def request(self, i: int, payload: Any) -> Any:
+    def request(self, chain: _Chain) -> Any:
         """The chain of one request; resolves to the buffer's room after the add."""
-        items = self.workers[i].act.remote(payload)
-        if self.scorers:
-            items = self.scorers[self.next_scorer % len(self.scorers)].score.remote(items)
-            self.next_scorer += 1
+        items = self.rollout.handle(chain.worker).act.remote(chain.payload)
+        if chain.scorer is not None:
+            items = self.scoring.handle(chain.scorer).score.remote(items)
         return self.buffer.add.remote(items)
 
+    def next_scorer_slot(self) -> int | None:
+        """A healthy scorer, round robin (None when the algorithm has none)."""
+        healthy = self.scoring.healthy_slots()
+        if not healthy:
+            return None
+        self.next_scorer += 1
+        return healthy[self.next_scorer % len(healthy)]
+
     def new_request(self) -> Any:
-        """The builder's next request (the first one was built while the actors started)."""
+        """A request lost with a dead actor, else the builder's next (the first one was built
+        while the actors started)."""
+        if self.requeued:
+            return self.requeued.pop(0)
         if self.first_request is not None:
             first, self.first_request = self.first_request, None
-            return first.result()
-        return self.builder.new_request()
+            payload = first.result()
+        else:
+            payload = self.builder.new_request()
+        self.drawn += self.builder.request_units(payload)
+        return payload
 
     def launch(self, i: int, payload: Any = None) -> None:
         payload = payload if payload is not None else self.new_request()
-        self.pending[self.request(i, payload)] = ("chain", _Chain(i, payload))
-        self.idle.discard(i)
+        chain = _Chain(i, payload, self.next_scorer_slot())
+        self.pending[self.request(chain)] = ("chain", chain)
+        self.idle.pop(i, None)
 
     def in_flight(self) -> int:
         return sum(1 for kind, _ in self.pending.values() if kind == "chain")
@@ -241,11 +327,13 @@ class RayProgram:
 
     def refill(self, free: int) -> None:
         """Launch idle workers while the buffer has room for their requests."""
-        if not self.builder.collecting():
-            return
+        if not self.builder.collecting() or (self.scoring.slots and not self.scoring.healthy_slots()):
+            return  # nothing to collect, or every scorer is being restarted
         per = self.builder.request_size()
         room = free - self.in_flight() * per
-        for i in sorted(self.idle):
+        for i in sorted(self.idle, key=self.idle.__getitem__):  # oldest first: requests follow each worker's speed
+            if not self.rollout.healthy(i):
+                continue
             if room < per and not (self.builder.partial_requests and room > 0 and self.in_flight() == 0):
                 break
             self.launch(i)
@@ -254,25 +342,116 @@ class RayProgram:
     def on_chain(self, chain: _Chain, ref: Any, stopping: bool) -> None:
         try:
             free = ray.get(ref)
-        except (RayActorError, RayTaskError) as e:
-            return self.recover(chain, e)
+        except RayActorError as e:
+            return self.recover(chain, e, stopping)
+        except RayTaskError as e:
+            raise self.actor_failure(e, chain) from None
         self.samples += self.builder.request_units(chain.payload)
+        self.requests_done += 1
         self.mark("first_rollouts")
-        self.idle.add(chain.worker)
+        if not self.accepted_any:
+            self.check_trainable()
+        self.idle[chain.worker] = time.perf_counter()
         if not stopping:
             self.refill(free)
 
-    def recover(self, chain: _Chain, err: Exception) -> None:
-        """A worker (or scorer) died mid-request: Ray restarts it; resend weights and the request."""
-        self.restarts += 1
-        units = self.builder.request_units(chain.payload)
-        msg = f"rollout-{chain.worker} request failed ({type(err).__name__}); re-sending weights v{self.version} and its request ({units} {self.builder.unit})"
-        print(f"[shoal] {msg}", flush=True)
-        self.events.event("worker_restarted", msg)
-        if self.restarts > 10 * len(self.workers):
-            raise RuntimeError(f"too many worker failures ({self.restarts}); last: {err}") from err
-        self.workers[chain.worker].load_weights.remote(self.handle)
-        self.launch(chain.worker, chain.payload)
+    def recover(self, chain: _Chain, err: RayActorError, stopping: bool) -> None:
+        """An actor of the request's chain died: count the death once, re-queue the request
+        (it is sent again, first, to a healthy worker), and let the pool probe and restart
+        the dead one (`heal`)."""
+        slot, pool = self.rollout.owner_of(err), self.rollout
+        if slot is None and chain.scorer is not None:
+            slot, pool = self.scoring.owner_of(err), self.scoring
+        if slot is None:
+            raise self.actor_failure(err, chain) from None
+        pool.mark_dead(slot, err)
+        if pool is self.scoring and self.rollout.healthy(chain.worker):
+            self.idle[chain.worker] = time.perf_counter()
+        self.requeued.append(chain.payload)
+        self.requeued_units += self.builder.request_units(chain.payload)
+        if stopping:  # the final drain: finish the lost request now, on any healthy worker
+            self.finish_requeued()
+
+    def finish_requeued(self) -> None:
+        while self.requeued and self.rollout.healthy_slots():
+            chain = _Chain(self.rollout.healthy_slots()[0], self.requeued.pop(0), self.next_scorer_slot())
+            try:
+                ray.get(self.request(chain))
+                self.samples += self.builder.request_units(chain.payload)
+            except RayActorError as e:
+                self.recover(chain, e, stopping=False)
+
+    def heal(self) -> None:
+        """Dead actors that are due are probed; the ones back get the current weights (queued
+        ahead of their next request) and go back to work."""
+        for i in self.rollout.recover():
+            self.pending[self.rollout.handle(i).load_weights.remote(self.handle)] = ("load", (i, time.perf_counter()))
+            self.idle[i] = 0.0
+        self.scoring.recover()
+
+    def actor_failure(self, err: Exception, chain: _Chain | None = None) -> RunError:
+        """An error raised inside an actor (or an actor lost that no pool owns): one line
+        naming the actor and the cause for the user; the traceback goes to the run's log."""
+        cause = getattr(err, "cause", None) or err
+        if isinstance(cause, RunError):
+            return cause
+        fn = getattr(err, "function_name", "") or ""
+        if "WorkerActor" in fn:
+            who = f"rollout-{chain.worker}" if chain is not None else "a rollout worker"
+        elif "ScorerActor" in fn:
+            who = f"reward-{chain.scorer}" if chain is not None and chain.scorer is not None else "a reward scorer"
+        elif "BufferActor" in fn:
+            who = "the replay buffer"
+        elif "LearnerActor" in fn:
+            who = "the learner"
+        else:
+            who = fn or "an actor"
+        log = self.ctx.run_dir / "errors.log"
+        with log.open("a") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {who}\n{err}\n")
+        lines = str(cause).strip().splitlines()
+        return RunError(
+            f"{who} failed: {type(cause).__name__}: {lines[-1][:300] if lines else ''} (traceback in {log})"
+        )
+
+    # -- watchdogs ---------------------------------------------------------------------------
+    def rejected(self) -> int:
+        """Rollouts the scoring stages rejected so far (non-finite scores; a restarted
+        actor's count starts again at 0)."""
+        return sum(self.gather(self.rollout if self.colocated else self.scoring, "rejected"))
+
+    def gather(self, pool: ActorPool, method: str) -> list[Any]:
+        """`method()` of every healthy actor of `pool`; one that dies meanwhile is left out."""
+        out = []
+        for i in pool.healthy_slots():
+            try:
+                out.append(ray.get(getattr(pool.handle(i), method).remote()))
+            except RayActorError as e:
+                pool.mark_dead(i, e)
+        return out
+
+    def check_trainable(self) -> None:
+        """Until the replay first accepts something: stop, saying why, when it never will."""
+        added = ray.get(self.buffer.stats.remote()).get("buffer/added", 1.0)
+        if added > 0 or self.version > 0:
+            self.accepted_any = True
+            return
+        reason = untrainable_reason(self.requests_done, added, self.rejected())
+        if reason:
+            raise RunError(reason)
+
+    def check_stalled(self) -> None:
+        """No learner step for run.stall_timeout_s: stop with what the run knows instead of hanging."""
+        limit, idle = self.cfg.run.stall_timeout_s, time.perf_counter() - self.last_step_t
+        if not limit or idle < limit:
+            return
+        stats = ray.get(self.buffer.stats.remote())
+        raise RunError(
+            f"no learner step for {idle:.0f} s (run.stall_timeout_s={limit:g}) at policy_version {self.version}: "
+            f"{self.requests_done} requests came back, the replay holds {stats.get('buffer/size', 0):g} "
+            f"(dropped stale {stats.get('buffer/dropped_stale', 0):g}), {self.rejected()} rollouts rejected, "
+            f"{self.in_flight()} requests in flight; see `shoal metrics --follow` and the run's events"
+        )
 
     # -- main loop --------------------------------------------------------------------------
     def train_request(self) -> Any:
@@ -282,30 +461,35 @@ class RayProgram:
         total = self.cfg.run.total_steps
         bar = tqdm(total=total, desc="learner steps", disable=not progress)
         busy = {info.worker for kind, info in self.pending.values() if kind == "chain"}
-        self.idle |= set(range(len(self.workers))) - busy
+        self.idle.update({i: 0.0 for i in self.rollout.healthy_slots() if i not in busy and i not in self.idle})
         self.refill(self.room())
         self.pending[self.train_request()] = ("learn", None)
         last: dict[str, float] = {}
         t_start = time.perf_counter()
-        while self.version < total:
-            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
-            if not ready:
-                if self.idle and self.in_flight() == 0:
-                    self.refill(self.room())
-                continue
-            kind, info = self.pending.pop(ready[0])
-            if kind == "chain":
-                self.on_chain(info, ready[0], stopping=False)
-            elif kind == "load":
-                self.on_load(ready[0], *info)
-            else:
-                last = self.on_learn(learner_result(ready[0]), bar, t_start)
-        bar.close()
+        self.last_step_t = time.perf_counter()
+        try:
+            while self.version < total:
+                self.check_stalled()
+                self.heal()
+                ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+                if not ready:
+                    if self.idle and self.in_flight() == 0:
+                        self.refill(self.room())
+                    continue
+                kind, info = self.pending.pop(ready[0])
+                if kind == "chain":
+                    self.on_chain(info, ready[0], stopping=False)
+                elif kind == "load":
+                    self.on_load(ready[0], *info)
+                else:
+                    last = self.on_learn(learner_result(ready[0]), bar, t_start)
+        finally:
+            bar.close()  # an error line starts on a line of its own
         self.drain()
         return last
 
     def on_learn(self, m: dict[str, float], bar: Any, t_start: float) -> dict[str, float]:
-        self.version = int(m["learner/policy_version"])
+        self.version, self.last_step_t = int(m["learner/policy_version"]), time.perf_counter()
         self.mark("first_step")
         bar.update(1)
         sps = self.samples / (time.perf_counter() - t_start)
@@ -326,9 +510,11 @@ class RayProgram:
     def on_load(self, ref: Any, worker: int, t0: float) -> None:
         try:
             out = ray.get(ref)
-        except (RayActorError, RayTaskError) as e:
-            self.events.event("weight_load_failed", f"rollout-{worker}: {type(e).__name__}")
+        except RayActorError as e:
+            self.rollout.mark_dead(worker, e)  # its next request fails too; it gets weights when back
             return
+        except RayTaskError as e:
+            raise self.actor_failure(e) from None
         self.events.log(
             {"weights/sync_s": time.perf_counter() - t0, "weights/load_s": out.get("weights/load_s", 0.0)},
             step=self.version,
@@ -342,6 +528,7 @@ class RayProgram:
             elif kind == "load":
                 self.on_load(ref, *info)
         self.pending.clear()
+        self.finish_requeued()
         self.sync(wait=True)
 
     # -- evaluation and summary -------------------------------------------------------------
@@ -350,10 +537,11 @@ class RayProgram:
         order, so requests launched now see the weights the workers hold now, whatever is sent
         after: the "before" evaluation is launched when the first learner step returns, before
         the first new weights go out, so it does not hold up the first batch."""
-        requests = self.builder.eval_requests(len(self.workers))
-        outputs = [self.workers[i].evaluate.remote(r) for i, r in enumerate(requests)]
-        if self.scorers:
-            outputs = [self.scorers[0].score.remote(o) for o in outputs]
+        workers, scorers = self.rollout.handles(), self.scoring.handles()
+        requests = self.builder.eval_requests(len(workers))
+        outputs = [workers[i].evaluate.remote(r) for i, r in enumerate(requests)]
+        if self.scoring.slots:
+            outputs = [scorers[0].score.remote(o) for o in outputs]
         return outputs
 
     def evaluate_finish(self, refs: list[Any]) -> dict[str, float]:
@@ -364,13 +552,15 @@ class RayProgram:
 
     def counters(self, last: dict[str, float]) -> dict[str, Any]:
         stats = ray.get(self.buffer.stats.remote())
-        rejected = sum(ray.get([s.rejected.remote() for s in (self.workers if self.colocated else self.scorers)]))
-        dropped = sum(int(s.get("dropped_episodes", 0)) for s in ray.get([w.status.remote() for w in self.workers]))
+        rejected = self.rejected()
+        dropped = sum(int(s.get("dropped_episodes", 0)) for s in self.gather(self.rollout, "status"))
         return {
             "learner_steps": self.version,
             self.builder.unit: self.samples,
             **self.builder.counters(stats, rejected, dropped),
-            "worker_restarts": self.restarts,
+            "actor_deaths": {"rollout": self.rollout.deaths(), "reward": self.scoring.deaths()},
+            "requeued": self.requeued_units,
+            "drawn": self.drawn,
             "first_step_s": self.startup.get("first_step"),
             "startup_s": dict(sorted({**self.startup, **self.actors_ready()}.items(), key=lambda kv: kv[1])),
             **self.builder.final_metrics(last),
@@ -379,7 +569,12 @@ class RayProgram:
     def actors_ready(self) -> dict[str, float]:
         """When the last actor of each role, and of all (`actors_ready`), finished its
         constructor, in seconds since the command started."""
-        roles = {"workers": self.workers, "scorers": self.scorers, "buffer": [self.buffer], "learner": [self.learner]}
+        roles = {
+            "workers": self.rollout.handles(),
+            "scorers": self.scoring.handles(),
+            "buffer": [self.buffer],
+            "learner": [self.learner],
+        }
         ready = {
             f"{role}_ready": round(max(ray.get([a.ready_time.remote() for a in actors])) - PROCESS_STARTED, 2)
             for role, actors in roles.items()
@@ -406,9 +601,11 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
         first_request = prefetch_request(builder)  # overlaps with Ray's start
         started_ray = init_ray(cfg)
         ray_up = round(time.time() - PROCESS_STARTED, 2)
-        check_resources(cfg, scorer_placement(cfg, started_ray))
+        check_resources(
+            cfg, scorer_placement(cfg, started_ray), cfg.run.resource_timeout_s if started_ray == "joined" else 0.0
+        )
         print(
-            f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {ctx.redis_url}",
+            f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {redact_url(ctx.redis_url)}",
             flush=True,
         )
         prog = RayProgram(cfg, ctx, started_ray, builder, first_request)

@@ -17,11 +17,12 @@ import uuid
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+
+from shoal.services.secrets import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,6 @@ _EMBEDDED_CLIENT = "shoal-embedded:"
 
 class RedisUnavailable(ValueError):
     """The metrics Redis cannot be reached or started; the message is one line for the user."""
-
-
-def redact(url: str) -> str:
-    """`url` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _reason(err: BaseException) -> str:
@@ -67,10 +59,10 @@ def connect(url: str, timeout_s: float = 3, retries: int = 0) -> redis.Redis:
         client = _client(url, timeout_s, retries)
         client.ping()
     except ValueError as e:
-        raise RedisUnavailable(f"Redis URL {redact(url)!r} is not valid ({e}); use redis://host:port/db") from None
+        raise RedisUnavailable(f"Redis URL {redact_url(url)!r} is not valid ({e}); use redis://host:port/db") from None
     except redis.RedisError as e:
         raise RedisUnavailable(
-            f"Redis at {redact(url)} does not answer ({_reason(e)}); start it or unset run.redis_url"
+            f"Redis at {redact_url(url)} does not answer ({_reason(e)}); start it or unset run.redis_url"
         ) from None
     return client
 

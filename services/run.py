@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal.services.config import ShoalConfig, dump_config
+from shoal.services.config import ShoalConfig, dump_config, public_config
 
 
 @dataclass
@@ -44,8 +44,7 @@ def open_run(cfg: ShoalConfig, run_id: str | None = None) -> RunContext:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     url, embedded = resolve_redis(cfg.run.redis_url, cfg.run.runs_dir)
-    config = cfg.model_dump(mode="json", exclude={"dashboard": {"token"}})
-    RunRegistry(url).start_run(run_id, cfg.run.algorithm, json.dumps(config))
+    RunRegistry(url).start_run(run_id, cfg.run.algorithm, json.dumps(public_config(cfg)))
     return RunContext(cfg, run_id, run_dir, url, embedded, dashboard=start_run_dashboard(cfg, url, run_id))
 
 
@@ -77,6 +76,22 @@ def close_run(ctx: RunContext, status: str, summary: dict[str, Any]) -> None:
             ctx.dashboard.stop()
         if ctx.embedded is not None:
             ctx.embedded.close()
+
+
+UNTRAINABLE_AFTER_REQUESTS = 8  # requests back, none accepted by the replay: stop and say why
+
+
+def untrainable_reason(requests: int, added: float, rejected: int) -> str | None:
+    """Why nothing can ever be trained, once enough requests have come back to tell: the
+    replay accepted none of their rollouts and the scorers rejected some (a reward that is
+    NaN for everything used to spin for minutes: 52,256 rollouts rejected, no step, no word)."""
+    if requests < UNTRAINABLE_AFTER_REQUESTS or added > 0 or rejected == 0:
+        return None
+    return (
+        f"no rollout can be trained on: the reward rejected every rollout scored so far ({rejected}, from "
+        f"{requests}+ requests: non-finite scores); check reward.rule_functions and "
+        "reward.reward_model_path (events `reward_rejected` name the scorer and the value)"
+    )
 
 
 def torch_setup(cfg: Any) -> None:

@@ -57,6 +57,16 @@ class ScoringStage:
             self.events.event(kind, message)
 
 
+LAG_BUCKETS = (0, 1, 2, 3, 4, 8, 16, 32, 64)  # `buffer/policy_lag/<k>`: lags in [k, the next bucket)
+
+
+def lag_bucket(lag: int) -> int:
+    """The fixed histogram bucket of a policy lag (its lower bound): a run logs at most
+    len(LAG_BUCKETS) lag fields, however stale its samples get (one field per distinct lag
+    made a 1,000-step R2D2 run 7.8 MiB in Redis, 338 fields per entry)."""
+    return max(b for b in LAG_BUCKETS if b <= max(lag, 0))
+
+
 def _version(items: Sequence[Any]) -> int | None:
     return max((it.policy_version for it in items), default=None)
 
@@ -83,7 +93,7 @@ class BufferStage:
         if batch is None:
             return None
         lags = self.buffer.last_policy_lags()
-        self.lag_counts.update(lags)
+        self.lag_counts.update(lag_bucket(lag) for lag in lags)
         out = dict(self.buffer.stats())
         out["buffer/policy_lag_mean"] = sum(lags) / len(lags)
         out["buffer/policy_lag_max"] = float(max(lags))

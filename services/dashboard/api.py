@@ -27,11 +27,10 @@ from shoal.services.metrics import (
     decode_event,
     events_key,
     metrics_key,
-    redact,
 )
+from shoal.services.secrets import redact_config, redact_url
 
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-SECRET_KEY = re.compile(r"token|password|secret", re.I)
 STALE_AFTER_S = 60.0  # a running run's worker silent this long is shown as stale
 STALLED_AFTER_S = 600.0  # a "running" run with no metrics this long is shown as stalled
 MAX_LIMIT = 20_000
@@ -46,19 +45,6 @@ class NotFound(LookupError):
 
 
 # ---------------------------------------------------------------- pure helpers
-
-
-def redact_config(obj: Any, key: str = "") -> Any:
-    """A copy with secrets hidden: values under token/password/secret keys, URL passwords."""
-    if isinstance(obj, dict):
-        return {k: redact_config(v, str(k)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact_config(v, key) for v in obj]
-    if obj is not None and SECRET_KEY.search(key):
-        return "***"
-    if isinstance(obj, str) and "://" in obj:
-        return redact(obj)
-    return obj
 
 
 def stream_start(since: str | None) -> str:
@@ -138,7 +124,7 @@ class DashboardAPI:
             raise NotFound(str(e)) from None
 
     def info(self) -> dict:
-        return {"poll_interval_s": self.poll_interval_s, "redis": redact(self.url), "read_only": True}
+        return {"poll_interval_s": self.poll_interval_s, "redis": redact_url(self.url), "read_only": True}
 
     def runs(self) -> dict:
         reader = self._reader()

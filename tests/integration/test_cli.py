@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+
+from shoal.services.program import LOCAL_ACTORS_PER_CORE
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +192,67 @@ def test_local_r2d2_train_then_metrics(tmp_path):
     m = shoal("metrics", "latest", "--runs-dir", runs)
     assert m.returncode == 0, m.stderr[-2000:]
     assert "learner/q_loss" in m.stdout and "rollout/episode_return_mean" in m.stdout
+
+
+def test_train_refuses_more_actors_than_the_machine_holds_at_once(sft_models, tmp_path):
+    """64 rollout workers on a small machine: one line naming the shortfall, before any actor
+    starts (it used to start 64 actors, 11.5 GiB, and train nothing)."""
+    many = LOCAL_ACTORS_PER_CORE * (os.cpu_count() or 1) + 1
+    r = shoal(
+        "train",
+        *("--set", f"model.path={sft_models['policy']}", "--set", f"reward.reward_model_path={sft_models['reward']}"),
+        *(
+            "--set",
+            f"rollout.num_workers={many}",
+            "--set",
+            f"run.runs_dir={tmp_path}",
+            "--set",
+            "dashboard.enabled=false",
+        ),
+        timeout=60,
+    )
+    assert_one_line_error(r, "rollout.num_workers", f"{many} rollout worker(s)", "run.ray_address")
+
+
+def test_train_with_a_ray_address_that_does_not_answer(sft_models, tmp_path):
+    r = shoal(
+        "train",
+        *("--set", f"model.path={sft_models['policy']}", "--set", f"reward.reward_model_path={sft_models['reward']}"),
+        *(
+            "--set",
+            "run.ray_address=127.0.0.1:1",
+            "--set",
+            f"run.runs_dir={tmp_path}",
+            "--set",
+            "dashboard.enabled=false",
+        ),
+        timeout=60,
+    )
+    assert_one_line_error(r, "run.ray_address", "127.0.0.1:1", "does not answer")
+
+
+@pytest.mark.parametrize("mode", ["ray", "local"])
+def test_train_stops_when_every_reward_is_rejected(mode, sft_models, tmp_path):
+    """A reward that is NaN for everything: one line saying so, not minutes of silent spinning;
+    the events stay few (rate-limited per kind)."""
+    runs = tmp_path / "runs"
+    r = shoal(
+        "train",
+        *("--set", f"model.path={sft_models['policy']}", "--set", f"reward.reward_model_path={sft_models['reward']}"),
+        *("--set", "reward.rule_functions=[shoal.reward.faults:nan_always]", "--set", f"run.mode={mode}"),
+        *("--set", f"run.runs_dir={runs}", "--set", "dashboard.enabled=false", "--set", "run.eval_prompts=0"),
+        timeout=240,
+    )
+    assert_one_line_error(r, "no rollout can be trained on", "rejected every rollout", "reward.rule_functions")
+    from shoal.services.metrics import MetricsReader, resolve_redis
+
+    url, embedded = resolve_redis(None, str(runs))
+    try:
+        reader = MetricsReader(url)
+        run = reader.list_runs()[0]
+        assert run["status"] == "failed"
+        kinds = [e["kind"] for e in reader.events(run["run_id"])]
+        assert 0 < kinds.count("reward_rejected") <= 5 * 4, kinds  # <= 5 per 10 s per source
+    finally:
+        if embedded is not None:
+            embedded.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -75,15 +77,15 @@ def test_weight_sync_every_worker_matches_learner(ray_local, sft_models, tmp_pat
         for i in range(2):
             prog.launch(i)
         ray.get([ref for ref, (kind, _) in list(prog.pending.items()) if kind == "chain"])
-        before = prog.workers[0].logprobs.remote([[1, 5, 6, 7]], [[8, 9, 10, 2]])
+        before = prog.rollout.handle(0).logprobs.remote([[1, 5, 6, 7]], [[8, 9, 10, 2]])
         metrics = ray.get(prog.learner.train_step.remote(prog.buffer))
         assert metrics["learner/policy_version"] == 1
         prog.sync(wait=True)
-        statuses = ray.get([w.status.remote() for w in prog.workers])
+        statuses = ray.get([w.status.remote() for w in prog.rollout.handles()])
         assert [s["policy_version"] for s in statuses] == [1, 1]
         fixed_p, fixed_r = [[1, 5, 6, 7], [1, 9, 4]], [[8, 9, 10, 2], [11, 12]]
         want = ray.get(prog.learner.logprobs.remote(fixed_p, fixed_r))
-        for w in prog.workers:
+        for w in prog.rollout.handles():
             got = ray.get(w.logprobs.remote(fixed_p, fixed_r))
             diff = max(abs(a - b) for ga, wa in zip(got, want) for a, b in zip(ga, wa))
             assert diff < 1e-4, diff
@@ -102,13 +104,18 @@ def test_dead_worker_is_restarted_and_run_completes(ray_local, sft_models, tmp_p
     try:
         prog = RayProgram(cfg, ctx)
         prog.launch(1)  # a request in flight ...
-        ray.kill(prog.workers[1], no_restart=False)  # ... when its worker dies
+        ray.kill(prog.rollout.handle(1), no_restart=False)  # ... when its worker dies
         prog.run(progress=False)
         assert prog.version == 4
-        assert prog.restarts >= 1
-        assert ray.get(prog.workers[1].status.remote())["policy_version"] == 4
+        assert prog.rollout.deaths() == 1  # one death, however many calls failed with it
+        deadline = time.monotonic() + 90
+        while not prog.rollout.healthy(1) and time.monotonic() < deadline:  # Ray restarts it; the pool probes
+            prog.heal()
+            time.sleep(0.2)
+        prog.sync(wait=True)
+        assert ray.get(prog.rollout.handle(1).status.remote())["policy_version"] == 4
         kinds = [e["kind"] for e in MetricsReader(ctx.redis_url).events(ctx.run_id)]
-        assert "worker_restarted" in kinds
+        assert "actor_died" in kinds and "actor_restored" in kinds
     finally:
         close_run(ctx, "finished", {})
 

@@ -18,9 +18,9 @@ from shoal.services.metrics import (
     decode_worker,
     encode_entry,
     encode_metrics,
-    redact,
 )
 from shoal.services.metrics_table import format_latest_table
+from shoal.services.secrets import redact_url
 
 
 def test_non_finite_values_become_null_and_never_raise():
@@ -140,8 +140,8 @@ def test_run_ids_and_url_redaction():
     for bad in ["", "a b", "a:b", "a/b"]:
         with pytest.raises(ValueError, match="run id"):
             check_run_id(bad)
-    assert redact("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
-    assert redact("redis://host:6379/0") == "redis://host:6379/0"
+    assert redact_url("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
 
 
 def test_writer_pickles_without_connecting():

@@ -1,0 +1,40 @@
+"""Sizing and reaching Ray before anything waits on it (services/program.py): a local Ray is
+sized to the machine, a cluster address that does not answer fails in one line."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from shoal.services.config import ConfigError, load_config
+from shoal.services.program import LOCAL_ACTORS_PER_CORE, check_ray_address, local_cpus
+
+
+def test_local_ray_fits_the_demo_and_refuses_64_workers_on_2_cores(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    demo = load_config(None, ["rollout.num_workers=2"])
+    assert local_cpus(demo, "workers") == 4  # 2 workers + learner (+1 for the driver's tasks)
+    assert local_cpus(demo, "actors") == 5  # + one scorer actor
+    big = load_config(None, ["rollout.num_workers=64"])
+    with pytest.raises(ConfigError) as e:
+        local_cpus(big, "workers")
+    msg = str(e.value)
+    assert msg.startswith("rollout.num_workers:") and "65 CPUs" in msg and "64 rollout worker(s) x 1" in msg
+    assert "2 cores" in msg and "run.ray_address" in msg
+    edge = load_config(None, [f"rollout.num_workers={2 * LOCAL_ACTORS_PER_CORE - 1}"])
+    assert local_cpus(edge, "workers") == 2 * LOCAL_ACTORS_PER_CORE + 1
+
+
+def test_ray_address_that_does_not_answer_is_one_line():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(ConfigError, match=rf"run.ray_address: Ray at {address} does not answer"):
+            check_ray_address(address, timeout_s=2)
+    check_ray_address("auto")  # left to Ray
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        check_ray_address(f"127.0.0.1:{s.getsockname()[1]}")

@@ -16,9 +16,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
-from shoal.types import SampledBatch, is_stale, policy_lag
+from shoal.types import SampledBatch, ScoredRollout, is_stale, policy_lag
 
 
 class FIFOQueue:
@@ -71,6 +72,20 @@ class FIFOQueue:
         self._last_lags = [policy_lag(learner_version, it.policy_version) for it in items]
         self._last_wait_s = sum(now - t for t, _ in popped) / batch_size
         return SampledBatch(items=items, weights=[1.0] * batch_size, dropped_stale=dropped)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Contents and counters as JSON-safe data (a checkpoint's replay snapshot; never
+        pickle). Items are ScoredRollouts."""
+        return {
+            "items": [asdict(it) for _, it in self._items],
+            "counters": [self.added, self.sampled, self.dropped_stale, self.rejected_full],
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace contents and counters with a `snapshot()` (waiting times start again)."""
+        now = time.monotonic()
+        self._items = deque((now, ScoredRollout.from_dict(d)) for d in snap["items"])
+        self.added, self.sampled, self.dropped_stale, self.rejected_full = (int(x) for x in snap["counters"])
 
     def last_policy_lags(self) -> list[int]:
         """Policy lag of each item in the last sampled batch (for the lag distribution)."""

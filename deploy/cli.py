@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,10 @@ from typing import Any
 from shoal.builders import make_builder
 from shoal.services.config import ConfigError, ShoalConfig, dump_config, load_config
 from shoal.utils import RunError
+
+
+class UserInterrupt(Exception):
+    """Ctrl-C / SIGTERM during training, after the checkpoint: one line, exit 130."""
 
 
 class UserError(Exception):
@@ -71,23 +76,77 @@ def cmd_train_rm(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = _load(args)  # no torch here: the Ray driver never needs it; run_local sets its threads
+    run_id = None
+    if args.resume:
+        cfg, run_id = resume_config(cfg, args.resume)
+    elif cfg.run.resume_from:
+        _checked_checkpoint(cfg.run.resume_from, "run.resume_from")
     make_builder(cfg).preflight()
     print(f"[shoal] resolved config ({args.config or default_config_path()}, {len(args.set)} overrides):", flush=True)
     print(dump_config(cfg), flush=True)
-    summary = run(cfg, progress=not args.quiet)
-    from shoal.services.run import format_summary
+    from shoal.services.run import Interrupted, format_summary
 
+    try:
+        summary = run(cfg, progress=not args.quiet, run_id=run_id)
+    except Interrupted as e:
+        sets = [x for s in args.set for x in ("--set", s)]
+        again = shlex.join(["shoal", "train", *([args.config] if args.config else []), *sets])
+        hint = f"; continue with: {again} --resume {e.run_id}" if e.checkpoint else ""
+        raise UserInterrupt(f"{e}{hint}") from None
     print(format_summary(summary), flush=True)
 
 
-def run(cfg: ShoalConfig, progress: bool = True) -> dict[str, Any]:
+def resume_config(cfg: ShoalConfig, run: str) -> tuple[ShoalConfig, str]:
+    """`--resume RUN`: the run's newest complete checkpoint becomes run.resume_from and the
+    run id stays RUN (same directory, charts and record)."""
+    from shoal.learner.checkpoint import latest_checkpoint
+
+    if cfg.run.resume_from:
+        raise UserError(
+            "--resume and run.resume_from: give one (--resume continues a run; run.resume_from starts a new one)"
+        )
+    runs = Path(cfg.run.runs_dir)
+    run_dir = runs / run
+    if run == "latest":
+        dirs = [d for d in runs.glob("*") if latest_checkpoint(d) is not None] if runs.is_dir() else []
+        if not dirs:
+            raise UserError(f"--resume latest: no run with a checkpoint in {runs} (run.runs_dir)")
+        run_dir = max(dirs, key=lambda d: d.stat().st_mtime)
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {run}: no run directory {run_dir} (run.runs_dir is {runs})")
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise UserError(f"--resume {run}: {run_dir} has no complete checkpoint (checkpoints/step_*/meta.json)")
+    meta = _checked_checkpoint(ckpt, f"--resume {run}")
+    step = int(meta.get("policy_version", 0))
+    if step >= cfg.run.total_steps:
+        raise UserError(
+            f"--resume {run}: the run already reached learner step {step} of run.total_steps={cfg.run.total_steps}; "
+            "raise run.total_steps to train further"
+        )
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"resume_from": str(ckpt)})}), run_dir.name
+
+
+def _checked_checkpoint(path: str | Path, field: str) -> dict[str, Any]:
+    from shoal.learner.checkpoint import check_checkpoint
+
+    try:
+        return check_checkpoint(path)
+    except ValueError as e:
+        raise UserError(f"{field}: {e}") from None
+
+
+def run(cfg: ShoalConfig, progress: bool = True, run_id: str | None = None) -> dict[str, Any]:
+    from shoal.services.run import open_run
+
+    ctx = open_run(cfg, run_id, resume=True) if run_id else None
     if cfg.run.mode == "local":
         from shoal.services.local import run_local
 
-        return run_local(cfg, progress)
+        return run_local(cfg, progress, ctx)
     from shoal.services.program import run_ray
 
-    return run_ray(cfg, progress)
+    return run_ray(cfg, progress, ctx)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -239,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="override a field, e.g. --set ppo.learning_rate=1e-4",
         )
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "train":
+            sp.add_argument(
+                "--resume",
+                metavar="RUN",
+                default=None,
+                help="continue run RUN (its id in run.runs_dir, or `latest`) from its newest checkpoint: same run id, charts and step",
+            )
         if name == "config":
             sp.add_argument("--reference", action="store_true", help="print every field with its description")
         sp.set_defaults(fn=fn)
@@ -316,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     except _known_errors() as e:
         print(f"shoal: error: {e}", file=sys.stderr)
         return 2
+    except UserInterrupt as e:
+        print(f"shoal: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("shoal: interrupted", file=sys.stderr)
         return 130

@@ -139,3 +139,70 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
         rng_state=load_file(str(root / "rng.safetensors")),
         meta=meta,
     )
+
+
+DRIVER_STATE_FILE = "driver_state.json"
+
+
+def write_driver_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """The driver's side of a checkpoint (data position, sampler RNGs, replay snapshot,
+    counters) as JSON next to the learner's files, written atomically (tmp + rename)."""
+    final = Path(path) / DRIVER_STATE_FILE
+    tmp = final.with_name(f".tmp-{DRIVER_STATE_FILE}-{os.getpid()}")
+    tmp.write_text(json.dumps(state, allow_nan=False))
+    os.replace(tmp, final)
+
+
+def read_driver_state(path: str | os.PathLike) -> dict[str, Any]:
+    """What `write_driver_state` wrote; {} for a checkpoint without it (saved by the learner
+    alone); ValueError naming the file when it is not a JSON object."""
+    file = Path(path) / DRIVER_STATE_FILE
+    if not file.is_file():
+        return {}
+    try:
+        state = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{file}: expected a JSON object")
+    return state
+
+
+def check_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's meta.json, or ValueError naming what is wrong (missing, incomplete,
+    unreadable, another format): the one-line check before a run resumes from it."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"checkpoint {str(root)!r} does not exist")
+    if not (root / META_FILE).is_file():
+        raise ValueError(f"checkpoint {str(root)!r} has no {META_FILE}: empty or incomplete")
+    try:
+        meta = json.loads((root / META_FILE).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"checkpoint {str(root)!r}: {META_FILE} is corrupt ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {str(root)!r} is not a {FORMAT} checkpoint")
+    missing = [
+        f
+        for f in ("extra_state.safetensors", "rng.safetensors", "optimizer.pt", MODEL_SUBDIR)
+        if not (root / f).exists()
+    ]
+    if missing:
+        raise ValueError(f"checkpoint {str(root)!r} is incomplete: no {', '.join(missing)}")
+    return meta
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Remove all but the `keep` newest complete checkpoints of a run (0: keep all); returns
+    what was removed. Incomplete ones (no meta.json) are left alone: one may be being written."""
+    if keep <= 0:
+        return []
+    root = Path(run_dir) / "checkpoints"
+    done = sorted(
+        (p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and (p / META_FILE).is_file()),
+        key=lambda p: int(p.name.removeprefix("step_")),
+    )
+    old = done[:-keep]
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+    return old

@@ -21,3 +21,8 @@ def nan_sometimes(prompt: Any, response_text: str) -> float:
 def nan_always(prompt: Any, response_text: str) -> float:
     """NaN for every rollout: nothing can ever be trained (the run must stop and say why)."""
     return float("nan")
+
+
+def returns_text(prompt: Any, response_text: str) -> str:
+    """Not a number: `shoal train` must refuse it before the run starts."""
+    return response_text

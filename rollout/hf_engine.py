@@ -84,6 +84,13 @@ class HFEngine:
         self.policy_version = 0
         self.last_stats: dict[str, float] = {}
 
+    def rng_state(self) -> list[int]:
+        """The sampling generator's state as JSON-safe ints (a resumed run samples on from here)."""
+        return self.generator.get_state().tolist()
+
+    def set_rng_state(self, state: list[int]) -> None:
+        self.generator.set_state(torch.tensor(state, dtype=torch.uint8))
+
     # ---- generation -------------------------------------------------------------------------
 
     def _pick(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

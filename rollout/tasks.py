@@ -144,6 +144,16 @@ class TaskPromptSource:
             self.count += 1
         return out
 
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's position (JSON): a resumed run draws the prompts it would have drawn."""
+        version, state, gauss = self.rng.getstate()
+        return {"count": self.count, "rng": [version, list(state), gauss]}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        version, state, gauss = d["rng"]
+        self.rng.setstate((version, tuple(state), gauss))
+        self.count = int(d["count"])
+
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Prompt token ids: BOS (when the tokenizer has one) + the text, no EOS."""

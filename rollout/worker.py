@@ -56,6 +56,16 @@ class RolloutWorker:
         self.metrics.log(out, step=self.policy_version)
         return out
 
+    def rng_state(self) -> list[int] | None:
+        """The engine's sampling RNG (JSON), when it has one (transformers; vLLM: None)."""
+        get = getattr(self.engine, "rng_state", None)
+        return get() if get is not None else None
+
+    def set_rng_state(self, state: list[int] | None) -> None:
+        set_ = getattr(self.engine, "set_rng_state", None)
+        if state is not None and set_ is not None:
+            set_(state)
+
     def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[list[float]]:
         """Log-probs under the sampling distribution (the engine's temperature), like the learner's."""
         return self.engine.logprobs(prompt_ids, response_ids, temperature=getattr(self.engine, "temperature", 1.0))

@@ -200,6 +200,13 @@ class BufferActor(_Timed):
     def size(self) -> int:
         return len(self.stage.buffer)
 
+    def snapshot(self) -> dict | None:
+        """The replay's contents as JSON-safe data (None when this replay takes none)."""
+        return self.stage.snapshot()
+
+    def restore(self, snap: dict) -> None:
+        self.stage.restore(snap)
+
     def stats(self) -> dict[str, float]:
         return self.stage.stats()
 
@@ -218,8 +225,9 @@ class LearnerActor(_Timed):
         builder = make_builder(self.cfg)
         learner = builder.make_learner(_model_dirs(model_bundles))
         self.batch_size = builder.batch_size()
+        run = self.cfg.run
         self.stage = LearnerStage(
-            learner, _sink(redis_url, run_id, "learner"), self.cfg.run.checkpoint_interval, run_dir
+            learner, _sink(redis_url, run_id, "learner"), run.checkpoint_interval, run_dir, run.keep_checkpoints
         )
         self.transport = make_transport(self.cfg.rollout.weight_transport)
         self._ready()
@@ -227,10 +235,12 @@ class LearnerActor(_Timed):
     def policy_version(self) -> int:
         return self.stage.policy_version
 
-    def train_step(self, buffer: Any, collecting: bool = True) -> dict[str, float]:
+    def train_step(self, buffer: Any, collecting: bool = True, driver_state: dict | None = None) -> dict[str, float]:
         """Wait for a batch from the buffer actor, then take one learner step. With nothing
         collecting (an offline data set only), a replay that cannot serve a batch never will:
-        RunError at once instead of polling forever (B2)."""
+        RunError at once instead of polling forever (B2). `driver_state` comes with the step
+        that ends with a periodic checkpoint; the replay's snapshot (taken after this batch
+        left it) is saved with it."""
         t0 = time.perf_counter()
         while (batch := ray.get(buffer.sample.remote(self.batch_size, self.stage.policy_version))) is None:
             if not collecting:
@@ -241,7 +251,9 @@ class LearnerActor(_Timed):
                 )
             time.sleep(0.02)
         wait_s = time.perf_counter() - t0
-        m = self.stage.step(batch)
+        if driver_state is not None:
+            driver_state = {**driver_state, "buffer": ray.get(buffer.snapshot.remote())}
+        m = self.stage.step(batch, driver_state)
         m["learner/wait_batch_s"] = wait_s
         feedback = self.stage.replay_feedback(batch)
         if feedback is not None:  # ordered before this learner's next sample call
@@ -255,8 +267,11 @@ class LearnerActor(_Timed):
         """One publish per sync; returns the transport's handle (a list holding an ObjectRef)."""
         return self.transport.publish(self.stage.learner.get_weights())
 
-    def checkpoint(self, force: bool = True) -> str | None:
-        return self.stage.maybe_checkpoint(force=force)
+    def checkpoint(self, force: bool = True, driver_state: dict | None = None) -> str | None:
+        return self.stage.maybe_checkpoint(force=force, driver_state=driver_state)
+
+    def checkpoint_due(self) -> bool:
+        return self.stage.checkpoint_due()
 
     def logprobs(self, prompt_ids: list, response_ids: list) -> list:
         return self.stage.learner.logprobs(prompt_ids, response_ids)

@@ -66,8 +66,14 @@ class RunSection(_Section):
     )
     total_steps: int = Field(60, gt=0, description="Learner optimizer steps to run (the policy_version at the end).")
     checkpoint_interval: int = Field(
-        0, ge=0, description="Save a checkpoint every N learner steps (0: only at the end)."
+        50,
+        ge=0,
+        description=(
+            "Save a checkpoint every N learner steps (0: only at the end); one is also saved on Ctrl-C / SIGTERM."
+            " Continue a run with `shoal train CONFIG --resume RUN`."
+        ),
     )
+    keep_checkpoints: int = Field(2, ge=0, description="Keep the newest N checkpoints of a run (0: all).")
     resume_from: str | None = Field(
         None, description="Checkpoint directory to restore model, optimizer, step and policy_version from."
     )

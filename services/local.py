@@ -18,7 +18,19 @@ from tqdm import tqdm
 
 from shoal import PROCESS_STARTED
 from shoal.builders import make_builder
-from shoal.services.run import RunContext, build_summary, close_run, open_run, torch_setup, untrainable_reason
+from shoal.learner.checkpoint import read_driver_state
+from shoal.services.run import (
+    Interrupted,
+    RunContext,
+    build_summary,
+    close_run,
+    open_run,
+    resumed,
+    sigterm_as_interrupt,
+    torch_setup,
+    uninterruptible,
+    untrainable_reason,
+)
 from shoal.services.stages import BufferStage, LearnerStage, ScoringStage
 from shoal.utils import RunError
 
@@ -37,12 +49,17 @@ class LocalPipeline:
         self.scoring = ScoringStage(scorers, ctx.sink("reward"), ctx.sink("reward")) if scorers else None
         self.buffer = BufferStage(b.make_replay(), ctx.sink("buffer"))
         self.learner = LearnerStage(
-            b.make_learner(model_dirs), ctx.sink("learner"), cfg.run.checkpoint_interval, str(ctx.run_dir)
+            b.make_learner(model_dirs),
+            ctx.sink("learner"),
+            cfg.run.checkpoint_interval,
+            str(ctx.run_dir),
+            cfg.run.keep_checkpoints,
         )
         initial = b.initial_items()
         if initial:
             self.buffer.add(initial)
         self.samples, self.requests = 0, 0
+        self.before: dict[str, float] | None = None  # the evaluation at the start (kept across a resume)
         self.first_step_s: float | None = None  # seconds from the command's start to the first learner step
         self.sync()
 
@@ -79,7 +96,7 @@ class LocalPipeline:
         batch = self.buffer.sample(self.builder.batch_size(), self.learner.policy_version)
         if batch is None:
             return None
-        m = self.learner.step(batch)
+        m = self.learner.step(batch, self.driver_state() if self.learner.checkpoint_due() else None)
         feedback = self.learner.replay_feedback(batch)
         if feedback is not None:
             self.buffer.buffer.update_priorities(*feedback)
@@ -89,6 +106,37 @@ class LocalPipeline:
         if self.learner.policy_version % self.cfg.rollout.sync_interval == 0:
             self.sync()
         return m
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def driver_state(self) -> dict[str, Any]:
+        """Everything besides the learner that a resumed run needs to go on exactly as this one
+        would: the data position, the workers' sampling RNGs, the replay, the counters."""
+        return {
+            "builder": self.builder.state_dict(),
+            "workers": [getattr(w, "rng_state", lambda: None)() for w in self.workers],
+            "buffer": self.buffer.snapshot(),
+            "samples": self.samples,
+            "requests": self.requests,
+            "before": self.before,
+        }
+
+    def restore(self, state: dict[str, Any]) -> list[str]:
+        """Load a `driver_state`; returns what could not be restored (said to the user)."""
+        lost = []
+        self.builder.load_state_dict(state.get("builder") or {})
+        for w, rng in zip(self.workers, state.get("workers") or []):
+            if hasattr(w, "set_rng_state"):
+                w.set_rng_state(rng)
+        if state.get("buffer") is not None:
+            self.buffer.restore(state["buffer"])
+        elif state:
+            lost.append("the replay's contents (this replay takes no snapshot)")
+        self.samples, self.requests = int(state.get("samples", 0)), int(state.get("requests", 0))
+        self.before = state.get("before")
+        return lost
+
+    def save(self) -> str | None:
+        return self.learner.maybe_checkpoint(force=True, driver_state=self.driver_state())
 
     def evaluate(self) -> dict[str, float]:
         requests = self.builder.eval_requests(1)
@@ -111,35 +159,57 @@ class LocalPipeline:
 
 
 def run_local(cfg: Any, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
-    """Run the config's algorithm in this process; returns the summary dict."""
+    """Run the config's algorithm in this process; returns the summary dict. Ctrl-C or SIGTERM
+    saves a checkpoint and raises `Interrupted`; `run.resume_from` (`shoal train --resume`)
+    continues exactly where that checkpoint left off."""
     ctx = ctx or open_run(cfg)
     status, summary = "failed", {}
     try:
         pipe = LocalPipeline(cfg, ctx)
-        before = pipe.evaluate()
+        if cfg.run.resume_from:
+            lost = pipe.restore(read_driver_state(cfg.run.resume_from))
+            resumed(ctx, pipe.learner.policy_version, cfg.run.resume_from, lost)
+        if pipe.before is None:
+            pipe.before = pipe.evaluate()
         total = cfg.run.total_steps
-        bar = tqdm(total=total, desc="learner steps", disable=not progress)
-        last: dict[str, float] = {}
+        bar = tqdm(total=total, initial=pipe.learner.policy_version, desc="learner steps", disable=not progress)
         try:
-            while pipe.learner.policy_version < total:
-                collected, trained = pipe.collect(), False
-                while pipe.learner.policy_version < total and (m := pipe.train_step()) is not None:
-                    last, trained = m, True
-                    pipe.first_step_s = pipe.first_step_s or round(time.time() - PROCESS_STARTED, 1)
-                    bar.update(1)
-                    bar.set_postfix(**pipe.builder.progress_fields(m))
-                if not (collected or trained):  # B2: nothing can change any more; say so instead of looping
-                    raise RunError(
-                        f"the learner can never get a batch: the replay holds {len(pipe.buffer.buffer)} items, "
-                        f"fewer than it needs to sample (batch size {pipe.builder.batch_size()}, replay.min_size_to_sample), "
-                        "and nothing collects more; add data or lower them"
-                    )
+            with sigterm_as_interrupt():
+                last = train_loop(pipe, total, bar)
+        except KeyboardInterrupt:
+            bar.close()
+            status = "interrupted"
+            path = uninterruptible(pipe.save)
+            summary = {"interrupted_at": pipe.learner.policy_version, "checkpoint": path, **pipe.counters({})}
+            raise Interrupted(ctx.run_id, pipe.learner.policy_version, total, path) from None
         finally:
             bar.close()  # an error line starts on a line of its own
         pipe.sync()  # B3: the final weights reach the workers before "after" is evaluated
-        pipe.learner.maybe_checkpoint(force=True)
-        summary = build_summary(ctx, before, pipe.evaluate(), pipe.counters(last))
+        pipe.save()
+        summary = build_summary(ctx, pipe.before, pipe.evaluate(), pipe.counters(last))
         status = "finished"
         return summary
     finally:
         close_run(ctx, status, summary)
+
+
+def train_loop(pipe: LocalPipeline, total: int, bar: Any) -> dict[str, float]:
+    """Train on what the replay serves, then collect; until `total` steps. Training comes
+    first so that a resumed run takes the steps an uninterrupted one would take next."""
+    last: dict[str, float] = {}
+    while pipe.learner.policy_version < total:
+        trained = False
+        while pipe.learner.policy_version < total and (m := pipe.train_step()) is not None:
+            last, trained = m, True
+            pipe.first_step_s = pipe.first_step_s or round(time.time() - PROCESS_STARTED, 1)
+            bar.update(1)
+            bar.set_postfix(**pipe.builder.progress_fields(m))
+        if pipe.learner.policy_version >= total:
+            break
+        if not (pipe.collect() or trained):  # B2: nothing can change any more; say so instead of looping
+            raise RunError(
+                f"the learner can never get a batch: the replay holds {len(pipe.buffer.buffer)} items, "
+                f"fewer than it needs to sample (batch size {pipe.builder.batch_size()}, replay.min_size_to_sample), "
+                "and nothing collects more; add data or lower them"
+            )
+    return last

@@ -362,7 +362,8 @@ class RunRegistry:
         config = config_json if isinstance(config_json, dict) else parse_json(config_json)
         if not isinstance(config, dict):
             raise ValueError(f"run {run_id}: config_json must be a JSON object")
-        if not exist_ok and self.client.exists(run_key(run_id)):
+        exists = bool(self.client.exists(run_key(run_id)))
+        if exists and not exist_ok:
             raise ValueError(f"run {run_id} already exists in {redact_url(self.url)}")
         now = time.time()
         fields = {
@@ -373,16 +374,20 @@ class RunRegistry:
             "config_json": to_json(clean_json_object(config, "config")),
             "summary_json": "{}",
         }
+        if exists:  # a resumed run keeps its start time and its place in the list
+            fields.pop("started_at")
         pipe = self.client.pipeline()
         pipe.hset(run_key(run_id), mapping=fields)
-        pipe.zadd(RUNS_KEY, {run_id: now})
+        if not exists:
+            pipe.zadd(RUNS_KEY, {run_id: now})
         pipe.execute()
-        RedisMetrics(self.url, run_id, "driver").event("run_started", f"{algorithm} run {run_id} started")
+        if not exists:
+            RedisMetrics(self.url, run_id, "driver").event("run_started", f"{algorithm} run {run_id} started")
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
-        """Mark the run `finished` or `failed` with its summary (non-finite numbers -> null)."""
-        if status not in ("finished", "failed"):
-            raise ValueError(f"run {run_id}: status must be 'finished' or 'failed', got {status!r}")
+        """Mark the run `finished`, `failed` or `interrupted` with its summary (non-finite numbers -> null)."""
+        if status not in ("finished", "failed", "interrupted"):
+            raise ValueError(f"run {run_id}: status must be 'finished', 'failed' or 'interrupted', got {status!r}")
         if not self.client.exists(run_key(check_run_id(run_id))):
             raise ValueError(f"run {run_id} was never started in {redact_url(self.url)}")
         summary_json = to_json(clean_json_object(summary or {}, "summary"))

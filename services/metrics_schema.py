@@ -18,12 +18,14 @@ EVENT_KINDS = (
     "checkpoint_saved",
     "weights_synced",
     "events_suppressed",
+    "run_resumed",
+    "run_interrupted",
     "actor_died",
     "actor_restored",
     "actor_replaced",
     "actor_retired",
 )
-RUN_STATUSES = ("running", "finished", "failed")
+RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 
 
 def _num(x: Any) -> bool:

@@ -37,10 +37,21 @@ from tqdm import tqdm
 
 from shoal import PROCESS_STARTED
 from shoal.builders import make_builder
+from shoal.learner.checkpoint import read_driver_state
 from shoal.services.actors import ACTOR_ENV, BufferActor, LearnerActor, ScorerActor, WorkerActor
 from shoal.services.config import ConfigError, ShoalConfig
 from shoal.services.pools import ActorPool
-from shoal.services.run import RunContext, build_summary, close_run, open_run, untrainable_reason
+from shoal.services.run import (
+    Interrupted,
+    RunContext,
+    build_summary,
+    close_run,
+    open_run,
+    resumed,
+    sigterm_as_interrupt,
+    uninterruptible,
+    untrainable_reason,
+)
 from shoal.services.secrets import redact_url
 from shoal.services.weights import pack_dir
 from shoal.utils import RunError
@@ -199,6 +210,10 @@ class RayProgram:
     ) -> None:
         self.cfg, self.ctx = cfg, ctx
         self.builder = b = builder or make_builder(cfg)
+        # A resumed run: the data position first, before any request is drawn.
+        self.resume_state = read_driver_state(cfg.run.resume_from) if cfg.run.resume_from else None
+        if self.resume_state is not None:
+            b.load_state_dict(self.resume_state.get("builder") or {})
         # The first request: a prompt builder loads the policy's tokenizer (importing
         # transformers: ~3 s of a 2-core machine) on first use; run_ray starts it before Ray.
         self.first_request = first_request or prefetch_request(b)
@@ -236,6 +251,9 @@ class RayProgram:
         if initial:
             ray.get(self.buffer.add.remote(initial))
             print(f"[shoal] replay holds the data set: {len(initial)} items", flush=True)
+        self.before: dict[str, float] | None = None  # the evaluation at the start (kept across a resume)
+        if self.resume_state is not None:
+            self.restore(self.resume_state)
         self.sync(wait=True)
         self.mark("first_sync")
 
@@ -455,11 +473,46 @@ class RayProgram:
 
     # -- main loop --------------------------------------------------------------------------
     def train_request(self) -> Any:
-        return self.learner.train_step.remote(self.buffer, self.builder.collecting())
+        """The next learner step; the step that ends with a periodic checkpoint carries the
+        driver's state (the learner adds the replay's snapshot)."""
+        every = self.cfg.run.checkpoint_interval
+        state = self.driver_state() if every and (self.version + 1) % every == 0 else None
+        return self.learner.train_step.remote(self.buffer, self.builder.collecting(), state)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def driver_state(self) -> dict[str, Any]:
+        """The driver's side of a checkpoint: data position and counters. Requests in flight
+        when it is taken are not in it: a resumed run draws new prompts instead."""
+        return {
+            "builder": self.builder.state_dict(),
+            "samples": self.samples,
+            "drawn": self.drawn,
+            "before": self.before,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's driver state (the learner restored itself from
+        run.resume_from): the replay's snapshot, the counters, the start evaluation."""
+        lost = ["the requests in flight when the checkpoint was taken"] if state else ["the data position"]
+        if state.get("buffer") is not None:
+            ray.get(self.buffer.restore.remote(state["buffer"]))
+        elif state:
+            lost.append("the replay's contents (this replay takes no snapshot)")
+        self.version = ray.get(self.learner.policy_version.remote())
+        self.samples, self.drawn = int(state.get("samples", 0)), int(state.get("drawn", 0))
+        self.before = state.get("before")
+        resumed(self.ctx, self.version, str(self.cfg.run.resume_from), lost)
+
+    def save(self) -> str | None:
+        """A checkpoint now (the end of the run, or an interrupt): learner, driver, replay."""
+        state = {**self.driver_state(), "buffer": ray.get(self.buffer.snapshot.remote(), timeout=120)}
+        path = ray.get(self.learner.checkpoint.remote(True, state), timeout=600)
+        self.version = ray.get(self.learner.policy_version.remote())  # a step in flight finished first
+        return path
 
     def run(self, progress: bool = True) -> dict[str, float]:
         total = self.cfg.run.total_steps
-        bar = tqdm(total=total, desc="learner steps", disable=not progress)
+        bar = tqdm(total=total, initial=self.version, desc="learner steps", disable=not progress)
         busy = {info.worker for kind, info in self.pending.values() if kind == "chain"}
         self.idle.update({i: 0.0 for i in self.rollout.healthy_slots() if i not in busy and i not in self.idle})
         self.refill(self.room())
@@ -497,8 +550,14 @@ class RayProgram:
             **self.builder.progress_fields(m), samples_s=f"{sps:.1f}", lag=f"{m.get('learner/policy_lag_mean', 0):.2f}"
         )
         self.events.log({"rollout/total_samples_per_s": sps}, step=self.version)
-        if self.before_refs is None:  # queued on the workers behind their requests, ahead of any new weights
-            self.before_refs = self.evaluate_start()
+        if self.before_refs is None and self.before is None:  # queued on the workers behind their
+            self.before_refs = self.evaluate_start()  # requests, ahead of any new weights
+        elif (
+            self.before is None
+            and self.before_refs
+            and not ray.wait(self.before_refs, num_returns=len(self.before_refs), timeout=0)[1]
+        ):
+            self.before = self.evaluate_finish(self.before_refs)  # ready: kept in checkpoints from now on
         if self.version % self.cfg.rollout.sync_interval == 0:
             self.sync()
         if self.version < self.cfg.run.total_steps:
@@ -598,7 +657,7 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
     status, summary, started_ray = "failed", {}, None
     try:
         builder = make_builder(cfg)
-        first_request = prefetch_request(builder)  # overlaps with Ray's start
+        first_request = None if cfg.run.resume_from else prefetch_request(builder)  # overlaps with Ray's start
         started_ray = init_ray(cfg)
         ray_up = round(time.time() - PROCESS_STARTED, 2)
         check_resources(
@@ -610,10 +669,20 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
         )
         prog = RayProgram(cfg, ctx, started_ray, builder, first_request)
         prog.startup["ray_up"] = ray_up
-        last = prog.run(progress)
-        before = prog.evaluate_finish(prog.before_refs if prog.before_refs is not None else prog.evaluate_start())
-        ray.get(prog.learner.checkpoint.remote(True))
-        summary = build_summary(ctx, before, prog.evaluate(), prog.counters(last))
+        try:
+            with sigterm_as_interrupt():
+                last = prog.run(progress)
+        except KeyboardInterrupt:
+            status = "interrupted"
+            path = uninterruptible(prog.save)
+            summary = {"interrupted_at": prog.version, "checkpoint": path}
+            raise Interrupted(ctx.run_id, prog.version, cfg.run.total_steps, path) from None
+        if prog.before is None:
+            prog.before = prog.evaluate_finish(
+                prog.before_refs if prog.before_refs is not None else prog.evaluate_start()
+            )
+        prog.save()
+        summary = build_summary(ctx, prog.before, prog.evaluate(), prog.counters(last))
         status = "finished"
         return summary
     finally:

@@ -5,7 +5,11 @@ evaluation, and the summary table. Shared by `services/local.py` and `services/p
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +39,9 @@ def new_run_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
 
 
-def open_run(cfg: ShoalConfig, run_id: str | None = None) -> RunContext:
-    """Create the run directory, save the resolved config, connect the metrics store."""
+def open_run(cfg: ShoalConfig, run_id: str | None = None, resume: bool = False) -> RunContext:
+    """Create the run directory, save the resolved config, connect the metrics store. With
+    `resume`, the run `run_id` goes on: same directory, same record and charts in Redis."""
     from shoal.services.metrics import RunRegistry, resolve_redis
 
     run_id = run_id or new_run_id(cfg.run.name)
@@ -44,7 +49,7 @@ def open_run(cfg: ShoalConfig, run_id: str | None = None) -> RunContext:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     url, embedded = resolve_redis(cfg.run.redis_url, cfg.run.runs_dir)
-    RunRegistry(url).start_run(run_id, cfg.run.algorithm, json.dumps(public_config(cfg)))
+    RunRegistry(url).start_run(run_id, cfg.run.algorithm, json.dumps(public_config(cfg)), exist_ok=resume)
     return RunContext(cfg, run_id, run_dir, url, embedded, dashboard=start_run_dashboard(cfg, url, run_id))
 
 
@@ -63,6 +68,53 @@ def start_run_dashboard(cfg: ShoalConfig, redis_url: str, run_id: str) -> Any:
     moved = f"  (port {server.moved_from} was busy)" if server.moved_from else ""
     print(f"[shoal] dashboard: {server.url}#run={run_id}{moved}", flush=True)
     return server
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a run after it saved a checkpoint (`shoal train --resume`)."""
+
+    def __init__(self, run_id: str, step: int, total: int, checkpoint: str | None) -> None:
+        self.run_id, self.step, self.total, self.checkpoint = run_id, step, total, checkpoint
+        saved = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint could be saved"
+        super().__init__(f"run {run_id} interrupted at learner step {step} of {total} ({saved})")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`ray job stop`, `kill`, a scheduler's preemption) raises KeyboardInterrupt as
+    Ctrl-C does, so both save a checkpoint and stop the same way (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def uninterruptible(fn: Callable[[], Any]) -> Any:
+    """`fn()` with SIGINT and SIGTERM ignored: a second Ctrl-C must not leave half a
+    checkpoint (checkpoints are written atomically, but the run would lose this one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return fn()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def resumed(ctx: RunContext, step: int, checkpoint: str, lost: list[str]) -> None:
+    """Say that a run goes on, and what of its state did not come back."""
+    note = f"; not restored: {', '.join(lost)}" if lost else ""
+    print(f"[shoal] run {ctx.run_id} resumes at learner step {step} from {checkpoint}{note}", flush=True)
+    ctx.sink("driver").event("run_resumed", f"resumed at step {step} from {checkpoint}{note}")
 
 
 def close_run(ctx: RunContext, status: str, summary: dict[str, Any]) -> None:

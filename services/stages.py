@@ -104,15 +104,29 @@ class BufferStage:
     def stats(self) -> dict[str, float]:
         return self.buffer.stats()
 
+    def snapshot(self) -> dict[str, Any] | None:
+        """The replay's contents as JSON-safe data, when it can take a snapshot (None: it
+        cannot; a resumed run then starts with an empty replay and says so)."""
+        snap = getattr(self.buffer, "snapshot", None)
+        return snap() if snap is not None else None
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.buffer.restore(snap)
+
 
 class LearnerStage:
     """The learner plus timing, checkpoint cadence and metric reporting."""
 
     def __init__(
-        self, learner: Any, metrics: MetricsSink | None = None, checkpoint_interval: int = 0, run_dir: str | None = None
+        self,
+        learner: Any,
+        metrics: MetricsSink | None = None,
+        checkpoint_interval: int = 0,
+        run_dir: str | None = None,
+        keep_checkpoints: int = 0,
     ) -> None:
         self.learner, self.metrics = learner, metrics or NullMetrics()
-        self.checkpoint_interval, self.run_dir = checkpoint_interval, run_dir
+        self.checkpoint_interval, self.run_dir, self.keep_checkpoints = checkpoint_interval, run_dir, keep_checkpoints
         self.started = time.perf_counter()
         self.steps = 0
 
@@ -120,7 +134,11 @@ class LearnerStage:
     def policy_version(self) -> int:
         return self.learner.policy_version
 
-    def step(self, batch: SampledBatch) -> dict[str, float]:
+    def checkpoint_due(self) -> bool:
+        """Whether the next step ends with a periodic checkpoint (the driver then sends its state)."""
+        return bool(self.checkpoint_interval) and (self.learner.policy_version + 1) % self.checkpoint_interval == 0
+
+    def step(self, batch: SampledBatch, driver_state: dict[str, Any] | None = None) -> dict[str, float]:
         lags = [self.learner.policy_version - it.policy_version for it in batch.items]
         m = dict(self.learner.step(batch))
         m["learner/policy_lag_mean"] = sum(lags) / len(lags)
@@ -129,7 +147,7 @@ class LearnerStage:
         m["learner/steps_per_s"] = self.steps / (time.perf_counter() - self.started)
         m["learner/policy_version"] = float(self.learner.policy_version)
         self.metrics.log(m, step=self.learner.policy_version)
-        self.maybe_checkpoint()
+        self.maybe_checkpoint(driver_state=driver_state)
         return m
 
     def replay_feedback(self, batch: SampledBatch) -> tuple[list[int], list[float]] | None:
@@ -153,13 +171,22 @@ class LearnerStage:
         self.metrics.log(m, step=self.learner.policy_version)
         return m
 
-    def maybe_checkpoint(self, force: bool = False) -> str | None:
+    def maybe_checkpoint(self, force: bool = False, driver_state: dict[str, Any] | None = None) -> str | None:
+        """Save when due (every checkpoint_interval steps) or forced: the learner's state, the
+        driver's (data position, replay snapshot: `learner.checkpoint.write_driver_state`),
+        then prune to the newest keep_checkpoints."""
         v = self.learner.policy_version
         due = self.checkpoint_interval and v % self.checkpoint_interval == 0
         if self.run_dir is None or not (force or due):
             return None
-        from shoal.learner.checkpoint import checkpoint_dir
+        from shoal.learner.checkpoint import checkpoint_dir, prune_checkpoints, write_driver_state
 
         path = str(checkpoint_dir(self.run_dir, v))
         self.learner.save(path)
+        if driver_state is not None:
+            write_driver_state(path, driver_state)
+        prune_checkpoints(self.run_dir, self.keep_checkpoints)
+        event = getattr(self.metrics, "event", None)
+        if event is not None:
+            event("checkpoint_saved", f"step {v}: {path}")
         return path

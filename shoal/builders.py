@@ -197,5 +197,13 @@ class ActorLearnerBuilder:
     def progress_fields(self, m: dict[str, float]) -> dict[str, str]:
         return {}
 
+    # -- resume --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The driver-side data position (JSON), saved with each checkpoint ({}: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
 
 __all__ = ["ALGORITHMS", "ActorLearnerBuilder", "Algorithm", "algorithm", "make_builder"]

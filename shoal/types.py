@@ -86,6 +86,13 @@ class ScoredRollout:
     def policy_version(self) -> int:
         return self.rollout.policy_version
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScoredRollout:
+        """The inverse of `dataclasses.asdict` (a replay snapshot read back from JSON)."""
+        r = d["rollout"]
+        rollout = Rollout(**{**r, "prompt": Prompt(**r["prompt"])})
+        return cls(rollout=rollout, terms=RewardTerms(**d["terms"]), reward=float(d["reward"]))
+
 
 @dataclass(frozen=True)
 class PreferencePair:

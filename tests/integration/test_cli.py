@@ -256,3 +256,57 @@ def test_train_stops_when_every_reward_is_rejected(mode, sft_models, tmp_path):
     finally:
         if embedded is not None:
             embedded.close()
+
+
+def _broken_copy(src: str, dst, *, config: str | None = None, drop: tuple[str, ...] = ()):
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(src, dst)
+    if config is not None:
+        (Path(dst) / "config.json").write_text(config)
+    for pattern in drop:
+        for p in Path(dst).glob(pattern):
+            p.unlink()
+    return str(dst)
+
+
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("empty_config", ["model.path", "config.json is not valid JSON"]),
+        ("no_weights", ["model.path", "no weights"]),
+        ("rule_raises", ["reward.rule_functions", "json:dumps raised TypeError", "probe rollout"]),
+        ("rule_returns_str", ["reward.rule_functions", "returned str"]),
+        ("rule_not_callable", ["reward.rule_functions", "is not callable"]),
+        ("too_long", ["rollout.max_new_tokens", "does not fit the model's context"]),
+    ],
+)
+def test_train_fails_before_ray_starts(case, needles, sft_models, tmp_path):
+    """What used to fail inside an actor after 27-64 s of Ray start-up, as a 57-84-line
+    traceback, is checked before Ray starts: one line, in seconds."""
+    import time
+
+    policy, sets = sft_models["policy"], []
+    if case == "empty_config":
+        policy = _broken_copy(policy, tmp_path / "p", config="")
+    elif case == "no_weights":
+        policy = _broken_copy(policy, tmp_path / "p", drop=("*.safetensors",))
+    elif case == "rule_raises":
+        sets = ["--set", "reward.rule_functions=[json:dumps]"]
+    elif case == "rule_returns_str":
+        sets = ["--set", "reward.rule_functions=[shoal.reward.faults:returns_text]"]
+    elif case == "rule_not_callable":
+        sets = ["--set", "reward.rule_functions=[json:decoder]"]
+    elif case == "too_long":
+        sets = ["--set", "rollout.max_new_tokens=100000"]
+    t0 = time.monotonic()
+    r = shoal(
+        "train",
+        *("--set", f"model.path={policy}", "--set", f"reward.reward_model_path={sft_models['reward']}"),
+        *("--set", f"run.runs_dir={tmp_path}/runs", "--set", "dashboard.enabled=false", *sets),
+        timeout=120,
+    )
+    assert_one_line_error(r, *needles)
+    assert "Started a local Ray" not in r.stderr  # nothing was started
+    assert time.monotonic() - t0 < 30

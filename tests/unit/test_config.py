@@ -156,8 +156,11 @@ def test_ptx_data_file_errors_name_file_and_line(tmp_path, sft_like_model_dir):
 
 @pytest.fixture
 def sft_like_model_dir(tmp_path):
-    """A directory that passes the model.path check (config.json present)."""
+    """A directory that passes the model.path check without loading (shoal.model_dirs): a
+    config with a model_type, a weights file and a tokenizer file."""
     d = tmp_path / "policy"
     d.mkdir()
-    (d / "config.json").write_text("{}")
+    (d / "config.json").write_text('{"model_type": "llama", "max_position_embeddings": 64}')
+    (d / "model.safetensors").write_bytes(b"")
+    (d / "tokenizer.json").write_text("{}")
     return d

@@ -198,6 +198,7 @@ def train_loop(pipe: LocalPipeline, total: int, bar: Any) -> dict[str, float]:
     first so that a resumed run takes the steps an uninterrupted one would take next."""
     last: dict[str, float] = {}
     while pipe.learner.policy_version < total:
+        pipe.ctx.tick()
         trained = False
         while pipe.learner.policy_version < total and (m := pipe.train_step()) is not None:
             last, trained = m, True

@@ -228,6 +228,9 @@ def check_run_id(run_id: str) -> str:
 # ---------------------------------------------------------------- writers
 
 
+HEARTBEAT_LOST_S = 60.0  # a "running" run whose driver wrote no heartbeat this long is reported failed
+
+
 class EventLimiter:
     """At most `per_window` events of one kind per `window_s` seconds; the rest are counted and
     reported as one `events_suppressed` event when the kind's next window opens (a reward
@@ -370,6 +373,7 @@ class RunRegistry:
             "status": "running",
             "algorithm": str(algorithm),
             "started_at": repr(now),
+            "heartbeat_at": repr(now),
             "ended_at": "",
             "config_json": to_json(clean_json_object(config, "config")),
             "summary_json": "{}",
@@ -383,6 +387,10 @@ class RunRegistry:
         pipe.execute()
         if not exists:
             RedisMetrics(self.url, run_id, "driver").event("run_started", f"{algorithm} run {run_id} started")
+
+    def heartbeat(self, run_id: str) -> None:
+        """The driver is alive (every few seconds; a run without one for HEARTBEAT_LOST_S is lost)."""
+        self.client.hset(run_key(check_run_id(run_id)), "heartbeat_at", repr(time.time()))
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
         """Mark the run `finished`, `failed` or `interrupted` with its summary (non-finite numbers -> null)."""
@@ -444,9 +452,12 @@ class MetricsReader:
         if started is None:
             return None
         status = fields.get("status")
+        heartbeat = finite_float(fields.get("heartbeat_at"))
+        lost = status == "running" and heartbeat is not None and time.time() - heartbeat > HEARTBEAT_LOST_S
         return {
             "run_id": run_id,
-            "status": status if status in RUN_STATUSES else "unknown",
+            "status": "failed" if lost else status if status in RUN_STATUSES else "unknown",
+            **({"reason": f"its driver stopped (no heartbeat for {time.time() - heartbeat:.0f} s)"} if lost else {}),
             "algorithm": fields.get("algorithm", ""),
             "started_at": started,
             "ended_at": finite_float(fields.get("ended_at")),

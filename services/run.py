@@ -26,6 +26,44 @@ class RunContext:
     embedded: Any = None
     started: float = field(default_factory=time.time)
     dashboard: Any = None
+    next_check: float = 0.0
+    store_warned: bool = False
+
+    def tick(self, every_s: float = 5.0) -> None:
+        """Called from the driver's loop: every few seconds, restart a dead embedded Redis on
+        its port (the actors' URL stays valid) and write the run's heartbeat (a run whose
+        driver died is then seen as failed: `services.metrics.HEARTBEAT_LOST_S`)."""
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + every_s
+        import redis
+
+        from shoal.services.metrics import RunRegistry
+
+        if self.embedded is not None and not self.embedded.alive():
+            try:
+                self.embedded = self.embedded.restart()
+                print(
+                    f"[shoal] the embedded Redis ({self.embedded.db_path.name}) died; restarted it on the same port: "
+                    "metrics written since its last save are lost",
+                    flush=True,
+                )
+            except Exception as e:  # noqa: BLE001 - the run goes on without metrics
+                self._warn_store(e)
+                return
+        try:
+            RunRegistry(self.redis_url).heartbeat(self.run_id)
+        except (redis.RedisError, ValueError) as e:
+            self._warn_store(e)
+
+    def _warn_store(self, err: Exception) -> None:
+        if not self.store_warned:
+            self.store_warned = True
+            print(
+                f"[shoal] the metrics store does not answer ({type(err).__name__}); training goes on without metrics",
+                flush=True,
+            )
 
     def sink(self, source: str) -> Any:
         """Redis metrics, mirrored to Prometheus gauges when Ray is up (services/prometheus.py)."""
@@ -118,11 +156,25 @@ def resumed(ctx: RunContext, step: int, checkpoint: str, lost: list[str]) -> Non
 
 
 def close_run(ctx: RunContext, status: str, summary: dict[str, Any]) -> None:
+    """Write summary.json and the run's final status. A metrics store that died does not fail
+    a run that trained: the embedded one is restarted for the record, a remote one is left
+    with a warning (the summary is on disk)."""
+    import redis
+
     from shoal.services.metrics import RunRegistry
 
     try:
         (ctx.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        RunRegistry(ctx.redis_url).finish_run(ctx.run_id, status, summary)
+        ctx.next_check = 0.0
+        ctx.tick()
+        try:
+            RunRegistry(ctx.redis_url).finish_run(ctx.run_id, status, summary)
+        except (redis.RedisError, ValueError) as e:
+            print(
+                f"[shoal] warning: the run's end could not be recorded in the metrics store ({type(e).__name__}); "
+                f"its summary is in {ctx.run_dir / 'summary.json'}",
+                flush=True,
+            )
     finally:
         if ctx.dashboard is not None:
             ctx.dashboard.stop()

@@ -26,6 +26,7 @@ from typing import Any
 import ray
 
 from shoal.builders import make_builder
+from shoal.learner.checkpoint import latest_checkpoint
 from shoal.services.config import ShoalConfig
 from shoal.services.metrics import RedisMetrics
 from shoal.services.prometheus import PrometheusMetrics, TeeMetrics
@@ -222,6 +223,14 @@ class LearnerActor(_Timed):
         model_bundles: dict[str, dict[str, bytes]] | None = None,
     ) -> None:
         self.cfg = _setup(cfg_json)
+        # Restarted by Ray after a crash: go on from the run's newest checkpoint, not the start.
+        self.restored_from = (
+            latest_checkpoint(run_dir) if ray.get_runtime_context().was_current_actor_reconstructed else None
+        )
+        if self.restored_from is not None:
+            self.cfg = self.cfg.model_copy(
+                update={"run": self.cfg.run.model_copy(update={"resume_from": str(self.restored_from)})}
+            )
         builder = make_builder(self.cfg)
         learner = builder.make_learner(_model_dirs(model_bundles))
         self.batch_size = builder.batch_size()
@@ -234,6 +243,10 @@ class LearnerActor(_Timed):
 
     def policy_version(self) -> int:
         return self.stage.policy_version
+
+    def restored(self) -> str | None:
+        """The checkpoint this (restarted) learner resumed from; None: it started fresh."""
+        return str(self.restored_from) if self.restored_from is not None else None
 
     def train_step(self, buffer: Any, collecting: bool = True, driver_state: dict | None = None) -> dict[str, float]:
         """Wait for a batch from the buffer actor, then take one learner step. With nothing

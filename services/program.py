@@ -40,7 +40,7 @@ from shoal.builders import make_builder
 from shoal.learner.checkpoint import read_driver_state
 from shoal.services.actors import ACTOR_ENV, BufferActor, LearnerActor, ScorerActor, WorkerActor
 from shoal.services.config import ConfigError, ShoalConfig
-from shoal.services.pools import ActorPool
+from shoal.services.pools import ActorPool, describe_error
 from shoal.services.run import (
     Interrupted,
     RunContext,
@@ -220,7 +220,7 @@ class RayProgram:
         self.env_opts = actor_env_options(started_ray)
         self.colocated = scorer_placement(cfg, started_ray) == "workers" and b.num_scorers() > 0
         self.events = ctx.sink("driver")
-        self.version, self.samples = 0, 0
+        self.version, self.samples, self.learner_deaths = 0, 0, 0
         self.requests_done, self.accepted_any = 0, False  # until the replay accepts something (check_trainable)
         self.last_step_t = time.perf_counter()  # the stall watchdog's clock (run.stall_timeout_s)
         # start-up timeline, seconds since the command started (summary `startup_s`, benchmarks/startup.py)
@@ -287,7 +287,13 @@ class RayProgram:
         }
 
     def learner_options(self) -> dict[str, Any]:
-        return {"num_cpus": self.cfg.run.learner_num_cpus, "num_gpus": self.cfg.run.learner_num_gpus, **self.env_opts}
+        run = self.cfg.run
+        return {
+            "num_cpus": run.learner_num_cpus,
+            "num_gpus": run.learner_num_gpus,
+            "max_restarts": MAX_RESTARTS,  # back from its newest checkpoint (recover_learner)
+            **self.env_opts,
+        }
 
     # -- weights ---------------------------------------------------------------------------
     def sync(self, wait: bool = False) -> None:
@@ -407,6 +413,40 @@ class RayProgram:
             self.idle[i] = 0.0
         self.scoring.recover()
 
+    def recover_learner(self, err: RayActorError, bar: Any) -> None:
+        """The learner died: Ray restarts it and it loads the run's newest checkpoint. Wait
+        for it, take its step as the run's, send its weights to the workers, and go on; the
+        steps since that checkpoint are taken again (the driver's data position is unaffected)."""
+        self.learner_deaths += 1
+        lost_at = self.version
+        if self.learner_deaths > MAX_RESTARTS:
+            raise RunError(
+                f"the learner died {self.learner_deaths} times (last: {describe_error(err)}); its checkpoints are in "
+                f"{self.ctx.run_dir / 'checkpoints'}: continue with `shoal train CONFIG --resume {self.ctx.run_id}`"
+            ) from None
+        self.say("actor_died", f"learner died at step {lost_at} ({describe_error(err)}); Ray restarts it")
+        t0, deadline = time.perf_counter(), time.perf_counter() + max(self.cfg.run.stall_timeout_s, 60.0)
+        while True:
+            try:
+                ray.get(self.learner.ping.remote(), timeout=30)
+                break
+            except (RayActorError, ray.exceptions.GetTimeoutError) as e:
+                if time.perf_counter() > deadline:
+                    raise RunError(f"the learner did not come back ({describe_error(e)})") from None
+                time.sleep(1.0)
+        self.version = ray.get(self.learner.policy_version.remote())
+        source = ray.get(self.learner.restored.remote()) or "the start (no checkpoint yet)"
+        self.say(
+            "actor_restored",
+            f"learner is back at step {self.version} from {source} after {time.perf_counter() - t0:.1f} s; "
+            f"steps {self.version + 1}-{lost_at} are taken again",
+        )
+        bar.n = self.version
+        bar.refresh()
+        self.last_step_t = time.perf_counter()
+        self.sync(wait=True)  # the old weights' objects died with the old learner
+        self.pending[self.train_request()] = ("learn", None)
+
     def actor_failure(self, err: Exception, chain: _Chain | None = None) -> RunError:
         """An error raised inside an actor (or an actor lost that no pool owns): one line
         naming the actor and the cause for the user; the traceback goes to the run's log."""
@@ -414,6 +454,11 @@ class RayProgram:
         if isinstance(cause, RunError):
             return cause
         fn = getattr(err, "function_name", "") or ""
+        if getattr(err, "actor_id", None) == self.buffer._actor_id.hex():
+            return RunError(
+                f"the replay buffer died ({describe_error(err)}); the learner's checkpoints are in "
+                f"{self.ctx.run_dir / 'checkpoints'}: continue with `shoal train CONFIG --resume {self.ctx.run_id}`"
+            )
         if "WorkerActor" in fn:
             who = f"rollout-{chain.worker}" if chain is not None else "a rollout worker"
         elif "ScorerActor" in fn:
@@ -536,7 +581,14 @@ class RayProgram:
                 elif kind == "load":
                     self.on_load(ready[0], *info)
                 else:
-                    last = self.on_learn(learner_result(ready[0]), bar, t_start)
+                    try:
+                        m = learner_result(ready[0])
+                    except RayActorError as e:
+                        if getattr(e, "actor_id", None) != self.learner._actor_id.hex():
+                            raise self.actor_failure(e) from None  # the replay buffer died under the learner
+                        self.recover_learner(e, bar)
+                        continue
+                    last = self.on_learn(m, bar, t_start)
         finally:
             bar.close()  # an error line starts on a line of its own
         self.drain()
@@ -574,6 +626,8 @@ class RayProgram:
             self.rollout.mark_dead(worker, e)  # its next request fails too; it gets weights when back
             return
         except RayTaskError as e:
+            if isinstance(e.cause, ray.exceptions.ObjectLostError):  # the weights' owner (a learner) died:
+                return  # the restarted learner sends new ones
             raise self.actor_failure(e) from None
         self.events.log(
             {"weights/sync_s": time.perf_counter() - t0, "weights/load_s": out.get("weights/load_s", 0.0)},
@@ -618,7 +672,11 @@ class RayProgram:
             "learner_steps": self.version,
             self.builder.unit: self.samples,
             **self.builder.counters(stats, rejected, dropped),
-            "actor_deaths": {"rollout": self.rollout.deaths(), "reward": self.scoring.deaths()},
+            "actor_deaths": {
+                "rollout": self.rollout.deaths(),
+                "reward": self.scoring.deaths(),
+                "learner": self.learner_deaths,
+            },
             "requeued": self.requeued_units,
             "drawn": self.drawn,
             "first_step_s": self.startup.get("first_step"),

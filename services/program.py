@@ -679,6 +679,8 @@ class RayProgram:
             },
             "requeued": self.requeued_units,
             "drawn": self.drawn,
+            "replay_added": stats.get("buffer/added"),
+            "replay_refused": stats.get("buffer/rejected_full"),
             "first_step_s": self.startup.get("first_step"),
             "startup_s": dict(sorted({**self.startup, **self.actors_ready()}.items(), key=lambda kv: kv[1])),
             **self.builder.final_metrics(last),
@@ -701,6 +703,14 @@ class RayProgram:
         return {**ready, "actors_ready": max(ready.values())}
 
 
+def start_failure(ctx: RunContext, err: Exception) -> RunError:
+    """An actor that failed in its constructor: one line, the traceback in the run's log."""
+    log = ctx.run_dir / "errors.log"
+    with log.open("a") as f:
+        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} actor start-up\n{err}\n")
+    return RunError(f"the run's actors did not start: {describe_error(err)} (traceback in {log})")
+
+
 def learner_result(ref: Any) -> dict[str, float]:
     """A train_step's metrics; a RunError raised in the learner reaches the user as itself."""
     try:
@@ -711,7 +721,18 @@ def learner_result(ref: Any) -> dict[str, float]:
         raise
 
 
+def precheck_ray(cfg: ShoalConfig) -> None:
+    """The Ray checks that need no Ray: the cluster address answers, a local Ray fits the
+    machine (one line in a second or two, before the run is registered)."""
+    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_ray_address(address)
+    elif not ray.is_initialized():
+        local_cpus(cfg, scorer_placement(cfg, "local"))
+
+
 def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = None) -> dict[str, Any]:
+    precheck_ray(cfg)
     ctx = ctx or open_run(cfg)  # first: a metrics store that does not answer fails fast
     status, summary, started_ray = "failed", {}, None
     try:
@@ -726,22 +747,28 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
             f"[shoal] run {ctx.run_id}: {cfg.rollout.num_workers} rollout worker(s), metrics at {redact_url(ctx.redis_url)}",
             flush=True,
         )
-        prog = RayProgram(cfg, ctx, started_ray, builder, first_request)
+        try:
+            prog = RayProgram(cfg, ctx, started_ray, builder, first_request)
+        except (RayActorError, RayTaskError) as e:
+            raise start_failure(ctx, e) from None
         prog.startup["ray_up"] = ray_up
         try:
-            with sigterm_as_interrupt():
-                last = prog.run(progress)
-        except KeyboardInterrupt:
-            status = "interrupted"
-            path = uninterruptible(prog.save)
-            summary = {"interrupted_at": prog.version, "checkpoint": path}
-            raise Interrupted(ctx.run_id, prog.version, cfg.run.total_steps, path) from None
-        if prog.before is None:
-            prog.before = prog.evaluate_finish(
-                prog.before_refs if prog.before_refs is not None else prog.evaluate_start()
-            )
-        prog.save()
-        summary = build_summary(ctx, prog.before, prog.evaluate(), prog.counters(last))
+            try:
+                with sigterm_as_interrupt():
+                    last = prog.run(progress)
+            except KeyboardInterrupt:
+                status = "interrupted"
+                path = uninterruptible(prog.save)
+                summary = {"interrupted_at": prog.version, "checkpoint": path}
+                raise Interrupted(ctx.run_id, prog.version, cfg.run.total_steps, path) from None
+            if prog.before is None:
+                prog.before = prog.evaluate_finish(
+                    prog.before_refs if prog.before_refs is not None else prog.evaluate_start()
+                )
+            prog.save()
+            summary = build_summary(ctx, prog.before, prog.evaluate(), prog.counters(last))
+        except (RayActorError, RayTaskError) as e:  # whichever call met the failure first: one line
+            raise prog.actor_failure(e) from None
         status = "finished"
         return summary
     finally:

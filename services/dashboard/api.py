@@ -102,6 +102,54 @@ def read_stream(
     return {"entries": good, "cursor": cursor, "more": len(raw) >= limit, "skipped": len(entries) - len(good)}
 
 
+FULL_LOAD_MAX = 3000  # a first load of a longer stream is thinned (`read_stream_thinned`)
+THIN_WINDOWS = 160  # ... to this many time windows of the older part,
+THIN_PER_WINDOW = 8  # ... this many entries each (about one learner step of every source),
+RECENT_ENTRIES = 480  # ... plus the newest entries at full resolution
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def window_bounds(first_ms: int, last_ms: int, windows: int) -> list[tuple[str, str]]:
+    """`windows` consecutive XRANGE bounds (ms stream ids) covering [first_ms, last_ms]."""
+    span = max(last_ms - first_ms + 1, 1)
+    edges = [first_ms + span * i // windows for i in range(windows + 1)]
+    return [(f"{lo}-0", f"{hi - 1}-18446744073709551615") for lo, hi in zip(edges, edges[1:]) if hi > lo]
+
+
+def read_stream_thinned(client: Any, key: str, decode: Callable[[str, dict], dict | None]) -> dict | None:
+    """A first load of a long stream, in bounded size and time: the newest RECENT_ENTRIES
+    at full resolution, and before them THIN_PER_WINDOW entries from each of THIN_WINDOWS
+    equal time windows (one pipelined round trip). None when the stream is short enough to
+    send whole. The cursor is the newest entry, so polling goes on from there unthinned."""
+    total = client.xlen(key)
+    if total <= FULL_LOAD_MAX:
+        return None
+    recent = list(reversed(client.xrevrange(key, "+", "-", count=RECENT_ENTRIES)))
+    first = client.xrange(key, "-", "+", count=1)
+    if not recent or not first:
+        return None
+    first_ms, split_ms = int(first[0][0].split("-")[0]), int(recent[0][0].split("-")[0])
+    pipe = client.pipeline(transaction=False)
+    for lo, hi in window_bounds(first_ms, split_ms, THIN_WINDOWS):
+        pipe.xrange(key, lo, hi, count=THIN_PER_WINDOW)
+    split = _stream_id(recent[0][0])
+    older = [e for batch in pipe.execute() for e in batch if _stream_id(e[0]) < split]
+    raw = older + recent
+    entries = [decode(entry_id, fields) for entry_id, fields in raw]
+    good = [e for e in entries if e is not None]
+    return {
+        "entries": good,
+        "cursor": recent[-1][0],
+        "more": False,
+        "skipped": len(entries) - len(good),
+        "thinned": {"total": total, "sent": len(raw)},
+    }
+
+
 # ---------------------------------------------------------------- the API
 
 
@@ -167,7 +215,9 @@ class DashboardAPI:
         rid = self._resolve(reader, ref)
         rec = self._record(reader, rid)
         rec.pop("config", None)
-        metrics = read_stream(self.client, metrics_key(rid), since, limit, decode_entry)
+        first_load = since in (None, "", "-")
+        thinned = read_stream_thinned(self.client, metrics_key(rid), decode_entry) if first_load else None
+        metrics = thinned or read_stream(self.client, metrics_key(rid), since, limit, decode_entry)
         events = read_stream(self.client, events_key(rid), events_since, 500, decode_event)
         now = time.time()
         workers = worker_rows(reader.workers(rid), rec["status"] == "running", now)
@@ -176,6 +226,7 @@ class DashboardAPI:
             "metrics": metrics["entries"],
             "cursor": metrics["cursor"],
             "more": metrics["more"],
+            "thinned": metrics.get("thinned"),
             "events": events["entries"],
             "events_cursor": events["cursor"],
             "workers": workers,

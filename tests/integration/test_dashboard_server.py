@@ -248,3 +248,42 @@ def test_shoal_dashboard_command(store):
         env={k: v for k, v in os.environ.items() if k != "SHOAL_DASHBOARD_TOKEN"},
     )
     assert refused.returncode == 2 and refused.stderr.startswith("shoal: error: dashboard.token:"), refused.stderr
+
+
+def test_first_load_of_a_10000_step_run_is_small_and_fast(store):
+    """Six sources x 10,000 steps = 60,000 stream entries: the page's first request gets the
+    older part thinned (every part of the run still on the charts, the newest at full
+    resolution) in under 1 MB and 0.5 s; polling goes on from the newest entry."""
+    from shoal.services.dashboard.api import DashboardAPI
+    from shoal.services.metrics import encode_entry
+
+    run = "long-20250101-120000-001"
+    RunRegistry(store.url).start_run(run, "ppo", {"run": {"name": "long"}})
+    client = connect(store.url)
+    sources = ["learner", "buffer", "rollout-0", "rollout-1", "reward-0", "driver"]
+    t0 = 1_700_000_000.0
+    for chunk in range(0, 10_000, 1000):
+        pipe = client.pipeline(transaction=False)
+        for step in range(chunk + 1, chunk + 1001):
+            for i, src in enumerate(sources):
+                data = {f"{src.split('-')[0]}/m{j}": 0.001 * step + j for j in range(12)}
+                t = t0 + step + 0.01 * i
+                pipe.xadd(metrics_key(run), encode_entry(src, step, data, t), id=f"{int(t * 1000)}-{i}")
+        pipe.execute()
+    api = DashboardAPI(store.url)
+    api.update(run, "-")  # warm the connection
+    start = time.perf_counter()
+    reply = api.update(run, "-")
+    elapsed = time.perf_counter() - start
+    size = len(json.dumps(reply))
+    print(f"first load: {size} bytes, {elapsed:.3f} s, {len(reply['metrics'])} entries")
+    assert size < 1_000_000 and elapsed < 0.5, (size, elapsed)
+    steps = sorted({e["step"] for e in reply["metrics"]})
+    assert steps[0] <= 50 and steps[-1] == 10_000  # from the start to the end of the run
+    assert reply["thinned"]["total"] == 60_000 and reply["more"] is False
+    newest = [e for e in reply["metrics"] if e["step"] > 9_950]
+    assert len(newest) == 50 * len(sources)  # the newest steps are all there (480 entries = 80 steps)
+    assert {e["source"] for e in reply["metrics"] if e["step"] < 5_000} == set(sources)
+    client.xadd(metrics_key(run), encode_entry("learner", 10_001, {"learner/m0": 1.0}, t0 + 10_001))
+    after = api.update(run, reply["cursor"])
+    assert [e["step"] for e in after["metrics"]] == [10_001] and after["thinned"] is None

@@ -154,3 +154,16 @@ def test_follow_line_format():
     assert "learner" in line and "step 3" in line and "learner/loss=0.123457" in line and "reward/mean=null" in line
     assert format_entry(e, only=["reward/"]).endswith("reward/mean=null")
     assert format_entry(e, only=["buffer/"]) is None
+
+
+def test_window_bounds_tile_the_range_without_overlap():
+    from shoal.services.dashboard.api import window_bounds
+
+    for first, last, n in [(1000, 1000, 5), (1000, 1009, 3), (1_700_000_000_000, 1_700_010_000_000, 160)]:
+        bounds = window_bounds(first, last, n)
+        los = [int(lo.split("-")[0]) for lo, _ in bounds]
+        his = [int(hi.split("-")[0]) for _, hi in bounds]
+        assert los[0] == first and his[-1] == last and len(bounds) <= n
+        assert all(h + 1 == lo for h, lo in zip(his, los[1:]))  # contiguous, disjoint, in order
+        for ms in range(first, min(last, first + 50) + 1):  # every millisecond falls in exactly one window
+            assert sum(lo <= ms <= hi for lo, hi in zip(los, his)) == 1

@@ -98,7 +98,7 @@
 
   async function select(runId) {
     S.gen += 1;
-    Object.assign(S, {run: runId, record: null, store: new Store(), cursor: "-", eventsCursor: "-", events: [], skippedStream: 0, config: null});
+    Object.assign(S, {run: runId, record: null, store: new Store(), cursor: "-", eventsCursor: "-", events: [], skippedStream: 0, config: null, thinned: null});
     history.replaceState(null, "", location.pathname + location.search + "#run=" + encodeURIComponent(runId));
     renderRunList();
     $("#main").hidden = false;
@@ -128,6 +128,7 @@
       if (gen !== S.gen) return;
       const statusChanged = S.record && S.record.status !== r.run.status;
       S.record = r.run; S.cursor = r.cursor; S.eventsCursor = r.events_cursor; more = r.more;
+      if (r.thinned) S.thinned = r.thinned;  // a long run's first load: older points thinned
       S.store.ingest(r.metrics);
       S.events = S.events.concat(r.events).slice(-200);
       S.skippedStream += r.skipped.stream; S.skippedNow = r.skipped.current;
@@ -228,7 +229,8 @@
     if (S.error) { live.className = "live error"; live.textContent = S.error; return; }
     const running = S.record && S.record.status === "running";
     live.className = "live" + (running ? " on" : "");
-    live.textContent = running ? `live · ${S.store ? S.store.count : 0} points` : (S.record ? `${S.record.status} · ${S.store.count} points` : "connecting…");
+    const thin = S.thinned ? ` (older points thinned: ${S.thinned.sent} of ${S.thinned.total} loaded)` : "";
+    live.textContent = (running ? `live · ${S.store ? S.store.count : 0} points` : (S.record ? `${S.record.status} · ${S.store.count} points` : "connecting…")) + thin;
   }
 
   function renderConfig(run) {

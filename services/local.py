@@ -26,7 +26,7 @@ from shoal.services.run import (
     close_run,
     open_run,
     resumed,
-    sigterm_as_interrupt,
+    stop_on_signals,
     torch_setup,
     uninterruptible,
     untrainable_reason,
@@ -174,8 +174,8 @@ def run_local(cfg: Any, progress: bool = True, ctx: RunContext | None = None) ->
         total = cfg.run.total_steps
         bar = tqdm(total=total, initial=pipe.learner.policy_version, desc="learner steps", disable=not progress)
         try:
-            with sigterm_as_interrupt():
-                last = train_loop(pipe, total, bar)
+            with stop_on_signals() as stop:
+                last = train_loop(pipe, total, bar, stop)
         except KeyboardInterrupt:
             bar.close()
             status = "interrupted"
@@ -193,20 +193,26 @@ def run_local(cfg: Any, progress: bool = True, ctx: RunContext | None = None) ->
         close_run(ctx, status, summary)
 
 
-def train_loop(pipe: LocalPipeline, total: int, bar: Any) -> dict[str, float]:
+def train_loop(pipe: LocalPipeline, total: int, bar: Any, stop: Any = None) -> dict[str, float]:
     """Train on what the replay serves, then collect; until `total` steps. Training comes
     first so that a resumed run takes the steps an uninterrupted one would take next."""
     last: dict[str, float] = {}
+    check = stop.check if stop is not None else (lambda: None)  # Ctrl-C: stop here, between steps
     while pipe.learner.policy_version < total:
         pipe.ctx.tick()
         trained = False
-        while pipe.learner.policy_version < total and (m := pipe.train_step()) is not None:
+        while pipe.learner.policy_version < total:
+            check()
+            m = pipe.train_step()
+            if m is None:
+                break
             last, trained = m, True
             pipe.first_step_s = pipe.first_step_s or round(time.time() - PROCESS_STARTED, 1)
             bar.update(1)
             bar.set_postfix(**pipe.builder.progress_fields(m))
         if pipe.learner.policy_version >= total:
             break
+        check()
         if not (pipe.collect() or trained):  # B2: nothing can change any more; say so instead of looping
             raise RunError(
                 f"the learner can never get a batch: the replay holds {len(pipe.buffer.buffer)} items, "

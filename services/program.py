@@ -48,7 +48,7 @@ from shoal.services.run import (
     close_run,
     open_run,
     resumed,
-    sigterm_as_interrupt,
+    stop_on_signals,
     uninterruptible,
     untrainable_reason,
 )
@@ -555,7 +555,7 @@ class RayProgram:
         self.version = ray.get(self.learner.policy_version.remote())  # a step in flight finished first
         return path
 
-    def run(self, progress: bool = True) -> dict[str, float]:
+    def run(self, progress: bool = True, stop: Any = None) -> dict[str, float]:
         total = self.cfg.run.total_steps
         bar = tqdm(total=total, initial=self.version, desc="learner steps", disable=not progress)
         busy = {info.worker for kind, info in self.pending.values() if kind == "chain"}
@@ -567,6 +567,8 @@ class RayProgram:
         self.last_step_t = time.perf_counter()
         try:
             while self.version < total:
+                if stop is not None:
+                    stop.check()  # between events: the learner's step in flight finishes in its actor
                 self.check_stalled()
                 self.heal()
                 self.ctx.tick()
@@ -612,7 +614,13 @@ class RayProgram:
         ):
             self.before = self.evaluate_finish(self.before_refs)  # ready: kept in checkpoints from now on
         if self.version % self.cfg.rollout.sync_interval == 0:
-            self.sync()
+            try:
+                self.sync()
+            except RayActorError as e:  # the learner died right after this step
+                if getattr(e, "actor_id", None) != self.learner._actor_id.hex():
+                    raise
+                self.recover_learner(e, bar)  # it sends the next step itself
+                return m
         if self.version < self.cfg.run.total_steps:
             self.pending[self.train_request()] = ("learn", None)
         if self.idle and self.in_flight() == 0:
@@ -754,8 +762,8 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
         prog.startup["ray_up"] = ray_up
         try:
             try:
-                with sigterm_as_interrupt():
-                    last = prog.run(progress)
+                with stop_on_signals() as stop:
+                    last = prog.run(progress, stop)
             except KeyboardInterrupt:
                 status = "interrupted"
                 path = uninterruptible(prog.save)

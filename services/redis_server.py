@@ -148,7 +148,11 @@ class EmbeddedRedis:
         atexit.unregister(self.close)
         try:
             if self._others_attached():
-                self._server.save()
+                try:
+                    self._server.save()
+                except redis.ResponseError as e:  # a background save is already writing the file
+                    if "in progress" not in str(e):
+                        raise
                 self._server.connection.disconnect()
             else:
                 self._shutdown()

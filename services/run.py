@@ -117,22 +117,40 @@ class Interrupted(Exception):
         super().__init__(f"run {run_id} interrupted at learner step {step} of {total} ({saved})")
 
 
+class StopRequest:
+    """Ctrl-C or SIGTERM during training (`stop_on_signals`): the loop stops at its next safe
+    point - between learner steps, never inside an optimizer step - and saves a checkpoint."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def check(self) -> None:
+        """At a safe point of the loop: raise KeyboardInterrupt if a stop was asked for."""
+        if self.requested:
+            raise KeyboardInterrupt("stop requested")
+
+
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (`ray job stop`, `kill`, a scheduler's preemption) raises KeyboardInterrupt as
-    Ctrl-C does, so both save a checkpoint and stop the same way (main thread only)."""
+def stop_on_signals() -> Iterator[StopRequest]:
+    """The first Ctrl-C / SIGTERM (`ray job stop`, `kill`, a scheduler's preemption) asks the
+    loop to stop after the current step; a second one interrupts at once (main thread only)."""
+    stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        if stop.requested:
+            raise KeyboardInterrupt(f"signal {signum}")
+        stop.requested = True
+        print("\n[shoal] stopping after the current step to save a checkpoint (again: stop at once)", flush=True)
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def uninterruptible(fn: Callable[[], Any]) -> Any:

@@ -68,7 +68,11 @@ def test_sigkill_of_a_worker_or_scorer_mid_run(pool_name, ray_local, sft_models,
 
     assert counters["learner_steps"] == total
     kind = "rollout" if pool_name == "rollout" else "reward"
-    assert counters["actor_deaths"] == {"rollout": int(kind == "rollout"), "reward": int(kind == "reward")}
+    assert counters["actor_deaths"] == {
+        "rollout": int(kind == "rollout"),
+        "reward": int(kind == "reward"),
+        "learner": 0,
+    }
     # every prompt drawn is in the buffer's books: trained, dropped stale, still held, or refused
     stats = ray.get(prog.buffer.stats.remote())
     assert counters["drawn"] == stats["buffer/added"] + stats["buffer/rejected_full"] + counters["rejected_nonfinite"]

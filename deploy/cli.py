@@ -77,7 +77,7 @@ def cmd_train_rm(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = _load(args)  # no torch here: the Ray driver never needs it; run_local sets its threads
     run_id = None
-    if args.resume:
+    if getattr(args, "resume", None):  # `shoal demo` comes here without the flag
         cfg, run_id = resume_config(cfg, args.resume)
     elif cfg.run.resume_from:
         _checked_checkpoint(cfg.run.resume_from, "run.resume_from")

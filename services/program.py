@@ -397,7 +397,10 @@ class RayProgram:
             self.finish_requeued()
 
     def finish_requeued(self) -> None:
-        while self.requeued and self.rollout.healthy_slots():
+        """At the end: the requests lost with a dead actor, on a healthy worker (and scorer)."""
+        while (
+            self.requeued and self.rollout.healthy_slots() and (self.scoring.healthy_slots() or not self.scoring.slots)
+        ):
             chain = _Chain(self.rollout.healthy_slots()[0], self.requeued.pop(0), self.next_scorer_slot())
             try:
                 ray.get(self.request(chain))

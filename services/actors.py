@@ -283,8 +283,5 @@ class LearnerActor(_Timed):
     def checkpoint(self, force: bool = True, driver_state: dict | None = None) -> str | None:
         return self.stage.maybe_checkpoint(force=force, driver_state=driver_state)
 
-    def checkpoint_due(self) -> bool:
-        return self.stage.checkpoint_due()
-
     def logprobs(self, prompt_ids: list, response_ids: list) -> list:
         return self.stage.learner.logprobs(prompt_ids, response_ids)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -58,11 +58,9 @@ class _Slot:
     actor_id: int  # the manager's id of the slot's current actor
     deaths: int = 0
     deaths_since_replace: int = 0
-    replaced: int = 0
     retired: bool = False
     died_at: float = 0.0
     next_probe: float = 0.0
-    history: list[str] = field(default_factory=list)
 
 
 class ActorPool:
@@ -113,13 +111,6 @@ class ActorPool:
     def deaths(self) -> int:
         return sum(s.deaths for s in self.slots)
 
-    def summary(self) -> dict[str, int]:
-        return {
-            "deaths": self.deaths(),
-            "replaced": sum(s.replaced for s in self.slots),
-            "retired": sum(s.retired for s in self.slots),
-        }
-
     # -- failures ------------------------------------------------------------------------
     def mark_dead(self, slot: int, err: BaseException) -> bool:
         """A request to `slot` failed with an actor error. Counts a death the first time (the
@@ -133,7 +124,6 @@ class ActorPool:
         s.died_at = time.monotonic()
         s.next_probe = s.died_at + backoff_s(s.deaths_since_replace)
         reason = describe_error(err)
-        s.history.append(reason)
         if s.deaths >= self.give_up_after:
             s.retired = True
             self.say(
@@ -198,6 +188,5 @@ class ActorPool:
         self.manager.add_actors([self.make(slot)])
         s.actor_id = self.manager.actor_ids()[-1]
         self.manager.set_actor_state(s.actor_id, healthy=False)  # healthy once its ping answers
-        s.replaced += 1
         s.deaths_since_replace = 0
         self.say("actor_replaced", f"{self.name(slot)}: Ray's restarts spent; started a fresh actor")

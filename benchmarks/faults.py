@@ -6,13 +6,18 @@ and reads what happened from its console, exit code and summary.json.
     python benchmarks/faults.py --only learner   # scenarios whose name contains "learner"
 
 Columns:
-- `noticed s`: from the fault (the SIGKILL, the Ctrl-C, or the command's start for bad input)
-  to the console line saying so (`... died`, the restart line) or to the exit.
+- `noticed s`: from the fault (the SIGKILL or SIGSTOP, the Ctrl-C, or the command's start for
+  bad input) to the console line saying so (`... died`, `... has not finished a request`, the
+  restart line) or to the exit. A hung actor (SIGSTOP) is noticed after run.actor_timeout_s
+  (10 s here, 600 s by default).
 - `recovered s`: from the fault to the line saying the actor is back (or, for Ctrl-C, the
   `--resume` command's time to its "resumes at" line); `-` when nothing is to be recovered.
-- `lost`: prompts drawn by the driver that are neither in the replay's books (added,
-  refused as full) nor rejected: 0 means none was lost (requests lost with a dead actor are
-  re-sent); `-` when the run ended early by design.
+- `unaccounted`: prompts drawn by the driver that are neither in the replay's books (added,
+  refused as full), nor rejected, nor counted as lost since the replay's last snapshot: 0
+  means every prompt is accounted for (requests lost with a dead actor are re-sent); `-`
+  when the run ended early by design.
+- `lost since snapshot`: rollouts a restarted replay buffer had acknowledged after the
+  snapshot it came back from (run.replay_snapshot_interval_s, 5 s by default).
 - `rc`: the exit code (`130 -> 0`: interrupted, then resumed to the end).
 
 Actors are found by Ray's process titles (`ray::WorkerActor`, `ray::ScorerActor`,
@@ -130,28 +135,34 @@ def summary_of(runs: Path) -> dict[str, Any]:
 
 
 def lost(summary: dict[str, Any]) -> int | None:
+    """Prompts drawn that the run cannot account for: not added to the replay, refused,
+    rejected, or counted as lost since the replay's last snapshot (should be 0)."""
     keys = ("drawn", "replay_added", "replay_refused", "rejected_nonfinite")
     if not all(isinstance(summary.get(k), (int, float)) for k in keys):
         return None
-    return int(summary["drawn"] - summary["replay_added"] - summary["replay_refused"] - summary["rejected_nonfinite"])
+    accounted = sum(summary[k] for k in keys[1:]) + summary.get("replay_lost", 0)
+    return int(summary["drawn"] - accounted)
 
 
 # ---- scenarios -------------------------------------------------------------------------------
 
 
-def kill_actor(title: str) -> Callable[[Run, Path], dict[str, Any]]:
+def kill_actor(title: str, sig: int = signal.SIGKILL, notice: str = "died") -> Callable[[Run, Path], dict[str, Any]]:
+    """Send `sig` to the actor process titled `title` at step 5 (SIGSTOP: a hung actor)."""
+
     def act(run: Run, runs: Path) -> dict[str, Any]:
         wait_step(run, 5)
         t = time.monotonic()
-        os.kill(ray_actor_pid(title), signal.SIGKILL)
+        os.kill(ray_actor_pid(title), sig)
         rc = run.wait()
-        noticed = run.first("died", after=t) or (time.monotonic() if rc else None)
+        noticed = run.first(notice, after=t) or (time.monotonic() if rc else None)
         back = run.first("is back", after=t)
         summary = summary_of(runs) if rc == 0 else {}
         return {
             "noticed_s": noticed - t if noticed else None,
             "recovered_s": back - t if back else None,
             "lost": lost(summary),
+            "replay_lost": summary.get("replay_lost"),
             "rc": str(rc),
         }
 
@@ -208,7 +219,12 @@ SCENARIOS: list[tuple[str, list[str], Callable[[Run, Path], dict[str, Any]]]] = 
     ("rollout worker SIGKILL", [], kill_actor("WorkerActor")),
     ("reward scorer SIGKILL", ["reward.placement=actors"], kill_actor("ScorerActor")),
     ("learner SIGKILL", ["run.checkpoint_interval=3"], kill_actor("LearnerActor")),
-    ("replay buffer SIGKILL", ["run.checkpoint_interval=3"], kill_actor("BufferActor")),
+    ("replay buffer SIGKILL", [], kill_actor("BufferActor")),
+    (
+        "rollout worker hung (SIGSTOP)",
+        ["run.actor_timeout_s=10"],
+        kill_actor("WorkerActor", signal.SIGSTOP, "has not finished a request"),
+    ),
     ("embedded Redis SIGKILL", [], kill_redis),
     ("Ctrl-C, then --resume", [f"run.total_steps={STEPS * 10}"], ctrl_c_then_resume),
     ("reward NaN for every rollout", ["reward.rule_functions=[shoal.reward.faults:nan_always]"], bad_input),
@@ -221,7 +237,8 @@ COLUMNS = [
     ("scenario", "scenario", "s"),
     ("noticed_s", "noticed s", ".1f"),
     ("recovered_s", "recovered s", ".1f"),
-    ("lost", "lost", "d"),
+    ("lost", "unaccounted", "d"),
+    ("replay_lost", "lost since snapshot", "d"),
     ("rc", "rc", "s"),
 ]
 

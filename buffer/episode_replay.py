@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shoal.types import Episode, SampledBatch
+from shoal.types import Episode, SampledBatch, from_record, to_record
 
 CutFn = Callable[[Episode, Any], list[Any]]
 
@@ -99,6 +99,21 @@ class EpisodeReplay:
     def recent_episodes(self, n: int) -> list[tuple[Episode, Any]]:
         """The last n (episode, states) pairs added (oldest first)."""
         return list(self.recent)[-n:] if n > 0 else []
+
+    def snapshot(self) -> dict[str, Any]:
+        """The replay's snapshot plus the pending queue and counters (JSON-safe). The recent
+        episodes kept for R2D2's dQ diagnostic are not in it: the diagnostic waits for new ones."""
+        return {
+            "replay": self.replay.snapshot(),
+            "pending": [to_record(it) for it in self.pending],
+            "counters": [self.episodes_added, self.items_queued, self.refused],
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.replay.restore(snap["replay"])
+        self.pending = deque(from_record(d) for d in snap["pending"])
+        self.episodes_added, self.items_queued, self.refused = (int(x) for x in snap["counters"])
+        self.recent.clear()
 
     def stats(self) -> dict[str, float]:
         return {

@@ -16,10 +16,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
-from shoal.types import SampledBatch, ScoredRollout, is_stale, policy_lag
+from shoal.types import SampledBatch, from_record, is_stale, policy_lag, to_record
 
 
 class FIFOQueue:
@@ -75,16 +74,16 @@ class FIFOQueue:
 
     def snapshot(self) -> dict[str, Any]:
         """Contents and counters as JSON-safe data (a checkpoint's replay snapshot; never
-        pickle). Items are ScoredRollouts."""
+        pickle; `shoal.types.to_record`)."""
         return {
-            "items": [asdict(it) for _, it in self._items],
+            "items": [to_record(it) for _, it in self._items],
             "counters": [self.added, self.sampled, self.dropped_stale, self.rejected_full],
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Replace contents and counters with a `snapshot()` (waiting times start again)."""
         now = time.monotonic()
-        self._items = deque((now, ScoredRollout.from_dict(d)) for d in snap["items"])
+        self._items = deque((now, from_record(d)) for d in snap["items"])
         self.added, self.sampled, self.dropped_stale, self.rejected_full = (int(x) for x in snap["counters"])
 
     def last_policy_lags(self) -> list[int]:

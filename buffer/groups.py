@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shoal.types import SampledBatch, is_stale, policy_lag
+from shoal.types import SampledBatch, from_record, is_stale, policy_lag, to_record
 
 
 def prompt_key(item: Any) -> str:
@@ -130,6 +130,26 @@ class GroupQueue:
         self._last_lags = [policy_lag(learner_version, it.policy_version) for it in items]
         self._last_wait_s = sum(now - t for t, _ in popped) / batch_size
         return SampledBatch(items=items, weights=[1.0] * len(items), dropped_stale=dropped)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Whole groups and counters as JSON-safe data (a replay snapshot; never pickle)."""
+        return {
+            "groups": [[to_record(it) for it in members] for _, members in self._groups],
+            "counters": [
+                self.added, self.sampled, self.dropped_stale, self.rejected_full, self.dropped_small,
+                self.groups_added, self.groups_sampled,
+            ],
+        }  # fmt: skip
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace groups and counters with a `snapshot()` (waiting times start again)."""
+        now = time.monotonic()
+        self._groups = deque((now, [from_record(d) for d in members]) for members in snap["groups"])
+        self._size = sum(len(m) for _, m in self._groups)
+        (
+            self.added, self.sampled, self.dropped_stale, self.rejected_full, self.dropped_small,
+            self.groups_added, self.groups_sampled,
+        ) = (int(x) for x in snap["counters"])  # fmt: skip
 
     def last_policy_lags(self) -> list[int]:
         """Policy lag of each item (rollout) in the last sampled batch."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from shoal.buffer.groups import prompt_key
-from shoal.types import PreferencePair, SampledBatch, ScoredRollout, is_stale, policy_lag
+from shoal.types import PreferencePair, SampledBatch, ScoredRollout, from_record, is_stale, policy_lag, to_record
 
 
 class PairDataset:
@@ -74,6 +74,26 @@ class PairDataset:
             policy_lag(learner_version, it.policy_version) if it.policy_version >= 0 else 0 for it in items
         ]
         return SampledBatch(items=items, weights=[1.0] * batch_size)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The pass position (order left, RNG) and counters, not the pairs: they are the
+        run's data set, loaded again before `restore` (`ShoalBuilder.initial_items`)."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "size": len(self._items),
+            "order": list(self._order),
+            "rng": [version, list(internal), gauss],
+            "counters": [self.added, self.sampled, self.rejected_full, self.epochs],
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Continue the pass of a `snapshot()` over the same data set (ValueError if its size differs)."""
+        if int(snap["size"]) != len(self._items):
+            raise ValueError(f"the snapshot is of {snap['size']} pairs but the data set has {len(self._items)}")
+        version, internal, gauss = snap["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self._order = [int(i) for i in snap["order"]]
+        self.added, self.sampled, self.rejected_full, self.epochs = (int(x) for x in snap["counters"])
 
     def last_policy_lags(self) -> list[int]:
         return list(self._last_lags)
@@ -201,6 +221,26 @@ class PairQueue:
         self.sampled += batch_size
         self._last_lags = [policy_lag(learner_version, p.policy_version) for p in items]
         return SampledBatch(items=items, weights=[1.0] * batch_size, dropped_stale=dropped)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Queued pairs and counters as JSON-safe data (a replay snapshot; never pickle)."""
+        return {
+            "pairs": [to_record(p) for p in self._pairs],
+            "counters": [
+                self.added, self.sampled, self.dropped_stale, self.rejected_full, self.groups_added,
+                self.tied_groups, self.gold_pairs, self.gold_agree,
+            ],
+            "gaps": [self.judge_gap_sum, self.gold_gap_sum],
+        }  # fmt: skip
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace pairs and counters with a `snapshot()`."""
+        self._pairs = deque(from_record(d) for d in snap["pairs"])
+        (
+            self.added, self.sampled, self.dropped_stale, self.rejected_full, self.groups_added,
+            self.tied_groups, self.gold_pairs, self.gold_agree,
+        ) = (int(x) for x in snap["counters"])  # fmt: skip
+        self.judge_gap_sum, self.gold_gap_sum = (float(x) for x in snap["gaps"])
 
     def last_policy_lags(self) -> list[int]:
         return list(self._last_lags)

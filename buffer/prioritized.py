@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from shoal.buffer.sum_tree import MinTree, SumTree
-from shoal.types import SampledBatch, policy_lag
+from shoal.types import SampledBatch, from_record, policy_lag, to_record
 
 PRIORITY_FLOOR = 1e-6
 INITIAL_MAX_PRIORITY = 1.0  # PER / baselines
@@ -249,6 +249,49 @@ class PrioritizedSequenceReplay:
             "buffer/rate_limited_samples": float(self.rate_limited_samples),
             "buffer/ignored_priority_updates": float(self.ignored_updates),
         }
+
+    # ---- snapshots (JSON-safe; never pickle) ----------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Held items with their slots, keys and raw priorities, the counters, the sampling
+        RNG and the rate limiter's state: `restore` continues exactly where this left off."""
+        held = np.flatnonzero(self._keys >= 0).tolist()
+        counters = [
+            self.inserts, self.samples, self.evicted, self.dropped_stale,
+            self.rate_limited_inserts, self.rate_limited_samples, self.ignored_updates,
+        ]  # fmt: skip
+        return {
+            "capacity": self.capacity,
+            "items": [[s, int(self._keys[s]), float(self._priorities[s]), to_record(self._items[s])] for s in held],
+            "counters": counters,
+            "max_priority": self.max_priority,
+            "rng": self.rng.bit_generator.state,
+            "limiter": [getattr(self.limiter, "error_buffer", None), getattr(self.limiter, "min_size", None)],
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Replace everything with a `snapshot()` of a replay of the same capacity."""
+        if int(snap["capacity"]) != self.capacity:
+            raise ValueError(
+                f"the snapshot is of a replay of capacity {snap['capacity']}, this one has {self.capacity}"
+            )
+        self._items = [None] * self.capacity
+        self._keys[:], self._versions[:], self._priorities[:] = -1, 0, 0.0
+        self._sum, self._min = SumTree(self.capacity), MinTree(self.capacity)
+        for slot, key, priority, record in snap["items"]:
+            item = from_record(record)
+            self._items[slot], self._keys[slot], self._versions[slot] = item, key, item.policy_version
+            self._set_priorities(np.array([slot]), np.array([priority]))
+        self._size = len(snap["items"])
+        (
+            self.inserts, self.samples, self.evicted, self.dropped_stale,
+            self.rate_limited_inserts, self.rate_limited_samples, self.ignored_updates,
+        ) = (int(x) for x in snap["counters"])  # fmt: skip
+        self.max_priority = float(snap["max_priority"])
+        self.rng.bit_generator.state = snap["rng"]
+        error_buffer, min_size = snap["limiter"]
+        if error_buffer is not None:
+            self.limiter.error_buffer, self.limiter.min_size = float(error_buffer), int(min_size)
 
     # ---- internals -------------------------------------------------------------------------
 

@@ -25,8 +25,10 @@ from typing import Any
 
 import ray
 
+from shoal.buffer.snapshots import SnapshotClock, read_snapshot, snapshot_path, write_snapshot
 from shoal.builders import make_builder
 from shoal.learner.checkpoint import latest_checkpoint
+from shoal.services.calls import get_within
 from shoal.services.config import ShoalConfig
 from shoal.services.metrics import RedisMetrics
 from shoal.services.prometheus import PrometheusMetrics, TeeMetrics
@@ -68,6 +70,10 @@ class _Timed:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node_ip(self) -> str:
+        """The node this actor runs on (named in the driver's timeout messages)."""
+        return ray.util.get_node_ip_address()
 
 
 def _sink(redis_url: str, run_id: str, source: str) -> TeeMetrics:
@@ -177,13 +183,61 @@ class ScorerActor(_Timed):
 
 @ray.remote
 class BufferActor(_Timed):
-    def __init__(self, cfg_json: str, redis_url: str, run_id: str) -> None:
+    """The builder's replay as a BufferStage. With a run directory it writes a replay snapshot
+    (`buffer.snapshots`) before an insert at most every run.replay_snapshot_interval_s, and
+    when Ray restarts it after a crash it comes back from the newest one (the data set loaded
+    again first, for replays whose snapshot holds only a position in it). `offered` counts the
+    items the inserts brought (rollouts or episodes), carried in the snapshot: the driver sets
+    what it saw acknowledged against it to count what a crash lost (`RayProgram.replay_lost`)."""
+
+    def __init__(self, cfg_json: str, redis_url: str, run_id: str, run_dir: str | None = None) -> None:
         cfg = _setup(cfg_json, torch=False)  # replay holds lists and arrays: no torch to import
-        self.stage = BufferStage(make_builder(cfg).make_replay(), _sink(redis_url, run_id, "buffer"))
+        builder = make_builder(cfg)
+        self.stage = BufferStage(builder.make_replay(), _sink(redis_url, run_id, "buffer"))
+        self.run_dir, self.offered = run_dir, 0
+        self.clock = SnapshotClock(cfg.run.replay_snapshot_interval_s if run_dir else 0.0)
+        self.came_back: dict[str, Any] | None = None
+        if run_dir is not None and ray.get_runtime_context().was_current_actor_reconstructed:
+            self.came_back = self._come_back(builder)
+        elif run_dir is not None:
+            snapshot_path(run_dir).unlink(missing_ok=True)  # an earlier process's (a resumed run)
         self._ready()
 
-    def add(self, items: list) -> int:
-        """Insert; returns the room left in units of a request (prompts, or whole episodes)."""
+    def _come_back(self, builder: Any) -> dict[str, Any]:
+        """Restarted by Ray: the data set, then the newest snapshot over it."""
+        initial = builder.initial_items()
+        if initial:
+            self.stage.add(initial)
+        snap = read_snapshot(self.run_dir)
+        if snap is None:
+            return {"snapshot": None, "offered": 0, "age_s": None, "size": len(self.stage.buffer)}
+        self.stage.restore(snap["replay"])
+        self.offered = int(snap["offered"])
+        age = time.time() - float(snap["time"])
+        return {
+            "snapshot": str(snapshot_path(self.run_dir)),
+            "offered": self.offered,
+            "age_s": age,
+            "size": len(self.stage.buffer),
+        }
+
+    def came_back_from(self) -> dict[str, Any] | None:
+        """What this incarnation restored ({snapshot, offered, age_s, size}); None: it started fresh."""
+        return self.came_back
+
+    def add(self, items: list) -> tuple[int, int, float]:
+        """Insert (after a snapshot when one is due). Returns (room left in units of a request,
+        items offered so far, this incarnation's start time): what the driver counts with."""
+        if self.clock.due():
+            self.clock.mark()
+            snap = self.stage.snapshot()
+            if snap is not None:
+                write_snapshot(self.run_dir, snap, offered=self.offered)
+        self.offered += len(items)
+        return self.stage.add(items), self.offered, self.ready_at
+
+    def preload(self, items: list) -> int:
+        """The run's data set (not counted as offered: the driver loads it, not the workers)."""
         return self.stage.add(items)
 
     def room(self) -> int:
@@ -206,7 +260,11 @@ class BufferActor(_Timed):
         return self.stage.snapshot()
 
     def restore(self, snap: dict) -> None:
+        """A checkpoint's snapshot (a resumed run); written at once as this run's newest."""
         self.stage.restore(snap)
+        if self.run_dir is not None and self.clock.interval_s > 0:
+            self.clock.mark()
+            write_snapshot(self.run_dir, snap, offered=self.offered)
 
     def stats(self) -> dict[str, float]:
         return self.stage.stats()
@@ -255,9 +313,9 @@ class LearnerActor(_Timed):
         that ends with a periodic checkpoint; the replay's snapshot (taken after this batch
         left it) is saved with it."""
         t0 = time.perf_counter()
-        while (batch := ray.get(buffer.sample.remote(self.batch_size, self.stage.policy_version))) is None:
+        while (batch := self._ask(buffer.sample.remote(self.batch_size, self.stage.policy_version), "sample")) is None:
             if not collecting:
-                size = ray.get(buffer.size.remote())
+                size = self._ask(buffer.size.remote(), "size")
                 raise RunError(
                     f"the learner can never get a batch: the replay holds {size} items and nothing collects more "
                     f"(batch size {self.batch_size}, replay.min_size_to_sample)"
@@ -265,7 +323,7 @@ class LearnerActor(_Timed):
             time.sleep(0.02)
         wait_s = time.perf_counter() - t0
         if driver_state is not None:
-            driver_state = {**driver_state, "buffer": ray.get(buffer.snapshot.remote())}
+            driver_state = {**driver_state, "buffer": self._ask(buffer.snapshot.remote(), "snapshot")}
         m = self.stage.step(batch, driver_state)
         m["learner/wait_batch_s"] = wait_s
         feedback = self.stage.replay_feedback(batch)
@@ -273,8 +331,12 @@ class LearnerActor(_Timed):
             buffer.update_priorities.remote(*feedback)
         wanted = self.stage.diagnostic_episodes()
         if wanted:
-            m.update(self.stage.diagnose(ray.get(buffer.recent_episodes.remote(wanted))))
+            m.update(self.stage.diagnose(self._ask(buffer.recent_episodes.remote(wanted), "recent_episodes")))
         return m
+
+    def _ask(self, ref: Any, what: str) -> Any:
+        """The replay buffer's answer to the learner, within run.actor_timeout_s."""
+        return get_within(ref, "the replay buffer", f"`{what}` from the learner", self.cfg.run.actor_timeout_s)
 
     def publish_weights(self) -> Any:
         """One publish per sync; returns the transport's handle (a list holding an ObjectRef)."""

@@ -74,6 +74,23 @@ class RunSection(_Section):
         ),
     )
     keep_checkpoints: int = Field(2, ge=0, description="Keep the newest N checkpoints of a run (0: all).")
+    replay_snapshot_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "Ray runs: the replay buffer actor writes a snapshot of its contents (JSON, in the run directory) at"
+            " most this often, before an insert; a buffer killed mid-run is restarted from it and what was"
+            " added since is counted as `replay_lost`. 0: no snapshots (a dead buffer then ends the run)."
+        ),
+    )
+    actor_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "Ray runs: the longest any single actor call may take. A rollout request past it gets its worker"
+            " (or scorer) restarted and is sent again; any other call ends the run naming the actor and its node."
+        ),
+    )
     resume_from: str | None = Field(
         None, description="Checkpoint directory to restore model, optimizer, step and policy_version from."
     )

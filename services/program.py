@@ -39,6 +39,7 @@ from shoal import PROCESS_STARTED
 from shoal.builders import make_builder
 from shoal.learner.checkpoint import read_driver_state
 from shoal.services.actors import ACTOR_ENV, BufferActor, LearnerActor, ScorerActor, WorkerActor
+from shoal.services.calls import get_within, overdue, timeout_message
 from shoal.services.config import ConfigError, ShoalConfig
 from shoal.services.pools import ActorPool, describe_error
 from shoal.services.run import (
@@ -67,6 +68,7 @@ def required_resources(cfg: ShoalConfig, placement: str = "actors") -> dict[str,
     return {"CPU": cpus, "GPU": gpus}
 
 
+STARTUP_TIMEOUT_S = 600.0  # the deadline of calls that wait for the actors' constructors (model loading)
 MAX_RESTARTS = 3  # Ray restarts a dead worker or scorer in place this often, then the pool replaces it
 LOCAL_ACTORS_PER_CORE = 4  # a local Ray's CPU slots per core (module note in `local_cpus`)
 
@@ -195,6 +197,9 @@ class _Chain:
     payload: Any
     scorer: int | None = None
     started: float = field(default_factory=time.perf_counter)
+    act_ref: Any = None  # the worker's part (to tell which stage of an overdue request is stuck)
+    score_ref: Any = None
+    overdue: bool = False
 
 
 class RayProgram:
@@ -241,21 +246,36 @@ class RayProgram:
         )
         self.requeued: list[Any] = []  # payloads of requests lost with a dead actor, sent again first
         self.requeued_units = 0
-        self.buffer = BufferActor.options(num_cpus=0, **self.env_opts).remote(cj, url, rid)
+        # restarted from its snapshots (`recover_buffer`) when it takes them
+        buffer_restarts = MAX_RESTARTS if cfg.run.replay_snapshot_interval_s else 0
+        self.buffer = BufferActor.options(num_cpus=0, max_restarts=buffer_restarts, **self.env_opts).remote(
+            cj, url, rid, str(ctx.run_dir)
+        )
         self.learner = LearnerActor.options(**self.learner_options()).remote(
             cj, url, rid, str(ctx.run_dir), self.bundle
         )
         self.next_scorer = 0
         self.drawn = 0  # units the builder handed out (accounting: trained, dropped or counted)
+        self.nodes: dict[str, str] = {}  # actor -> the node it was last seen on (timeout messages)
+        self.deadline_s = max(cfg.run.actor_timeout_s, STARTUP_TIMEOUT_S)  # until the actors are up
         initial = b.initial_items()
         if initial:
-            ray.get(self.buffer.add.remote(initial))
+            self.call(self.buffer.preload.remote(initial), "the replay buffer", "`preload`")
             print(f"[shoal] replay holds the data set: {len(initial)} items", flush=True)
+        # Replay restarts (`recover_buffer`): each incarnation of the buffer actor is known by
+        # its start time; the items the driver saw it acknowledge are set against what its
+        # successor restored.
+        self.buffer_incarnation = self.call(self.buffer.ready_time.remote(), "the replay buffer", "`ready_time`")
+        self.offered_seen: dict[float, int] = {}  # incarnation -> items offered, as its last add said
+        self.buffer_comebacks: list[tuple[float, int]] = []  # (the incarnation that died, items restored)
+        self.buffer_deaths = 0
         self.before: dict[str, float] | None = None  # the evaluation at the start (kept across a resume)
         if self.resume_state is not None:
             self.restore(self.resume_state)
         self.sync(wait=True)
         self.mark("first_sync")
+        self.nodes = self.locate()
+        self.deadline_s = cfg.run.actor_timeout_s
 
     def mark(self, phase: str) -> None:
         """Record the first time `phase` is reached, in seconds since the command started."""
@@ -271,6 +291,22 @@ class RayProgram:
         return ScorerActor.options(
             num_cpus=r.num_cpus_per_scorer, num_gpus=r.num_gpus_per_scorer, max_restarts=MAX_RESTARTS, **self.env_opts
         ).remote(self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i)
+
+    def call(self, ref: Any, who: str, what: str) -> Any:
+        """An actor's answer within run.actor_timeout_s (`services.calls`; STARTUP_TIMEOUT_S at
+        least while the actors start)."""
+        return get_within(ref, who, what, self.deadline_s, self.nodes.get(who))
+
+    def locate(self) -> dict[str, str]:
+        """Where every actor runs, as far as it answers now."""
+        named = {
+            **{self.rollout.name(i): self.rollout.handle(i) for i in self.rollout.healthy_slots()},
+            **{self.scoring.name(i): self.scoring.handle(i) for i in self.scoring.healthy_slots()},
+            "the replay buffer": self.buffer,
+            "the learner": self.learner,
+        }
+        ips = self.call([h.node_ip.remote() for h in named.values()], "the run's actors", "`node_ip`")
+        return dict(zip(named, ips, strict=True))
 
     def say(self, kind: str, message: str) -> None:
         """A line on the console and an event on the dashboard."""
@@ -298,7 +334,7 @@ class RayProgram:
     # -- weights ---------------------------------------------------------------------------
     def sync(self, wait: bool = False) -> None:
         t0 = time.perf_counter()
-        self.handle = ray.get(self.learner.publish_weights.remote())
+        self.handle = self.call(self.learner.publish_weights.remote(), "the learner", "`publish_weights`")
         loads = {i: self.rollout.handle(i).load_weights.remote(self.handle) for i in self.rollout.healthy_slots()}
         if wait:
             for i, ref in loads.items():
@@ -309,11 +345,17 @@ class RayProgram:
 
     # -- requests ----------------------------------------------------------------------------
     def request(self, chain: _Chain) -> Any:
-        """The chain of one request; resolves to the buffer's room after the add."""
-        items = self.rollout.handle(chain.worker).act.remote(chain.payload)
+        """The chain of one request; resolves to the buffer's (room, offered, incarnation)."""
+        items = chain.act_ref = self.rollout.handle(chain.worker).act.remote(chain.payload)
         if chain.scorer is not None:
-            items = self.scoring.handle(chain.scorer).score.remote(items)
+            items = chain.score_ref = self.scoring.handle(chain.scorer).score.remote(items)
         return self.buffer.add.remote(items)
+
+    def added(self, answer: tuple[int, int, float]) -> int:
+        """Book a buffer's answer to an add; returns its room."""
+        free, offered, incarnation = answer
+        self.offered_seen[incarnation] = max(self.offered_seen.get(incarnation, 0), offered)
+        return free
 
     def next_scorer_slot(self) -> int | None:
         """A healthy scorer, round robin (None when the algorithm has none)."""
@@ -347,7 +389,7 @@ class RayProgram:
 
     def room(self) -> int:
         """The buffer's room, in units of a request."""
-        return ray.get(self.buffer.room.remote())
+        return self.ask_buffer("room")
 
     def refill(self, free: int) -> None:
         """Launch idle workers while the buffer has room for their requests."""
@@ -365,7 +407,7 @@ class RayProgram:
 
     def on_chain(self, chain: _Chain, ref: Any, stopping: bool) -> None:
         try:
-            free = ray.get(ref)
+            free = self.added(self.call(ref, self.rollout.name(chain.worker), "a rollout request"))
         except RayActorError as e:
             return self.recover(chain, e, stopping)
         except RayTaskError as e:
@@ -386,11 +428,15 @@ class RayProgram:
         slot, pool = self.rollout.owner_of(err), self.rollout
         if slot is None and chain.scorer is not None:
             slot, pool = self.scoring.owner_of(err), self.scoring
-        if slot is None:
+        if slot is None and self.is_buffer(err):
+            self.recover_buffer(err)  # the worker is fine: it goes back to work
+        elif slot is None:
             raise self.actor_failure(err, chain) from None
-        pool.mark_dead(slot, err)
-        if pool is self.scoring and self.rollout.healthy(chain.worker):
-            self.idle[chain.worker] = time.perf_counter()
+        else:
+            pool.mark_dead(slot, err)
+        if pool is not self.rollout or slot is None:
+            if self.rollout.healthy(chain.worker):
+                self.idle[chain.worker] = time.perf_counter()
         self.requeued.append(chain.payload)
         self.requeued_units += self.builder.request_units(chain.payload)
         if stopping:  # the final drain: finish the lost request now, on any healthy worker
@@ -403,7 +449,7 @@ class RayProgram:
         ):
             chain = _Chain(self.rollout.healthy_slots()[0], self.requeued.pop(0), self.next_scorer_slot())
             try:
-                ray.get(self.request(chain))
+                self.added(self.call(self.request(chain), self.rollout.name(chain.worker), "a rollout request"))
                 self.samples += self.builder.request_units(chain.payload)
             except RayActorError as e:
                 self.recover(chain, e, stopping=False)
@@ -428,17 +474,12 @@ class RayProgram:
                 f"{self.ctx.run_dir / 'checkpoints'}: continue with `shoal train CONFIG --resume {self.ctx.run_id}`"
             ) from None
         self.say("actor_died", f"learner died at step {lost_at} ({describe_error(err)}); Ray restarts it")
-        t0, deadline = time.perf_counter(), time.perf_counter() + max(self.cfg.run.stall_timeout_s, 60.0)
-        while True:
-            try:
-                ray.get(self.learner.ping.remote(), timeout=30)
-                break
-            except (RayActorError, ray.exceptions.GetTimeoutError) as e:
-                if time.perf_counter() > deadline:
-                    raise RunError(f"the learner did not come back ({describe_error(e)})") from None
-                time.sleep(1.0)
-        self.version = ray.get(self.learner.policy_version.remote())
-        source = ray.get(self.learner.restored.remote()) or "the start (no checkpoint yet)"
+        t0 = time.perf_counter()
+        self.wait_back(self.learner, "the learner")
+        self.version = self.call(self.learner.policy_version.remote(), "the learner", "`policy_version`")
+        source = (
+            self.call(self.learner.restored.remote(), "the learner", "`restored`") or "the start (no checkpoint yet)"
+        )
         self.say(
             "actor_restored",
             f"learner is back at step {self.version} from {source} after {time.perf_counter() - t0:.1f} s; "
@@ -449,6 +490,76 @@ class RayProgram:
         self.last_step_t = time.perf_counter()
         self.sync(wait=True)  # the old weights' objects died with the old learner
         self.pending[self.train_request()] = ("learn", None)
+
+    def wait_back(self, actor: Any, who: str) -> None:
+        """Until a restarting actor answers a ping (RunError past max(stall_timeout_s, 60 s))."""
+        deadline = time.perf_counter() + max(self.cfg.run.stall_timeout_s, 60.0)
+        while True:
+            try:
+                ray.get(actor.ping.remote(), timeout=30)
+                return
+            except (RayActorError, ray.exceptions.GetTimeoutError) as e:
+                if time.perf_counter() > deadline:
+                    raise RunError(f"{who} did not come back ({describe_error(e)})") from None
+                time.sleep(1.0)
+
+    # -- the replay buffer -----------------------------------------------------------------
+    def is_buffer(self, err: BaseException) -> bool:
+        return getattr(err, "actor_id", None) == self.buffer._actor_id.hex()
+
+    def ask_buffer(self, method: str, *args: Any) -> Any:
+        """The replay buffer's answer to `method(*args)`; a buffer that died meanwhile is
+        brought back first (`recover_buffer`) and asked again."""
+        for _ in range(MAX_RESTARTS + 2):
+            try:
+                return self.call(getattr(self.buffer, method).remote(*args), "the replay buffer", f"`{method}`")
+            except RayActorError as e:
+                if not self.is_buffer(e):
+                    raise
+                self.recover_buffer(e)
+        raise RunError(f"the replay buffer keeps failing `{method}`; see the run's errors.log")
+
+    def recover_buffer(self, err: BaseException) -> None:
+        """The replay buffer died: Ray restarts it and it comes back from its newest snapshot
+        (BufferActor). Whichever call meets the death first handles it, once (an incarnation
+        is known by its start time); the items acknowledged after that snapshot are counted
+        as lost (`replay_lost`). Requests in flight to it are re-queued by their callers."""
+        if not self.cfg.run.replay_snapshot_interval_s or self.buffer_deaths >= MAX_RESTARTS:
+            raise self.actor_failure(err) from None  # not restartable: one line naming --resume
+        t0, died = time.perf_counter(), f"replay buffer died ({describe_error(err)})"
+        try:  # down now: a new death, said at once; up: maybe one handled already (same incarnation)
+            ray.get(self.buffer.ping.remote(), timeout=0.5)
+            said = False
+        except (RayActorError, ray.exceptions.GetTimeoutError):
+            self.say("actor_died", f"{died}; Ray restarts it")
+            said = True
+        self.wait_back(self.buffer, "the replay buffer")
+        incarnation = self.call(self.buffer.ready_time.remote(), "the replay buffer", "`ready_time`")
+        if incarnation == self.buffer_incarnation:
+            return  # this death was handled already
+        if not said:
+            self.say("actor_died", f"{died}; Ray restarted it")
+        dead, self.buffer_incarnation = self.buffer_incarnation, incarnation
+        self.buffer_deaths += 1
+        back = self.call(self.buffer.came_back_from.remote(), "the replay buffer", "`came_back_from`") or {}
+        self.buffer_comebacks.append((dead, int(back.get("offered", 0))))
+        source = (
+            f"a snapshot taken {back['age_s']:.1f} s before its restart ({back['size']} items)"
+            if back.get("snapshot")
+            else f"nothing (no snapshot yet; {back.get('size', 0)} items of the data set)"
+        )
+        self.say(
+            "actor_restored",
+            f"replay buffer is back after {time.perf_counter() - t0:.1f} s from {source}; "
+            f"{self.replay_lost()} item(s) added since are lost (summary: replay_lost)",
+        )
+        self.last_step_t = time.perf_counter()
+
+    def replay_lost(self) -> int:
+        """Items (rollouts or episodes) the buffer acknowledged after the snapshot it came back
+        from: trained on by no one. Items sampled after that snapshot come back with it and
+        may be trained on twice (at least once, never lost silently)."""
+        return sum(max(0, self.offered_seen.get(dead, restored) - restored) for dead, restored in self.buffer_comebacks)
 
     def actor_failure(self, err: Exception, chain: _Chain | None = None) -> RunError:
         """An error raised inside an actor (or an actor lost that no pool owns): one line
@@ -491,14 +602,14 @@ class RayProgram:
         out = []
         for i in pool.healthy_slots():
             try:
-                out.append(ray.get(getattr(pool.handle(i), method).remote()))
+                out.append(self.call(getattr(pool.handle(i), method).remote(), pool.name(i), f"`{method}`"))
             except RayActorError as e:
                 pool.mark_dead(i, e)
         return out
 
     def check_trainable(self) -> None:
         """Until the replay first accepts something: stop, saying why, when it never will."""
-        added = ray.get(self.buffer.stats.remote()).get("buffer/added", 1.0)
+        added = self.ask_buffer("stats").get("buffer/added", 1.0)
         if added > 0 or self.version > 0:
             self.accepted_any = True
             return
@@ -506,12 +617,52 @@ class RayProgram:
         if reason:
             raise RunError(reason)
 
+    def check_overdue(self) -> None:
+        """Rollout requests past run.actor_timeout_s: the stage still working on them is
+        restarted, so they fail and are re-queued (`recover`); a hung engine is treated as a
+        dead one. Ray runs an actor's calls in submission order, so one stuck worker holds up
+        the scorer and buffer calls queued behind its output: the most upstream stuck stage is
+        restarted (workers, else scorers), and every other request gets a fresh deadline. A
+        request stuck in the buffer's add ends the run."""
+        limit, now = self.cfg.run.actor_timeout_s, time.perf_counter()
+        pending = [info for kind, info in self.pending.values() if kind == "chain"]
+        chains = {id(c): c for c in pending if not c.overdue}
+        if len(chains) < len(pending):  # a restarted stage's requests have not failed yet: the
+            for c in chains.values():  # others' deadlines start when they have
+                c.started = now
+            return
+        late = [chains[k] for k in overdue({k: c.started for k, c in chains.items()}, limit, now)]
+        if not late:
+            return
+        stuck = {(self.rollout, c.worker) for c in late if not ray.wait([c.act_ref], timeout=0)[0]}
+        if not stuck:
+            stuck = {
+                (self.scoring, c.scorer)
+                for c in late
+                if c.score_ref is not None and not ray.wait([c.score_ref], timeout=0)[0]
+            }
+        if not stuck:
+            raise RunError(timeout_message("the replay buffer", "`add`", limit, self.nodes.get("the replay buffer")))
+        for pool, slot in sorted(stuck, key=lambda ps: (ps[0].kind, ps[1])):
+            node = self.nodes.get(pool.name(slot))
+            self.say(
+                "actor_timeout",
+                f"{pool.name(slot)}{f' on node {node}' if node else ''} has not finished a request in {limit:g} s "
+                "(run.actor_timeout_s): restarting it; its requests are sent again",
+            )
+            ray.kill(pool.handle(slot), no_restart=False)
+        for c in chains.values():
+            if (self.rollout, c.worker) in stuck or (self.scoring, c.scorer) in stuck:
+                c.overdue = True  # fails with its actor
+            else:
+                c.started = now  # may have been queued behind a stuck one
+
     def check_stalled(self) -> None:
         """No learner step for run.stall_timeout_s: stop with what the run knows instead of hanging."""
         limit, idle = self.cfg.run.stall_timeout_s, time.perf_counter() - self.last_step_t
         if not limit or idle < limit:
             return
-        stats = ray.get(self.buffer.stats.remote())
+        stats = self.ask_buffer("stats")
         raise RunError(
             f"no learner step for {idle:.0f} s (run.stall_timeout_s={limit:g}) at policy_version {self.version}: "
             f"{self.requests_done} requests came back, the replay holds {stats.get('buffer/size', 0):g} "
@@ -543,19 +694,19 @@ class RayProgram:
         run.resume_from): the replay's snapshot, the counters, the start evaluation."""
         lost = ["the requests in flight when the checkpoint was taken"] if state else ["the data position"]
         if state.get("buffer") is not None:
-            ray.get(self.buffer.restore.remote(state["buffer"]))
+            self.call(self.buffer.restore.remote(state["buffer"]), "the replay buffer", "`restore`")
         elif state:
             lost.append("the replay's contents (this replay takes no snapshot)")
-        self.version = ray.get(self.learner.policy_version.remote())
+        self.version = self.call(self.learner.policy_version.remote(), "the learner", "`policy_version`")
         self.samples, self.drawn = int(state.get("samples", 0)), int(state.get("drawn", 0))
         self.before = state.get("before")
         resumed(self.ctx, self.version, str(self.cfg.run.resume_from), lost)
 
     def save(self) -> str | None:
         """A checkpoint now (the end of the run, or an interrupt): learner, driver, replay."""
-        state = {**self.driver_state(), "buffer": ray.get(self.buffer.snapshot.remote(), timeout=120)}
-        path = ray.get(self.learner.checkpoint.remote(True, state), timeout=600)
-        self.version = ray.get(self.learner.policy_version.remote())  # a step in flight finished first
+        state = {**self.driver_state(), "buffer": self.ask_buffer("snapshot")}
+        path = self.call(self.learner.checkpoint.remote(True, state), "the learner", "`checkpoint`")
+        self.version = self.call(self.learner.policy_version.remote(), "the learner", "`policy_version`")
         return path
 
     def run(self, progress: bool = True, stop: Any = None) -> dict[str, float]:
@@ -573,6 +724,7 @@ class RayProgram:
                 if stop is not None:
                     stop.check()  # between events: the learner's step in flight finishes in its actor
                 self.check_stalled()
+                self.check_overdue()
                 self.heal()
                 self.ctx.tick()
                 ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
@@ -589,9 +741,13 @@ class RayProgram:
                     try:
                         m = learner_result(ready[0])
                     except RayActorError as e:
-                        if getattr(e, "actor_id", None) != self.learner._actor_id.hex():
-                            raise self.actor_failure(e) from None  # the replay buffer died under the learner
-                        self.recover_learner(e, bar)
+                        if self.is_buffer(e):  # the replay buffer died under the learner: its step again
+                            self.recover_buffer(e)
+                            self.pending[self.train_request()] = ("learn", None)
+                        elif getattr(e, "actor_id", None) == self.learner._actor_id.hex():
+                            self.recover_learner(e, bar)
+                        else:
+                            raise self.actor_failure(e) from None
                         continue
                     last = self.on_learn(m, bar, t_start)
         finally:
@@ -632,7 +788,7 @@ class RayProgram:
 
     def on_load(self, ref: Any, worker: int, t0: float) -> None:
         try:
-            out = ray.get(ref)
+            out = self.call(ref, self.rollout.name(worker), "`load_weights`")
         except RayActorError as e:
             self.rollout.mark_dead(worker, e)  # its next request fails too; it gets weights when back
             return
@@ -670,13 +826,13 @@ class RayProgram:
         return outputs
 
     def evaluate_finish(self, refs: list[Any]) -> dict[str, float]:
-        return self.builder.summarize_eval(ray.get(refs)) if refs else {}
+        return self.builder.summarize_eval(self.call(refs, "the rollout workers", "the evaluation")) if refs else {}
 
     def evaluate(self) -> dict[str, float]:
         return self.evaluate_finish(self.evaluate_start())
 
     def counters(self, last: dict[str, float]) -> dict[str, Any]:
-        stats = ray.get(self.buffer.stats.remote())
+        stats = self.ask_buffer("stats")
         rejected = self.rejected()
         dropped = sum(int(s.get("dropped_episodes", 0)) for s in self.gather(self.rollout, "status"))
         return {
@@ -687,7 +843,9 @@ class RayProgram:
                 "rollout": self.rollout.deaths(),
                 "reward": self.scoring.deaths(),
                 "learner": self.learner_deaths,
+                "buffer": self.buffer_deaths,
             },
+            "replay_lost": self.replay_lost(),
             "requeued": self.requeued_units,
             "drawn": self.drawn,
             "replay_added": stats.get("buffer/added"),
@@ -707,7 +865,11 @@ class RayProgram:
             "learner": [self.learner],
         }
         ready = {
-            f"{role}_ready": round(max(ray.get([a.ready_time.remote() for a in actors])) - PROCESS_STARTED, 2)
+            f"{role}_ready": round(
+                max(self.call([a.ready_time.remote() for a in actors], f"the {role}", "`ready_time`"))
+                - PROCESS_STARTED,
+                2,
+            )
             for role, actors in roles.items()
             if actors
         }

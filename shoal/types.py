@@ -1,8 +1,9 @@
 """Wire types: the data that moves between Shoal's roles.
 
 Every type here is a plain dataclass of Python scalars and lists (plus torch tensors in
-`VersionedWeights`), so it travels through Ray object refs as-is and turns into JSON for
-Redis with `dataclasses.asdict`. Nothing here imports Ray.
+`VersionedWeights`, numpy states in `SequenceItem`), so it travels through Ray object refs
+as-is; `to_record` / `from_record` turn replay items into JSON-safe data and back (replay
+snapshots on disk: never pickle). Nothing here imports Ray.
 
 One clock: `policy_version` is the learner's optimizer-step count at the moment the weights
 that produced a sample were published. Every rollout and every buffer item carries it;
@@ -85,13 +86,6 @@ class ScoredRollout:
     @property
     def policy_version(self) -> int:
         return self.rollout.policy_version
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScoredRollout:
-        """The inverse of `dataclasses.asdict` (a replay snapshot read back from JSON)."""
-        r = d["rollout"]
-        rollout = Rollout(**{**r, "prompt": Prompt(**r["prompt"])})
-        return cls(rollout=rollout, terms=RewardTerms(**d["terms"]), reward=float(d["reward"]))
 
 
 @dataclass(frozen=True)
@@ -215,3 +209,54 @@ class SequenceItem:
     mask: list[float]
     start_state: Any
     policy_version: int
+
+
+# ---- JSON records of replay items (snapshots; never pickle) --------------------------------
+
+_RECORD_TYPES = ("ScoredRollout", "PreferencePair", "Episode", "SequenceItem")
+
+
+def _array_record(a: Any) -> dict[str, Any]:
+    import numpy as np
+
+    a = np.asarray(a)
+    return {"dtype": str(a.dtype), "shape": list(a.shape), "data": a.reshape(-1).tolist()}
+
+
+def _array(d: dict[str, Any]) -> Any:
+    import numpy as np
+
+    return np.asarray(d["data"], dtype=d["dtype"]).reshape(d["shape"])
+
+
+def to_record(item: Any) -> dict[str, Any]:
+    """A replay item (ScoredRollout, PreferencePair, Episode, SequenceItem) as JSON-safe data
+    tagged with its type; `from_record` is the inverse (arrays keep dtype and shape)."""
+    from dataclasses import asdict
+
+    kind = type(item).__name__
+    if kind not in _RECORD_TYPES:
+        raise TypeError(f"no JSON record for {kind} (replay items are {', '.join(_RECORD_TYPES)})")
+    if isinstance(item, SequenceItem):
+        d = {f: getattr(item, f) for f in item.__dataclass_fields__ if f != "start_state"}
+        d["start_state"] = _array_record(item.start_state)
+    else:
+        d = asdict(item)
+    return {"type": kind, **d}
+
+
+def from_record(d: dict[str, Any]) -> Any:
+    """The item a `to_record` describes (ValueError for an unknown type tag)."""
+    d = dict(d)
+    kind = d.pop("type", None)
+    if kind == "ScoredRollout":
+        r = d["rollout"]
+        rollout = Rollout(**{**r, "prompt": Prompt(**r["prompt"])})
+        return ScoredRollout(rollout=rollout, terms=RewardTerms(**d["terms"]), reward=float(d["reward"]))
+    if kind == "PreferencePair":
+        return PreferencePair(**{**d, "prompt": Prompt(**d["prompt"])})
+    if kind == "Episode":
+        return Episode(**{**d, "turns": [Turn(**t) for t in d["turns"]]})
+    if kind == "SequenceItem":
+        return SequenceItem(**{**d, "start_state": _array(d["start_state"])})
+    raise ValueError(f"unknown replay record type {kind!r} (expected one of {', '.join(_RECORD_TYPES)})")

@@ -5,6 +5,7 @@ brings the dead one back, finishes every step, and accounts for every prompt it 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -72,6 +73,7 @@ def test_sigkill_of_a_worker_or_scorer_mid_run(pool_name, ray_local, sft_models,
         "rollout": int(kind == "rollout"),
         "reward": int(kind == "reward"),
         "learner": 0,
+        "buffer": 0,
     }
     # every prompt drawn is in the buffer's books: trained, dropped stale, still held, or refused
     stats = ray.get(prog.buffer.stats.remote())
@@ -124,14 +126,71 @@ def test_sigkill_of_the_learner_resumes_from_its_checkpoint(ray_local, sft_model
     assert ray.get(prog.learner.pid.remote()) != killed["pid"]
 
 
-def test_sigkill_of_the_replay_buffer_ends_the_run_in_one_line_that_says_how_to_go_on(ray_local, sft_models, tmp_path):
-    """Not restarted yet (its contents would need a snapshot per insert): the run stops with
-    a RunError naming the buffer and the --resume command; its checkpoints stay usable."""
+def test_sigkill_of_the_replay_buffer_restores_its_snapshot_and_counts_what_was_lost(ray_local, sft_models, tmp_path):
+    """Ray restarts the buffer actor, which loads its newest snapshot; the learner's step and
+    the requests that met the death are sent again; every prompt drawn is trained on, dropped,
+    held, refused, rejected, or counted as lost since that snapshot."""
+    from shoal.services.metrics import MetricsReader
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
+
+    total = 16
+    cfg = small_config(
+        sft_models,
+        tmp_path,
+        f"run.total_steps={total}",
+        "run.replay_snapshot_interval_s=0.3",
+        "rollout.max_policy_lag=2",
+    )
+    ctx = open_run(cfg)
+    status, summary = "failed", {}
+    try:
+        prog = RayProgram(cfg, ctx)
+        killed: dict = {}
+
+        def go():
+            while prog.version < 5:
+                time.sleep(0.02)
+            pid = ray.get(prog.buffer.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            killed.update(pid=pid, version=prog.version)
+
+        killer = threading.Thread(target=go, daemon=True)
+        killer.start()
+        last = prog.run(progress=False)
+        killer.join(timeout=30)
+        assert killed
+        counters = prog.counters(last)
+        summary, status = counters, "finished"
+        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
+    finally:
+        close_run(ctx, status, summary)
+    assert counters["learner_steps"] == total
+    assert counters["actor_deaths"] == {"rollout": 0, "reward": 0, "learner": 0, "buffer": 1}
+    back = [e["message"] for e in events if e["kind"] == "actor_restored"]
+    died = [e["message"] for e in events if e["kind"] == "actor_died"]
+    assert len(died) == 1 and died[0].startswith("replay buffer died"), died
+    assert len(back) == 1 and back[0].startswith("replay buffer is back") and "from a snapshot taken" in back[0], back
+    stats = ray.get(prog.buffer.stats.remote())
+    assert counters["drawn"] == (
+        stats["buffer/added"] + stats["buffer/rejected_full"] + counters["rejected_nonfinite"] + counters["replay_lost"]
+    )
+    assert stats["buffer/added"] == stats["buffer/sampled"] + stats["buffer/dropped_stale"] + stats["buffer/size"]
+    assert ray.get(prog.buffer.pid.remote()) != killed["pid"]
+
+
+def test_a_dead_replay_buffer_without_snapshots_ends_the_run_in_one_line_that_says_how_to_go_on(
+    ray_local, sft_models, tmp_path
+):
+    """run.replay_snapshot_interval_s=0: nothing to restart it from; the run stops with a
+    RunError naming the buffer and the --resume command; its checkpoints stay usable."""
     from shoal.services.program import RayProgram
     from shoal.services.run import close_run, open_run
     from shoal.utils import RunError
 
-    cfg = small_config(sft_models, tmp_path, "run.total_steps=40", "run.checkpoint_interval=2")
+    cfg = small_config(
+        sft_models, tmp_path, "run.total_steps=40", "run.checkpoint_interval=2", "run.replay_snapshot_interval_s=0"
+    )
     ctx = open_run(cfg)
     try:
         prog = RayProgram(cfg, ctx)
@@ -149,3 +208,123 @@ def test_sigkill_of_the_replay_buffer_ends_the_run_in_one_line_that_says_how_to_
     from shoal.learner.checkpoint import latest_checkpoint
 
     assert latest_checkpoint(ctx.run_dir) is not None
+
+
+def test_a_hung_rollout_worker_is_restarted_after_the_actor_timeout(ray_local, sft_models, tmp_path):
+    """SIGSTOP freezes worker 0 mid-run (a hung engine): past run.actor_timeout_s the driver
+    restarts it, the request it held is sent again, and the run finishes on time."""
+    from shoal.services.metrics import MetricsReader
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
+
+    total = 14
+    cfg = small_config(
+        sft_models, tmp_path, f"run.total_steps={total}", "run.actor_timeout_s=4", "rollout.max_policy_lag=2"
+    )
+    ctx = open_run(cfg)
+    status, summary = "failed", {}
+    try:
+        prog = RayProgram(cfg, ctx)
+        frozen: dict = {}
+
+        def go():
+            while prog.version < 3:
+                time.sleep(0.02)
+            pid = ray.get(prog.rollout.handle(0).pid.remote())
+            os.kill(pid, signal.SIGSTOP)
+            frozen.update(pid=pid)
+
+        threading.Thread(target=go, daemon=True).start()
+        last = prog.run(progress=False)
+        assert frozen
+        counters = prog.counters(last)
+        summary, status = counters, "finished"
+        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
+    finally:
+        close_run(ctx, status, summary)
+    timeouts = [e["message"] for e in events if e["kind"] == "actor_timeout"]
+    assert len(timeouts) == 1 and timeouts[0].startswith("rollout-0 on node "), timeouts
+    assert "run.actor_timeout_s" in timeouts[0]
+    assert counters["learner_steps"] == total and counters["actor_deaths"]["rollout"] == 1
+    assert counters["requeued"] >= cfg.rollout.prompts_per_request
+    stats = ray.get(prog.buffer.stats.remote())
+    assert counters["drawn"] == stats["buffer/added"] + stats["buffer/rejected_full"] + counters["rejected_nonfinite"]
+    assert not psutil_alive(frozen["pid"])
+
+
+def psutil_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_an_actor_call_past_its_deadline_is_one_line_naming_the_actor_node_and_remedy(ray_local):
+    from shoal.services.calls import get_within
+    from shoal.utils import RunError
+
+    @ray.remote
+    def slow():
+        time.sleep(30)
+
+    with pytest.raises(RunError) as e:
+        get_within(slow.remote(), "the replay buffer", "`room`", 0.5, "10.0.0.7")
+    msg = str(e.value)
+    assert msg.startswith("the replay buffer on node 10.0.0.7 did not answer `room` within 0.5 s (run.actor_timeout_s)")
+    assert "ray status" in msg and "--resume" in msg and "\n" not in msg
+
+
+def test_sigkill_of_the_r2d2_replay_brings_back_its_sequences_states_and_priorities(ray_local, tmp_path):
+    """The prioritized sequence replay (stored recurrent states, priorities, the rate
+    limiter's pending queue) through its snapshot: the run finishes, and every episode drawn
+    is in the restored replay's books or counted as lost since the snapshot."""
+    from shoal.services.config import load_config
+    from shoal.services.metrics import MetricsReader
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
+
+    total = 60
+    cfg = load_config(
+        None,
+        [
+            f"run.runs_dir={tmp_path}/runs",
+            "dashboard.enabled=false",
+            "env.eval_episodes=4",
+            "run.algorithm=r2d2",
+            f"run.total_steps={total}",
+            "run.replay_snapshot_interval_s=0.2",
+            "rollout.num_workers=2",
+            "env.episodes_per_request=2",
+            "replay.min_size_to_sample=16",
+            "r2d2.batch_size=8",
+            "rollout.sync_interval=5",
+        ],
+    )
+    ctx = open_run(cfg)
+    status, summary = "failed", {}
+    try:
+        prog = RayProgram(cfg, ctx)
+        killed: dict = {}
+
+        def go():
+            while prog.version < 30:
+                time.sleep(0.02)
+            killed["held"] = ray.get(prog.buffer.stats.remote())["buffer/size"]
+            os.kill(ray.get(prog.buffer.pid.remote()), signal.SIGKILL)
+
+        threading.Thread(target=go, daemon=True).start()
+        last = prog.run(progress=False)
+        assert killed and killed["held"] > 0
+        counters = prog.counters(last)
+        summary, status = counters, "finished"
+        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
+    finally:
+        close_run(ctx, status, summary)
+    assert counters["learner_steps"] == total and counters["actor_deaths"]["buffer"] == 1
+    back = [e["message"] for e in events if e["kind"] == "actor_restored"]
+    restored = re.search(r"before its restart \((\d+) items\)", back[0])
+    assert restored and int(restored.group(1)) > 0, back
+    stats = ray.get(prog.buffer.stats.remote())
+    assert counters["drawn"] == stats["buffer/episodes_added"] + counters["replay_lost"] + counters["dropped_episodes"]
+    assert stats["buffer/priority_mean"] < 1.0  # the restored TD priorities, not fresh max-priority items only

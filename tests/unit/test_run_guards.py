@@ -104,3 +104,12 @@ def test_buffer_stage_logs_at_most_the_fixed_buckets():
     assert fields == {f"buffer/policy_lag/{b}" for b in LAG_BUCKETS}
     assert sum(last[k] for k in fields) == 4 * 1000
     assert last["buffer/policy_lag_max"] == 999.0
+
+
+def test_overdue_requests_are_those_past_the_deadline():
+    from shoal.services.calls import overdue
+
+    started = {"a": 100.0, "b": 95.0, "c": 89.0}
+    assert overdue(started, 10.0, now=100.0) == ["c"]
+    assert overdue(started, 4.0, now=100.0) == ["b", "c"]
+    assert overdue({}, 1.0) == []

@@ -17,7 +17,7 @@ Columns:
   means every prompt is accounted for (requests lost with a dead actor are re-sent); `-`
   when the run ended early by design.
 - `lost since snapshot`: rollouts a restarted replay buffer had acknowledged after the
-  snapshot it came back from (run.replay_snapshot_interval_s, 5 s by default).
+  snapshot it came back from (run.replay_snapshot_interval_s, 0.2 s by default).
 - `rc`: the exit code (`130 -> 0`: interrupted, then resumed to the end).
 
 Actors are found by Ray's process titles (`ray::WorkerActor`, `ray::ScorerActor`,

@@ -49,14 +49,24 @@ def read_snapshot(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return snap
 
 
+MAX_SHARE = 0.05  # of the buffer's time spent writing snapshots
+
+
 class SnapshotClock:
-    """Due at most once per `interval_s` (0: never), counting from the last `mark()`."""
+    """Due at most once per `interval_s` (0: never), counting from the last `mark()`, and
+    never more often than keeps snapshot writing under MAX_SHARE of the time (a large replay's
+    snapshots space out by themselves: a 100 ms write is due every 2 s at most)."""
 
     def __init__(self, interval_s: float) -> None:
-        self.interval_s, self.last = interval_s, time.monotonic()
+        self.interval_s, self.last, self.cost_s = interval_s, time.monotonic(), 0.0
 
     def due(self) -> bool:
-        return self.interval_s > 0 and time.monotonic() - self.last >= self.interval_s
+        wait = max(self.interval_s, self.cost_s / MAX_SHARE)
+        return self.interval_s > 0 and time.monotonic() - self.last >= wait
 
     def mark(self) -> None:
         self.last = time.monotonic()
+
+    def took(self, seconds: float) -> None:
+        """How long the snapshot written since `mark()` took."""
+        self.cost_s = seconds

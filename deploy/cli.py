@@ -10,6 +10,8 @@
     shoal config [CONFIG]           print the resolved config (`--reference`: field reference)
     shoal collect ENV --policy P[,P] --episodes N --out FILE.jsonl [--seed S]
                                     scripted policies in a text environment -> episodes JSONL
+    shoal export RUN OUT [--step N] a run's trained policy (and its reward model) as Hugging
+                                    Face model directories that transformers and vLLM load
 
 Every command takes `--set path=value` overrides. Known problems (bad config, missing model,
 unreachable Redis, malformed preference file) end with one `shoal: error: ...` line and exit
@@ -252,6 +254,32 @@ def cmd_collect(args: argparse.Namespace) -> None:
     print(format_summary(env, result, args.out), flush=True)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from shoal.deploy.export import ExportError, export_run
+
+    try:
+        info = export_run(args.run, args.out, args.step, args.runs_dir, args.force)
+    except ExportError as e:
+        raise UserError(str(e)) from None
+    extra = f"; reward model -> {info['reward_model']}" if "reward_model" in info else ""
+    note = f" ({info['note']})" if "note" in info else ""
+    print(
+        f"[shoal] exported run {info['run_id']} learner step {info['step']} ({info['algorithm']}) -> {info['policy']}"
+        f"{extra}{note}; load it with AutoModelForCausalLM.from_pretrained or vllm.LLM",
+        flush=True,
+    )
+
+
+def _add_export_parser(sub: Any) -> None:
+    se = sub.add_parser("export", help="write a run's trained policy as a Hugging Face model directory")
+    se.add_argument("run", help="run id in --runs-dir, `latest`, or a run directory")
+    se.add_argument("out", help="output directory (the policy; its reward model in OUT/reward_model)")
+    se.add_argument("--step", type=int, default=None, help="the checkpoint of this learner step (default: the newest)")
+    se.add_argument("--runs-dir", default="runs", help="where the run directories are (run.runs_dir)")
+    se.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    se.set_defaults(fn=cmd_export)
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -340,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--runs-dir", default="runs", help="runs directory holding the embedded store")
     sd.set_defaults(fn=cmd_dashboard)
     _add_collect_parser(sub)
+    _add_export_parser(sub)
     return p
 
 

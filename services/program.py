@@ -846,6 +846,7 @@ class RayProgram:
                 "buffer": self.buffer_deaths,
             },
             "replay_lost": self.replay_lost(),
+            "replay_snapshot_s": stats.get("buffer/snapshot_s"),
             "requeued": self.requeued_units,
             "drawn": self.drawn,
             "replay_added": stats.get("buffer/added"),

@@ -185,3 +185,38 @@ def test_fifo_queue_of_scored_rollouts_round_trips():
     r.restore(_json(q.snapshot()))
     for x, y in zip(q.sample(3, 0).items, r.sample(3, 0).items, strict=True):
         _same(x, y)
+
+
+def test_snapshot_files_are_whole_or_refused(tmp_path):
+    from shoal.buffer.snapshots import read_snapshot, snapshot_path, write_snapshot
+
+    assert read_snapshot(tmp_path) is None
+    q = FIFOQueue(capacity=4, max_policy_lag=1)
+    q.add([_scored(i, 0) for i in range(3)])
+    write_snapshot(tmp_path, q.snapshot(), offered=3)
+    snap = read_snapshot(tmp_path)
+    assert snap["offered"] == 3 and len(snap["replay"]["items"]) == 3
+    assert [p.name for p in snapshot_path(tmp_path).parent.iterdir()] == ["snapshot.json"]  # no temporary left
+    snapshot_path(tmp_path).write_text('{"format": "shoal-replay-snapshot/1", "repl')
+    with pytest.raises(ValueError, match=r"snapshot.json: not a readable replay snapshot"):
+        read_snapshot(tmp_path)
+    snapshot_path(tmp_path).write_text('{"items": []}')
+    with pytest.raises(ValueError, match=r"not a replay snapshot"):
+        read_snapshot(tmp_path)
+
+
+def test_snapshot_clock_keeps_writing_under_five_percent_of_the_time():
+    import time
+
+    from shoal.buffer.snapshots import SnapshotClock
+
+    clock = SnapshotClock(0.2)
+    clock.last = time.monotonic() - 0.3
+    assert clock.due()
+    clock.mark()
+    clock.took(0.1)  # a 100 ms write: the next is due 2 s later, not 0.2 s
+    clock.last = time.monotonic() - 1.0
+    assert not clock.due()
+    clock.last = time.monotonic() - 2.1
+    assert clock.due()
+    assert not SnapshotClock(0.0).due()

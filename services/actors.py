@@ -75,6 +75,30 @@ class _Timed:
         """The node this actor runs on (named in the driver's timeout messages)."""
         return ray.util.get_node_ip_address()
 
+    def node_id(self) -> str:
+        """The Ray node id this actor runs on (the elastic pool notices nodes that leave)."""
+        return ray.get_runtime_context().get_node_id()
+
+
+class Pacer:
+    """rollout.max_samples_per_s_per_worker: sleeps so that a worker's samples per second stay
+    at most `rate` (0: never sleeps) - a slower engine, for scaling measurements on few cores.
+    A batch of n samples may end no sooner than n / rate after the previous one ended."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.last_end = rate, None
+
+    def __call__(self, samples: int) -> float:
+        """Account for `samples` just made; returns the seconds slept."""
+        if self.rate <= 0 or samples <= 0:
+            return 0.0
+        now = time.monotonic()
+        due = now if self.last_end is None else self.last_end + samples / self.rate
+        wait = max(0.0, due - now)
+        time.sleep(wait)
+        self.last_end = max(now, due)
+        return wait
+
 
 def _sink(redis_url: str, run_id: str, source: str) -> TeeMetrics:
     """Redis (what the dashboard reads) + Ray gauges (what Prometheus scrapes)."""
@@ -123,6 +147,7 @@ class WorkerActor(_Timed):
         self.scoring = _scoring(builder, redis_url, run_id, index) if score else None
         self.transport = make_transport(cfg.rollout.weight_transport)
         self.node = ray.get_runtime_context().get_node_id()
+        self.pace = Pacer(cfg.rollout.max_samples_per_s_per_worker)
         self._report(healthy=True)
         self._ready()
 
@@ -141,6 +166,7 @@ class WorkerActor(_Timed):
 
     def act(self, payload: Any) -> Any:
         out = self.worker.act(payload)
+        self.pace(len(out))
         self._report(healthy=True)
         return self.scoring(out) if self.scoring is not None else out
 

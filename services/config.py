@@ -156,7 +156,37 @@ class RolloutSection(_Section):
     engine: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="Generation engine: `auto` picks vLLM when a GPU is present, else transformers."
     )
-    num_workers: int = Field(2, gt=0, description="Rollout worker actors (one per GPU on a cluster).")
+    num_workers: int = Field(
+        2,
+        gt=0,
+        description=(
+            "Rollout worker actors at the start (one per GPU on a cluster); `auto`: start with 1 and grow to"
+            " rollout.max_workers as the cluster fits them."
+        ),
+    )
+    max_workers: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Elastic pool: while a run goes, start new workers on nodes that join (up to this many) and drop the"
+            " workers of nodes that leave (their requests are sent again); null: the pool stays at num_workers."
+        ),
+    )
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each rollout worker reserves (place workers on nodes that offer them).",
+    )
+    scale_interval_s: float = Field(
+        5.0, gt=0, description="Elastic pool: seconds between the driver's looks at the cluster's free resources."
+    )
+    max_samples_per_s_per_worker: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Pace each worker to at most this many samples per second (0: off): emulates slower engines when"
+            " measuring scaling on a small machine (benchmarks/scaling.py)."
+        ),
+    )
     num_gpus_per_worker: float = Field(
         0.0, ge=0, description="GPUs per rollout worker actor (set 1 on GPU clusters; `auto` engine then uses vLLM)."
     )
@@ -181,6 +211,25 @@ class RolloutSection(_Section):
     vllm_cpu_kvcache_gib: int = Field(
         1, gt=0, description="vllm-cpu engine: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_workers(cls, data: Any) -> Any:
+        """`num_workers: auto` = start with one worker, grow to max_workers (which it needs)."""
+        if isinstance(data, dict) and data.get("num_workers") == "auto":
+            if data.get("max_workers") is None:
+                raise ValueError("num_workers: auto needs rollout.max_workers (the most workers to grow to)")
+            data = {**data, "num_workers": 1}
+        return data
+
+    @model_validator(mode="after")
+    def _max_at_least_start(self) -> RolloutSection:
+        if self.max_workers is not None and self.max_workers < self.num_workers:
+            raise ValueError(f"max_workers ({self.max_workers}) is below num_workers ({self.num_workers})")
+        return self
+
+    def elastic(self) -> bool:
+        return self.max_workers is not None
 
 
 class RewardSection(_Section):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 NAMESPACES = ("rollout", "reward", "buffer", "learner", "weights")
-WORKER_FIELDS = ("node", "engine", "policy_version", "tokens_per_s", "samples_per_s", "healthy", "last_seen")
+WORKER_FIELDS = ("node", "engine", "policy_version", "tokens_per_s", "samples_per_s", "healthy", "left", "last_seen")
 EVENT_KINDS = (
     "run_started",
     "run_finished",
@@ -24,6 +24,9 @@ EVENT_KINDS = (
     "actor_restored",
     "actor_replaced",
     "actor_retired",
+    "actor_timeout",
+    "worker_starting",
+    "worker_left",
 )
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 

@@ -61,6 +61,8 @@ class _Slot:
     retired: bool = False
     died_at: float = 0.0
     next_probe: float = 0.0
+    joining: bool = False  # added by `grow`, not yet answering
+    node: str | None = None  # the Ray node id it was last seen on (`placed`)
 
 
 class ActorPool:
@@ -144,6 +146,39 @@ class ActorPool:
             )
         return True
 
+    # -- growing and shrinking (the elastic pool) -----------------------------------------
+    def active(self) -> list[int]:
+        """Slots not retired (healthy or being brought back)."""
+        return [i for i, s in enumerate(self.slots) if not s.retired]
+
+    def grow(self, n: int) -> list[int]:
+        """`n` new slots with fresh actors; they join (`recover` says so) once they answer a ping."""
+        new = []
+        for _ in range(n):
+            slot = len(self.slots)
+            self.manager.add_actors([self.make(slot)])
+            self.slots.append(_Slot(self.manager.actor_ids()[-1], joining=True, died_at=time.monotonic()))
+            self.manager.set_actor_state(self.slots[slot].actor_id, healthy=False)
+            new.append(slot)
+        return new
+
+    def placed(self, slot: int, node: str) -> None:
+        self.slots[slot].node = node
+
+    def retire(self, slot: int, why: str) -> None:
+        """Take `slot` out of the pool for good (its node left): one path with a death, whose
+        request was re-queued already; the actor is killed so Ray does not restart it elsewhere."""
+        s = self.slots[slot]
+        s.retired = True
+        try:
+            ray.kill(self.handle(slot), no_restart=True)
+        except Exception:  # already gone with its node
+            pass
+        self.manager.set_actor_state(s.actor_id, healthy=False)
+        self.say("worker_left", f"{self.name(slot)} left: {why}; {len(self.active())} {self.kind} actor(s) now")
+        if not self.active():
+            raise PoolExhausted(f"every {self.kind} actor is gone ({why}); add nodes or lower the resources asked")
+
     def recover(self, timeout_s: float = 0.05) -> list[int]:
         """Probe the dead slots that are due with a `ping`: returns the slots healthy again
         (Ray restarted the process, or a fresh actor took the slot). A ping that fails means
@@ -170,9 +205,13 @@ class ActorPool:
             s = self.slots[i]
             if self.manager.is_actor_healthy(s.actor_id):
                 restored.append(i)
-                self.say("actor_restored", f"{self.name(i)} is back after {now - s.died_at:.1f} s")
+                if s.joining:
+                    s.joining = False
+                    self.say("worker_joined", f"{self.name(i)} joined; {len(self.active())} {self.kind} actor(s) now")
+                else:
+                    self.say("actor_restored", f"{self.name(i)} is back after {now - s.died_at:.1f} s")
                 continue
-            if s.actor_id in failed or s.deaths_since_replace > self.max_restarts:
+            if not s.joining and (s.actor_id in failed or s.deaths_since_replace > self.max_restarts):
                 self.replace(i)
             s.next_probe = now + min(backoff_s(s.deaths_since_replace), 5.0)  # a restart takes seconds
         return restored

@@ -65,9 +65,27 @@ def required_resources(cfg: ShoalConfig, placement: str = "actors") -> dict[str,
     scorers = make_builder(cfg).num_scorers() if placement == "actors" else 0
     cpus = r.num_workers * r.num_cpus_per_worker + scorers * cfg.reward.num_cpus_per_scorer + cfg.run.learner_num_cpus
     gpus = r.num_workers * r.num_gpus_per_worker + scorers * cfg.reward.num_gpus_per_scorer + cfg.run.learner_num_gpus
-    return {"CPU": cpus, "GPU": gpus}
+    return {"CPU": cpus, "GPU": gpus, **{k: v * r.num_workers for k, v in r.worker_resources.items()}}
 
 
+def worker_need(cfg: ShoalConfig) -> dict[str, float]:
+    """What one rollout worker reserves (the resources it asks Ray for)."""
+    r = cfg.rollout
+    return {
+        k: v
+        for k, v in {"CPU": r.num_cpus_per_worker, "GPU": r.num_gpus_per_worker, **r.worker_resources}.items()
+        if v > 0
+    }
+
+
+def workers_that_fit(available: dict[str, float], need: dict[str, float], cap: int) -> int:
+    """How many more workers the free resources hold (at most `cap`; a worker that asks for
+    nothing fits `cap` times)."""
+    fits = [int((available.get(k, 0.0) + 1e-9) // v) for k, v in need.items()]
+    return max(0, min([cap, *fits]))
+
+
+JOIN_TIMEOUT_S = 300.0  # a worker the elastic pool started that Ray cannot place in this long is dropped
 STARTUP_TIMEOUT_S = 600.0  # the deadline of calls that wait for the actors' constructors (model loading)
 MAX_RESTARTS = 3  # Ray restarts a dead worker or scorer in place this often, then the pool replaces it
 LOCAL_ACTORS_PER_CORE = 4  # a local Ray's CPU slots per core (module note in `local_cpus`)
@@ -76,6 +94,8 @@ LOCAL_ACTORS_PER_CORE = 4  # a local Ray's CPU slots per core (module note in `l
 def describe_need(cfg: ShoalConfig, placement: str, res: str = "CPU") -> str:
     """What the CPUs (GPUs) are for, e.g. '64 rollout worker(s) x 1 + learner 1'."""
     r, scorers, kind = cfg.rollout, make_builder(cfg).num_scorers() if placement == "actors" else 0, res.lower()
+    if res not in ("CPU", "GPU"):
+        return f"{r.num_workers} rollout worker(s) x {r.worker_resources[res]:g} (rollout.worker_resources)"
     parts = [f"{r.num_workers} rollout worker(s) x {getattr(r, f'num_{kind}s_per_worker'):g}"]
     if scorers:
         parts.append(f"{scorers} scorer(s) x {getattr(cfg.reward, f'num_{kind}s_per_scorer'):g}")
@@ -181,6 +201,14 @@ def check_resources(cfg: ShoalConfig, placement: str = "actors", timeout_s: floa
         time.sleep(2.0)
 
 
+def on_this_node() -> Any:
+    """Prefer the driver's node (soft): the replay buffer writes its snapshots to the run
+    directory, and a node that leaves the cluster should not take it along."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+
+
 def prefetch_request(builder: Any) -> Future | None:
     """builder.new_request() in a thread (None when the builder collects nothing)."""
     if not builder.collecting():
@@ -248,13 +276,14 @@ class RayProgram:
         self.requeued_units = 0
         # restarted from its snapshots (`recover_buffer`) when it takes them
         buffer_restarts = MAX_RESTARTS if cfg.run.replay_snapshot_interval_s else 0
-        self.buffer = BufferActor.options(num_cpus=0, max_restarts=buffer_restarts, **self.env_opts).remote(
-            cj, url, rid, str(ctx.run_dir)
-        )
+        self.buffer = BufferActor.options(
+            num_cpus=0, max_restarts=buffer_restarts, scheduling_strategy=on_this_node(), **self.env_opts
+        ).remote(cj, url, rid, str(ctx.run_dir))
         self.learner = LearnerActor.options(**self.learner_options()).remote(
             cj, url, rid, str(ctx.run_dir), self.bundle
         )
         self.next_scorer = 0
+        self.next_scale = time.perf_counter() + cfg.rollout.scale_interval_s  # the elastic pool's next look
         self.drawn = 0  # units the builder handed out (accounting: trained, dropped or counted)
         self.nodes: dict[str, str] = {}  # actor -> the node it was last seen on (timeout messages)
         self.deadline_s = max(cfg.run.actor_timeout_s, STARTUP_TIMEOUT_S)  # until the actors are up
@@ -306,7 +335,14 @@ class RayProgram:
             "the learner": self.learner,
         }
         ips = self.call([h.node_ip.remote() for h in named.values()], "the run's actors", "`node_ip`")
+        for i in self.rollout.healthy_slots():
+            self.place(i)
         return dict(zip(named, ips, strict=True))
+
+    def place(self, slot: int) -> None:
+        """Note the node a rollout worker runs on (the elastic pool drops those of nodes that left)."""
+        node = self.call(self.rollout.handle(slot).node_id.remote(), self.rollout.name(slot), "`node_id`")
+        self.rollout.placed(slot, node)
 
     def say(self, kind: str, message: str) -> None:
         """A line on the console and an event on the dashboard."""
@@ -319,6 +355,7 @@ class RayProgram:
             "num_cpus": r.num_cpus_per_worker,
             "num_gpus": r.num_gpus_per_worker,
             "max_restarts": MAX_RESTARTS,
+            **({"resources": dict(r.worker_resources)} if r.worker_resources else {}),
             **self.env_opts,
         }
 
@@ -460,7 +497,41 @@ class RayProgram:
         for i in self.rollout.recover():
             self.pending[self.rollout.handle(i).load_weights.remote(self.handle)] = ("load", (i, time.perf_counter()))
             self.idle[i] = 0.0
+            if self.cfg.rollout.elastic():
+                self.place(i)
         self.scoring.recover()
+
+    def scale(self) -> None:
+        """The elastic pool (rollout.max_workers), every rollout.scale_interval_s: a dead worker
+        whose node left the cluster leaves the pool (its request was re-queued when it died:
+        one path with any death); while every worker serves and the cluster has free resources
+        for more, new ones start (they get the current weights before their first request,
+        `heal`). Ray sends no node events: the driver looks."""
+        now = time.perf_counter()
+        if not self.cfg.rollout.elastic() or now < self.next_scale:
+            return
+        self.next_scale = now + self.cfg.rollout.scale_interval_s
+        pool, alive = self.rollout, {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        for i in pool.active():
+            s = pool.slots[i]
+            if s.joining and time.monotonic() - s.died_at > JOIN_TIMEOUT_S:
+                pool.retire(i, f"Ray could not place it in {JOIN_TIMEOUT_S:g} s")
+            elif not pool.healthy(i) and not s.joining and s.node is not None and s.node not in alive:
+                pool.retire(i, f"its node {s.node[:12]} left the cluster")
+                self.idle.pop(i, None)
+                self.events.worker_status(pool.name(i), healthy=False, left=True)  # the dashboard's table
+        if any(not pool.healthy(i) for i in pool.active()):
+            return  # joining or restarting workers take their resources first
+        more = workers_that_fit(
+            ray.available_resources(), worker_need(self.cfg), self.cfg.rollout.max_workers - len(pool.active())
+        )
+        if more > 0:
+            slots = pool.grow(more)
+            self.say(
+                "worker_starting",
+                f"the cluster has room for {more} more rollout worker(s): starting "
+                f"{', '.join(pool.name(i) for i in slots)} (rollout.max_workers={self.cfg.rollout.max_workers})",
+            )
 
     def recover_learner(self, err: RayActorError, bar: Any) -> None:
         """The learner died: Ray restarts it and it loads the run's newest checkpoint. Wait
@@ -726,6 +797,7 @@ class RayProgram:
                 self.check_stalled()
                 self.check_overdue()
                 self.heal()
+                self.scale()
                 self.ctx.tick()
                 ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
                 if not ready:

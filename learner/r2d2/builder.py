@@ -115,7 +115,9 @@ class R2D2Builder(EpisodeBuilder):
 
         r = self.cfg.r2d2
         net, encoder = self.network(model_dirs)
-        eps = apex_epsilon(index, self.cfg.rollout.num_workers, r.epsilon, r.epsilon_alpha)
+        eps = apex_epsilon(
+            index, self.cfg.rollout.max_workers or self.cfg.rollout.num_workers, r.epsilon, r.epsilon_alpha
+        )
         cands = self.candidates(model_dirs)
         fn = None if cands is None else cands.for_actor
         return QAgent(

@@ -65,7 +65,10 @@ def parse_limit(text: str | None, default: int = 5000) -> int:
 
 
 def worker_health(w: dict, running: bool, now: float, stale_after_s: float = STALE_AFTER_S) -> str:
-    """ok | unhealthy | stale (running run, silent too long) | stopped (run over)."""
+    """ok | left (the elastic pool let it go with its node) | unhealthy | stale (running run,
+    silent too long) | stopped (run over)."""
+    if w.get("left"):
+        return "left"
     if w.get("healthy") is False:
         return "unhealthy"
     if not running:

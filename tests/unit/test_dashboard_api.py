@@ -121,6 +121,7 @@ def test_worker_health():
     assert worker_health({"healthy": True, "last_seen": 100.0}, True, now) == "stale"
     assert worker_health({"healthy": False, "last_seen": 999.0}, True, now) == "unhealthy"
     assert worker_health({"healthy": True, "last_seen": 999.0}, False, now) == "stopped"
+    assert worker_health({"healthy": False, "left": True, "last_seen": 999.0}, True, now) == "left"
     rows = worker_rows({"rollout-1": {"last_seen": 990.0}, "rollout-0": {"last_seen": None}}, True, now)
     assert [(r["worker"], r["health"], r["age_s"]) for r in rows] == [
         ("rollout-0", "stale", None),

@@ -184,5 +184,5 @@ def test_table_with_workers_and_empty():
     text = format_latest_table({}, workers, now=100.0)
     lines = text.splitlines()
     assert lines[0] == "no metrics yet" and "workers" in lines
-    assert lines[-2].split() == ["rollout-0", "n1", "-", "-", "-", "-", "yes", "-"]
-    assert lines[-1].split() == ["rollout-1", "n2", "vllm", "3", "900.5", "12", "no", "5s", "ago"]
+    assert lines[-2].split() == ["rollout-0", "n1", "-", "-", "-", "-", "yes", "-", "-"]
+    assert lines[-1].split() == ["rollout-1", "n2", "vllm", "3", "900.5", "12", "no", "-", "5s", "ago"]

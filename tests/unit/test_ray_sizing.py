@@ -38,3 +38,32 @@ def test_ray_address_that_does_not_answer_is_one_line():
         s.bind(("127.0.0.1", 0))
         s.listen()
         check_ray_address(f"127.0.0.1:{s.getsockname()[1]}")
+
+
+def test_workers_that_fit_the_free_resources():
+    from shoal.services.config import load_config
+    from shoal.services.program import worker_need, workers_that_fit
+
+    cfg = load_config(
+        None, ["rollout.max_workers=8", "rollout.worker_resources={rollout: 1}", "rollout.num_gpus_per_worker=1"]
+    )
+    need = worker_need(cfg)
+    assert need == {"CPU": 1.0, "GPU": 1.0, "rollout": 1.0}
+    assert workers_that_fit({"CPU": 8, "GPU": 3, "rollout": 2}, need, cap=8) == 2  # the scarcest decides
+    assert workers_that_fit({"CPU": 8, "GPU": 3, "rollout": 5}, need, cap=2) == 2  # max_workers caps it
+    assert workers_that_fit({"CPU": 0.5, "GPU": 3, "rollout": 5}, need, cap=8) == 0
+    assert workers_that_fit({}, {}, cap=3) == 3  # a worker that asks for nothing
+
+
+def test_pacer_holds_a_worker_to_its_rate():
+    import time
+
+    from shoal.services.actors import Pacer
+
+    pace = Pacer(200.0)  # 200 samples/s: 20 samples every 0.1 s
+    t0 = time.monotonic()
+    assert pace(20) == 0.0  # the first batch sets the clock
+    for _ in range(3):
+        pace(20)
+    assert time.monotonic() - t0 >= 0.29
+    assert Pacer(0.0)(1000) == 0.0

@@ -21,6 +21,7 @@ pool is told of a failure with `mark_dead`.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -31,6 +32,10 @@ import ray
 from ray.rllib.utils.actor_manager import FaultTolerantActorManager
 
 from shoal.utils import RunError
+
+# The pool says what happens to its actors in its own words (deaths, restarts, joins); RLlib's
+# manager would add a warning line of its own for every actor back in service.
+logging.getLogger("ray.rllib.utils.actor_manager").setLevel(logging.ERROR)
 
 
 class PoolExhausted(RunError):

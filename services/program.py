@@ -283,6 +283,7 @@ class RayProgram:
             cj, url, rid, str(ctx.run_dir), self.bundle
         )
         self.next_scorer = 0
+        self.served: dict[int, int] = {}  # rollout slot -> requests it completed (balance, join times)
         self.next_scale = time.perf_counter() + cfg.rollout.scale_interval_s  # the elastic pool's next look
         self.drawn = 0  # units the builder handed out (accounting: trained, dropped or counted)
         self.nodes: dict[str, str] = {}  # actor -> the node it was last seen on (timeout messages)
@@ -451,6 +452,7 @@ class RayProgram:
             raise self.actor_failure(e, chain) from None
         self.samples += self.builder.request_units(chain.payload)
         self.requests_done += 1
+        self.served[chain.worker] = self.served.get(chain.worker, 0) + 1
         self.mark("first_rollouts")
         if not self.accepted_any:
             self.check_trainable()

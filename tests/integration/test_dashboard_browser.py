@@ -138,6 +138,15 @@ def test_charts_workers_and_live_update(browser, site):
     )
     assert [r[0] for r in rows] == ["rollout-0", "rollout-1"]
     assert rows[0][2] == "transformers" and rows[0][7] == "ok" and rows[1][3] == "6"
+    # workers on two nodes: each node's colour on its workers' lines and on its dot in the table
+    colours = browser.execute_script(
+        "const ids = ['rollout-0', 'rollout-1'];"
+        "return ids.map(w => [document.querySelector(`[data-chart=tokens] path[data-series=\"${w}\"]`).getAttribute('stroke'),"
+        " window.ShoalSeries.nodeColor(document.querySelector(`#workers tr[data-worker=${w}] td[title]`).title),"
+        " document.querySelector(`#workers tr[data-worker=${w}] .node-dot`).style.background]);"
+    )
+    assert colours[0][0] == colours[0][1] and colours[1][0] == colours[1][1], colours
+    assert colours[0][0] != colours[1][0] and all(c[2] for c in colours), colours
 
     browser.execute_script("window.__noReload = 42;")
     sinks["rollout-0"].log({"rollout/tokens_per_s": 4321.0}, step=7)

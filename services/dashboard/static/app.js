@@ -9,7 +9,7 @@
 (function () {
   "use strict";
   const {LineChart, BarChart, fmt, fmtElapsed} = window.ShoalCharts;
-  const {Store, CHARTS} = window.ShoalSeries;
+  const {Store, CHARTS, nodeColor} = window.ShoalSeries;
   const $ = sel => document.querySelector(sel);
   const S = {poll: 2000, runs: [], run: null, record: null, store: null, cursor: "-", eventsCursor: "-", events: [],
     skippedStream: 0, skippedNow: 0, charts: {}, timer: null, gen: 0, error: null, lastOk: null, config: null};
@@ -157,6 +157,7 @@
     renderHeader(); renderKpis(); renderWorkers(); renderEvents(); renderStatus();
     if (!chartsToo) return;
     const t0 = S.record && S.record.started_at;
+    S.store.nodeOf = Object.fromEntries((S.workers || []).map(w => [w.worker, w.node]));
     for (const spec of CHARTS) {
       const c = S.charts[spec.id];
       c.opts.t0 = t0;
@@ -199,7 +200,9 @@
       const node = w.node === null ? "–" : String(w.node);
       return h("tr", {"data-worker": w.worker},
         h("td", {class: "mono"}, w.worker),
-        h("td", {class: "mono", title: node}, node.length > 12 ? node.slice(0, 10) + "…" : node),
+        h("td", {class: "mono", title: node},
+          w.node === null ? null : h("span", {class: "node-dot", style: `background:${nodeColor(w.node)}`}),
+          node.length > 12 ? node.slice(0, 10) + "…" : node),
         h("td", {}, w.engine === null ? "–" : String(w.engine)),
         h("td", {class: "num"}, w.policy_version === null ? "–" : String(w.policy_version), behind ? h("span", {class: "muted"}, ` (−${behind})`) : null),
         h("td", {class: "num"}, fmt(w.tokens_per_s)), h("td", {class: "num"}, fmt(w.samples_per_s)),

@@ -84,9 +84,21 @@
     return out;
   }
 
+  /* One colour per Ray node (a stable hash of its id), so that workers joining and leaving
+   * with their nodes read as such in the throughput charts and the worker table. */
+  const NODE_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+  function nodeColor(node) {
+    if (node === null || node === undefined) return null;
+    let h = 0;
+    for (const ch of String(node)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+    return NODE_COLORS[h % NODE_COLORS.length];
+  }
+
   function perWorker(store, name, totalName) {
     const parts = store.bySource(name, /^rollout/);
-    const out = parts.map(s => ({label: s.source, pts: s.pts}));
+    const nodes = store.nodeOf || {};  // worker -> node, set by the page from the worker table
+    const byNode = new Set(Object.values(nodes)).size > 1;  // colour by node only when there are several
+    const out = parts.map(s => ({label: s.source, pts: s.pts, ...(byNode && nodeColor(nodes[s.source]) ? {color: nodeColor(nodes[s.source])} : {})}));
     if (totalName && store.merged(totalName).length) out.push({label: "total, end to end", pts: store.merged(totalName), color: TOTAL, thick: true});
     else if (parts.length > 1) out.push({label: "sum of workers", pts: sumOfLast(parts), color: TOTAL, thick: true});
     return out;
@@ -191,5 +203,5 @@
         line(s, "dq/stored", "stored"), line(s, "dq/stored_burn_in", "stored + burn-in", {thick: true})]},
   ];
 
-  window.ShoalSeries = {Store, CHARTS, sumOfLast, stdName};
+  window.ShoalSeries = {Store, CHARTS, sumOfLast, stdName, nodeColor};
 })();

@@ -216,7 +216,7 @@ def bad_input(run: Run, runs: Path) -> dict[str, Any]:
 
 
 SCENARIOS: list[tuple[str, list[str], Callable[[Run, Path], dict[str, Any]]]] = [
-    ("rollout worker SIGKILL", [], kill_actor("WorkerActor")),
+    ("rollout worker SIGKILL", [f"run.total_steps={STEPS * 2}"], kill_actor("WorkerActor")),  # long enough to see it back
     ("reward scorer SIGKILL", ["reward.placement=actors"], kill_actor("ScorerActor")),
     ("learner SIGKILL", ["run.checkpoint_interval=3"], kill_actor("LearnerActor")),
     ("replay buffer SIGKILL", [], kill_actor("BufferActor")),

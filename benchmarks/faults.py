@@ -216,7 +216,8 @@ def bad_input(run: Run, runs: Path) -> dict[str, Any]:
 
 
 SCENARIOS: list[tuple[str, list[str], Callable[[Run, Path], dict[str, Any]]]] = [
-    ("rollout worker SIGKILL", [f"run.total_steps={STEPS * 2}"], kill_actor("WorkerActor")),  # long enough to see it back
+    # the worker kill runs twice as long: a restarted worker takes ~5 s to be seen back
+    ("rollout worker SIGKILL", [f"run.total_steps={STEPS * 2}"], kill_actor("WorkerActor")),
     ("reward scorer SIGKILL", ["reward.placement=actors"], kill_actor("ScorerActor")),
     ("learner SIGKILL", ["run.checkpoint_interval=3"], kill_actor("LearnerActor")),
     ("replay buffer SIGKILL", [], kill_actor("BufferActor")),

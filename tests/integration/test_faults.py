@@ -85,25 +85,22 @@ def test_sigkill_of_a_worker_or_scorer_mid_run(pool_name, ray_local, sft_models,
     assert not prog.requeued
 
 
-def test_sigkill_of_the_learner_resumes_from_its_checkpoint(ray_local, sft_models, tmp_path):
+def _run_killing(cfg, actor, at_version: int):
+    """Run `cfg` through the Ray program and SIGKILL `actor(prog)` once the learner reaches
+    `at_version`; returns (prog, counters, events, the killed pid)."""
     from shoal.services.metrics import MetricsReader
     from shoal.services.program import RayProgram
     from shoal.services.run import close_run, open_run
 
-    total = 14
-    cfg = small_config(
-        sft_models, tmp_path, f"run.total_steps={total}", "run.checkpoint_interval=4", "rollout.max_policy_lag=2"
-    )
     ctx = open_run(cfg)
-    status, summary = "failed", {}
+    status, summary, killed = "failed", {}, {}
     try:
         prog = RayProgram(cfg, ctx)
-        killed: dict = {}
 
         def go():
-            while prog.version < 6:
+            while prog.version < at_version:
                 time.sleep(0.02)
-            pid = ray.get(prog.learner.pid.remote())
+            pid = ray.get(actor(prog).pid.remote())
             os.kill(pid, signal.SIGKILL)
             killed.update(pid=pid, version=prog.version)
 
@@ -111,29 +108,34 @@ def test_sigkill_of_the_learner_resumes_from_its_checkpoint(ray_local, sft_model
         killer.start()
         last = prog.run(progress=False)
         killer.join(timeout=30)
-        assert killed
+        assert killed, "the actor was not killed"
         counters = prog.counters(last)
         summary, status = counters, "finished"
         events = MetricsReader(ctx.redis_url).events(ctx.run_id)
     finally:
         close_run(ctx, status, summary)
+    return prog, counters, events, killed["pid"]
+
+
+def test_sigkill_of_the_learner_resumes_from_its_checkpoint(ray_local, sft_models, tmp_path):
+    total = 14
+    cfg = small_config(
+        sft_models, tmp_path, f"run.total_steps={total}", "run.checkpoint_interval=4", "rollout.max_policy_lag=2"
+    )
+    prog, counters, events, killed_pid = _run_killing(cfg, lambda prog: prog.learner, 6)
     assert counters["learner_steps"] == total and counters["actor_deaths"]["learner"] == 1
     back = [e["message"] for e in events if e["kind"] == "actor_restored" and e["message"].startswith("learner")]
     assert len(back) == 1 and "back at step 4 from" in back[0] and "step_00000004" in back[0], back
     stats = ray.get(prog.buffer.stats.remote())
     assert counters["drawn"] == stats["buffer/added"] + stats["buffer/rejected_full"] + counters["rejected_nonfinite"]
     assert stats["buffer/added"] == stats["buffer/sampled"] + stats["buffer/dropped_stale"] + stats["buffer/size"]
-    assert ray.get(prog.learner.pid.remote()) != killed["pid"]
+    assert ray.get(prog.learner.pid.remote()) != killed_pid
 
 
 def test_sigkill_of_the_replay_buffer_restores_its_snapshot_and_counts_what_was_lost(ray_local, sft_models, tmp_path):
     """Ray restarts the buffer actor, which loads its newest snapshot; the learner's step and
     the requests that met the death are sent again; every prompt drawn is trained on, dropped,
     held, refused, rejected, or counted as lost since that snapshot."""
-    from shoal.services.metrics import MetricsReader
-    from shoal.services.program import RayProgram
-    from shoal.services.run import close_run, open_run
-
     total = 16
     cfg = small_config(
         sft_models,
@@ -142,29 +144,7 @@ def test_sigkill_of_the_replay_buffer_restores_its_snapshot_and_counts_what_was_
         "run.replay_snapshot_interval_s=0.3",
         "rollout.max_policy_lag=2",
     )
-    ctx = open_run(cfg)
-    status, summary = "failed", {}
-    try:
-        prog = RayProgram(cfg, ctx)
-        killed: dict = {}
-
-        def go():
-            while prog.version < 5:
-                time.sleep(0.02)
-            pid = ray.get(prog.buffer.pid.remote())
-            os.kill(pid, signal.SIGKILL)
-            killed.update(pid=pid, version=prog.version)
-
-        killer = threading.Thread(target=go, daemon=True)
-        killer.start()
-        last = prog.run(progress=False)
-        killer.join(timeout=30)
-        assert killed
-        counters = prog.counters(last)
-        summary, status = counters, "finished"
-        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
-    finally:
-        close_run(ctx, status, summary)
+    prog, counters, events, killed_pid = _run_killing(cfg, lambda prog: prog.buffer, 5)
     assert counters["learner_steps"] == total
     assert counters["actor_deaths"] == {"rollout": 0, "reward": 0, "learner": 0, "buffer": 1}
     back = [e["message"] for e in events if e["kind"] == "actor_restored"]
@@ -176,7 +156,7 @@ def test_sigkill_of_the_replay_buffer_restores_its_snapshot_and_counts_what_was_
         stats["buffer/added"] + stats["buffer/rejected_full"] + counters["rejected_nonfinite"] + counters["replay_lost"]
     )
     assert stats["buffer/added"] == stats["buffer/sampled"] + stats["buffer/dropped_stale"] + stats["buffer/size"]
-    assert ray.get(prog.buffer.pid.remote()) != killed["pid"]
+    assert ray.get(prog.buffer.pid.remote()) != killed_pid
 
 
 def test_a_dead_replay_buffer_without_snapshots_ends_the_run_in_one_line_that_says_how_to_go_on(
@@ -280,9 +260,6 @@ def test_sigkill_of_the_r2d2_replay_brings_back_its_sequences_states_and_priorit
     limiter's pending queue) through its snapshot: the run finishes, and every episode drawn
     is in the restored replay's books or counted as lost since the snapshot."""
     from shoal.services.config import load_config
-    from shoal.services.metrics import MetricsReader
-    from shoal.services.program import RayProgram
-    from shoal.services.run import close_run, open_run
 
     total = 60
     cfg = load_config(
@@ -301,26 +278,7 @@ def test_sigkill_of_the_r2d2_replay_brings_back_its_sequences_states_and_priorit
             "rollout.sync_interval=5",
         ],
     )
-    ctx = open_run(cfg)
-    status, summary = "failed", {}
-    try:
-        prog = RayProgram(cfg, ctx)
-        killed: dict = {}
-
-        def go():
-            while prog.version < 30:
-                time.sleep(0.02)
-            killed["held"] = ray.get(prog.buffer.stats.remote())["buffer/size"]
-            os.kill(ray.get(prog.buffer.pid.remote()), signal.SIGKILL)
-
-        threading.Thread(target=go, daemon=True).start()
-        last = prog.run(progress=False)
-        assert killed and killed["held"] > 0
-        counters = prog.counters(last)
-        summary, status = counters, "finished"
-        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
-    finally:
-        close_run(ctx, status, summary)
+    prog, counters, events, _ = _run_killing(cfg, lambda prog: prog.buffer, 30)
     assert counters["learner_steps"] == total and counters["actor_deaths"]["buffer"] == 1
     back = [e["message"] for e in events if e["kind"] == "actor_restored"]
     restored = re.search(r"before its restart \((\d+) items\)", back[0])

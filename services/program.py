@@ -47,6 +47,7 @@ from shoal.services.run import (
     RunContext,
     build_summary,
     close_run,
+    log_error,
     open_run,
     resumed,
     stop_on_signals,
@@ -656,9 +657,7 @@ class RayProgram:
             who = "the learner"
         else:
             who = fn or "an actor"
-        log = self.ctx.run_dir / "errors.log"
-        with log.open("a") as f:
-            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {who}\n{err}\n")
+        log = log_error(self.ctx.run_dir, who, err)
         lines = str(cause).strip().splitlines()
         return RunError(
             f"{who} failed: {type(cause).__name__}: {lines[-1][:300] if lines else ''} (traceback in {log})"
@@ -953,9 +952,7 @@ class RayProgram:
 
 def start_failure(ctx: RunContext, err: Exception) -> RunError:
     """An actor that failed in its constructor: one line, the traceback in the run's log."""
-    log = ctx.run_dir / "errors.log"
-    with log.open("a") as f:
-        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} actor start-up\n{err}\n")
+    log = log_error(ctx.run_dir, "actor start-up", err)
     return RunError(f"the run's actors did not start: {describe_error(err)} (traceback in {log})")
 
 

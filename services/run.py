@@ -5,6 +5,7 @@ evaluation, and the summary table. Shared by `services/local.py` and `services/p
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -272,3 +273,14 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def log_error(run_dir: Path, who: str, err: BaseException | str) -> Path:
+    """Append a traceback to the run's `errors.log` (mode 0600, URL passwords masked); returns its path."""
+    from shoal.services.secrets import redact_text
+
+    log = Path(run_dir) / "errors.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as f:
+        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {who}\n{redact_text(str(err))}\n")
+    return log

@@ -30,6 +30,14 @@ def redact_url(url: str) -> str:
     return out
 
 
+URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.I)
+
+
+def redact_text(text: str) -> str:
+    """Free text (a traceback, a log line) with the password of every URL in it masked."""
+    return URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
 def redact_config(obj: Any, key: str = "") -> Any:
     """A copy with secrets hidden: values under token/password/secret keys, URL passwords."""
     if isinstance(obj, dict):

@@ -49,3 +49,17 @@ def test_redis_url_from_environment_and_bad_scheme(monkeypatch):
     assert load_config(None, []).run.redis_url is None
     with pytest.raises(ConfigError, match="run.redis_url"):
         load_config(None, ["run.redis_url=http://h:1"])
+
+
+def test_error_log_masks_urls_and_is_private(tmp_path):
+    from shoal.services.run import log_error
+    from shoal.services.secrets import redact_text
+
+    assert redact_text("connect rediss://:hunter2@h:6380/0?ssl=1 failed; see http://x/y") == (
+        "connect rediss://:***@h:6380/0?ssl=1 failed; see http://x/y"
+    )
+    log = log_error(tmp_path, "rollout-0", "Traceback ...\nValueError: redis://user:hunter2@host:6379/0 refused")
+    log_error(tmp_path, "learner", "second")
+    text = log.read_text()
+    assert "hunter2" not in text and "redis://user:***@host:6379/0" in text and "--- " in text and "second" in text
+    assert log.stat().st_mode & 0o777 == 0o600

@@ -220,7 +220,7 @@ class BufferActor(_Timed):
         cfg = _setup(cfg_json, torch=False)  # replay holds lists and arrays: no torch to import
         builder = make_builder(cfg)
         self.stage = BufferStage(builder.make_replay(), _sink(redis_url, run_id, "buffer"))
-        self.run_dir, self.offered, self.snapshot_s = run_dir, 0, 0.0
+        self.run_dir, self.offered = run_dir, 0
         self.clock = SnapshotClock(cfg.run.replay_snapshot_interval_s if run_dir else 0.0)
         self.came_back: dict[str, Any] | None = None
         if run_dir is not None and ray.get_runtime_context().was_current_actor_reconstructed:
@@ -259,8 +259,7 @@ class BufferActor(_Timed):
             snap = self.stage.snapshot()
             if snap is not None:
                 write_snapshot(self.run_dir, snap, offered=self.offered)
-                self.snapshot_s = time.monotonic() - self.clock.last
-                self.clock.took(self.snapshot_s)
+                self.clock.took(time.monotonic() - self.clock.last)
         self.offered += len(items)
         return self.stage.add(items), self.offered, self.ready_at
 
@@ -296,7 +295,7 @@ class BufferActor(_Timed):
 
     def stats(self) -> dict[str, float]:
         """The replay's counters, and the seconds its last snapshot took (`buffer/snapshot_s`)."""
-        return {**self.stage.stats(), "buffer/snapshot_s": self.snapshot_s}
+        return {**self.stage.stats(), "buffer/snapshot_s": self.clock.cost_s}
 
 
 @ray.remote

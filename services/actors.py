@@ -30,11 +30,13 @@ from shoal.builders import make_builder
 from shoal.learner.checkpoint import latest_checkpoint
 from shoal.services.calls import get_within
 from shoal.services.config import ShoalConfig
+from shoal.services.direct import uses_gpus
 from shoal.services.metrics import RedisMetrics
 from shoal.services.prometheus import PrometheusMetrics, TeeMetrics
 from shoal.services.run import torch_setup
 from shoal.services.stages import BufferStage, LearnerStage, ScoringStage
 from shoal.services.weights import make_transport, unpack_dir
+from shoal.types import VersionedWeights
 from shoal.utils import RunError
 
 ACTOR_ENV = {
@@ -124,7 +126,6 @@ def _model_dirs(bundles: dict[str, dict[str, bytes]] | None) -> dict[str, str]:
     return {role: unpack_dir(b, tempfile.mkdtemp(prefix=f"shoal-{role}-")) for role, b in (bundles or {}).items()}
 
 
-@ray.remote
 class WorkerActor(_Timed):
     """The builder's worker, with weight loading through the transport and its record on the
     dashboard (`metrics.worker_status`)."""
@@ -184,6 +185,13 @@ class WorkerActor(_Timed):
         fetch_s = time.perf_counter() - t0
         out = self.worker.load_weights(weights)
         out["weights/fetch_s"] = fetch_s
+        self._report(healthy=True)
+        return out
+
+    def load_weights_direct(self, weights: VersionedWeights) -> dict[str, float]:
+        """rollout.weight_transport `rdt`: the learner's weights, moved here by Ray Direct
+        Transport over the collective group before this call runs (`services.direct`)."""
+        out = self.worker.load_weights(weights)
         self._report(healthy=True)
         return out
 
@@ -298,7 +306,6 @@ class BufferActor(_Timed):
         return {**self.stage.stats(), "buffer/snapshot_s": self.clock.cost_s}
 
 
-@ray.remote
 class LearnerActor(_Timed):
     def __init__(
         self,
@@ -307,12 +314,13 @@ class LearnerActor(_Timed):
         run_id: str,
         run_dir: str,
         model_bundles: dict[str, dict[str, bytes]] | None = None,
+        replacing: bool = False,
     ) -> None:
         self.cfg = _setup(cfg_json)
-        # Restarted by Ray after a crash: go on from the run's newest checkpoint, not the start.
-        self.restored_from = (
-            latest_checkpoint(run_dir) if ray.get_runtime_context().was_current_actor_reconstructed else None
-        )
+        # Restarted by Ray after a crash, or started by the driver in place of a learner Ray
+        # killed for good (`replacing`): go on from the run's newest checkpoint, not the start.
+        again = replacing or ray.get_runtime_context().was_current_actor_reconstructed
+        self.restored_from = latest_checkpoint(run_dir) if again else None
         if self.restored_from is not None:
             self.cfg = self.cfg.model_copy(
                 update={"run": self.cfg.run.model_copy(update={"resume_from": str(self.restored_from)})}
@@ -325,6 +333,8 @@ class LearnerActor(_Timed):
             learner, _sink(redis_url, run_id, "learner"), run.checkpoint_interval, run_dir, run.keep_checkpoints
         )
         self.transport = make_transport(self.cfg.rollout.weight_transport)
+        direct_gpus = self.cfg.rollout.weight_transport == "rdt" and uses_gpus(self.cfg)
+        self.direct_device = "cuda" if direct_gpus else None
         self._ready()
 
     def policy_version(self) -> int:
@@ -370,8 +380,30 @@ class LearnerActor(_Timed):
         """One publish per sync; returns the transport's handle (a list holding an ObjectRef)."""
         return self.transport.publish(self.stage.learner.get_weights())
 
+    def weights_direct(self) -> VersionedWeights:
+        """rollout.weight_transport `rdt`: called with `.options(tensor_transport="gloo" | "nccl")`,
+        so the tensors stay here until each worker's `load_weights_direct` receives them over
+        the collective group (Ray Direct Transport; `services.direct`). nccl sends GPU tensors
+        only: then the snapshot goes to this actor's GPU first."""
+        weights = self.stage.learner.get_weights()
+        if self.direct_device is not None:
+            weights = VersionedWeights(
+                weights.version, {k: v.to(self.direct_device) for k, v in weights.tensors.items()}
+            )
+        return weights
+
     def checkpoint(self, force: bool = True, driver_state: dict | None = None) -> str | None:
         return self.stage.maybe_checkpoint(force=force, driver_state=driver_state)
 
     def logprobs(self, prompt_ids: list, response_ids: list) -> list:
         return self.stage.learner.logprobs(prompt_ids, response_ids)
+
+
+# The actor classes. The Ray Direct Transport variants (rollout.weight_transport `rdt`) are the
+# same classes with Ray's tensor transport enabled, which makes Ray run every call of theirs on
+# a background thread: only runs that ask for it get them.
+WorkerHost, LearnerHost = WorkerActor, LearnerActor
+WorkerActor = ray.remote(WorkerHost)
+LearnerActor = ray.remote(LearnerHost)
+DirectWorkerActor = ray.remote(enable_tensor_transport=True)(WorkerHost)
+DirectLearnerActor = ray.remote(enable_tensor_transport=True)(LearnerHost)

@@ -40,3 +40,15 @@ def overdue(started: dict[Any, float], timeout_s: float, now: float | None = Non
     """Keys of `started` (key -> perf_counter at submission) older than `timeout_s`."""
     now = time.perf_counter() if now is None else now
     return [k for k, t0 in started.items() if now - t0 > timeout_s]
+
+
+def dead_for_good(actor: Any) -> bool:
+    """True when Ray will not restart `actor` (killed with `ray.kill`, restarts spent): the GCS
+    says DEAD. Ray's public state API needs the dashboard; the GCS table does not."""
+    from ray._private import state
+
+    try:
+        info = state.actors(actor_id=actor._actor_id.hex())
+    except Exception:  # the GCS does not answer: assume a restart is under way
+        return False
+    return bool(info) and info.get("State") == "DEAD"

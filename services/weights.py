@@ -9,9 +9,11 @@ sync (the lesson of OpenRLHF's per-parameter RPCs):
   `ray.get`s it. Runs everywhere Ray runs; right for CPU clusters and small models. With
   `RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1` (set for Shoal's actors) gets are zero-copy reads.
 
-For multi-GPU clusters the same VersionedWeights can move GPU-to-GPU with Ray Direct
-Transport (`@ray.method(tensor_transport="nccl")`) or as bucketed NCCL broadcasts; those plug
-in here as further transports (not shipped yet: `rollout.weight_transport` lists what is).
+With `rollout.weight_transport: rdt` the same VersionedWeights move learner -> worker over a
+collective group with Ray Direct Transport (gloo on CPU, nccl on GPUs): the Ray program does
+that itself (`services/direct.py`, `LearnerActor.weights_direct`), because the tensors travel
+as a call's argument, not through a handle; workers outside the group load through the object
+store, so `rdt` publishes here too.
 """
 
 from __future__ import annotations
@@ -55,7 +57,10 @@ class ObjectStoreTransport:
 
 
 def make_transport(name: str) -> Any:
-    transports = {"object_store": ObjectStoreTransport, "in_process": InProcessTransport}
+    """The transport of `publish_weights` / `load_weights`. With `rdt` the Ray program moves
+    the tensors over the collective group itself (`LearnerActor.weights_direct`); workers not
+    in the group (joined or restarted since it was formed) get them through the object store."""
+    transports = {"object_store": ObjectStoreTransport, "in_process": InProcessTransport, "rdt": ObjectStoreTransport}
     if name not in transports:
         raise ValueError(f"rollout.weight_transport: unknown transport {name!r} (have: {sorted(transports)})")
     return transports[name]()

@@ -9,7 +9,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from shoal.services.metrics import MetricsReader  # noqa: E402
-from tests.conftest import small_config  # noqa: E402
+from tests.conftest import release_program, small_config  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -65,15 +65,20 @@ def test_run_end_to_end_reports_to_redis(ray_local, sft_models, tmp_path):
             embedded.close()
 
 
-def test_weight_sync_every_worker_matches_learner(ray_local, sft_models, tmp_path):
-    """Step the learner by hand, broadcast, and compare log-probs of a fixed sequence."""
+@pytest.mark.parametrize("transport", ["object_store", "rdt"])
+def test_weight_sync_every_worker_matches_learner(ray_local, sft_models, tmp_path, transport):
+    """Step the learner by hand, broadcast, and compare log-probs of a fixed sequence; with
+    `rdt` the tensors go learner -> workers over a gloo collective group (Ray Direct Transport)."""
     from shoal.services.program import RayProgram
     from shoal.services.run import close_run, open_run
 
-    cfg = small_config(sft_models, tmp_path, "run.eval_prompts=0")
+    cfg = small_config(sft_models, tmp_path, "run.eval_prompts=0", f"rollout.weight_transport={transport}")
     ctx = open_run(cfg)
+    prog = RayProgram(cfg, ctx)
     try:
-        prog = RayProgram(cfg, ctx)
+        if transport == "rdt":
+            assert prog.direct.members == {0, 1} and prog.direct.transport == "gloo"
+            put = prog.handle  # the first sync's object-store copy (for workers that come back)
         for i in range(2):
             prog.launch(i)
         ray.get([ref for ref, (kind, _) in list(prog.pending.items()) if kind == "chain"])
@@ -91,8 +96,11 @@ def test_weight_sync_every_worker_matches_learner(ray_local, sft_models, tmp_pat
             assert diff < 1e-4, diff
         old = ray.get(before)[0]
         assert max(abs(a - b) for a, b in zip(old, want[0])) > 1e-6  # the weights really changed
+        if transport == "rdt":
+            assert prog.handle is put  # nothing new was put in the object store
     finally:
         close_run(ctx, "finished", {})
+        release_program(prog)
 
 
 def test_dead_worker_is_restarted_and_run_completes(ray_local, sft_models, tmp_path):

@@ -164,3 +164,13 @@ def sft_like_model_dir(tmp_path):
     (d / "model.safetensors").write_bytes(b"")
     (d / "tokenizer.json").write_text("{}")
     return d
+
+
+def test_weight_transport_names_and_rdt_with_vllm_on_cpu_are_refused_with_the_field():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["rollout.weight_transport=nccl"])
+    assert str(e.value).startswith("rollout.weight_transport:"), str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["rollout.weight_transport=rdt", "rollout.engine=vllm"])
+    assert str(e.value).startswith("rollout: weight_transport: rdt on CPU (gloo) needs engine: transformers")
+    assert load_config(None, ["rollout.weight_transport=rdt"]).rollout.weight_transport == "rdt"

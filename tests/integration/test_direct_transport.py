@@ -1,0 +1,174 @@
+"""Weights over Ray Direct Transport (`rollout.weight_transport=rdt`, gloo on CPU) through the
+Ray program: a worker that joins loads through the object store until the group is formed
+again with it; a worker that dies unnoticed makes the transfer fail, Ray kills the learner for
+good, and the run goes on with a new learner from its newest checkpoint."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from tests.conftest import release_program, small_config  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+FIXED_P, FIXED_R = [[1, 5, 6, 7], [1, 9, 4]], [[8, 9, 10, 2], [11, 12]]
+
+
+def _max_diff(a: list, b: list) -> float:
+    return max(abs(x - y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True))
+
+
+def _match_learner(prog) -> None:
+    """Every healthy worker serves the learner's version with the learner's log-probs."""
+    want = ray.get(prog.learner.logprobs.remote(FIXED_P, FIXED_R))
+    version = ray.get(prog.learner.policy_version.remote())
+    for w in prog.rollout.handles():
+        assert ray.get(w.status.remote())["policy_version"] == version
+        assert _max_diff(ray.get(w.logprobs.remote(FIXED_P, FIXED_R)), want) < 1e-4
+
+
+def test_a_joining_worker_loads_from_the_object_store_until_the_group_is_formed_again(
+    ray_local, sft_models, tmp_path, monkeypatch
+):
+    from shoal.services import direct
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
+
+    monkeypatch.setattr(direct, "REGROUP_S", 0.0)
+    cfg = small_config(sft_models, tmp_path, "run.eval_prompts=0", "rollout.weight_transport=rdt")
+    ctx = open_run(cfg)
+    prog = RayProgram(cfg, ctx)
+    try:
+        assert prog.direct.members == {0, 1}
+        (new,) = prog.rollout.grow(1)
+        deadline = time.monotonic() + 120
+        while not prog.rollout.healthy(new) and time.monotonic() < deadline:
+            prog.heal()  # it joins: the current weights through the object store
+            time.sleep(0.2)
+        assert prog.rollout.healthy(new)
+        ray.get([ref for ref, (kind, _) in list(prog.pending.items()) if kind == "load"])
+        prog.pending.clear()
+        # the next sync boundary forms a group with all three ...
+        prog.sync(wait=True)
+        assert prog.direct.members == {0, 1, new} and prog.direct.formations == 2
+        # ... and the sync after it reaches every worker over it
+        for i in range(3):
+            prog.launch(i)
+        ray.get([ref for ref, (kind, _) in list(prog.pending.items()) if kind == "chain"])
+        prog.pending.clear()
+        assert ray.get(prog.learner.train_step.remote(prog.buffer))["learner/policy_version"] == 1
+        prog.version, put = 1, prog.handle
+        prog.sync(wait=True)
+        assert prog.handle is put  # nothing new went through the object store
+        _match_learner(prog)
+    finally:
+        close_run(ctx, "finished", {})
+        release_program(prog)
+
+
+def test_a_worker_dead_before_a_direct_sync_costs_the_learner_and_the_run_goes_on(
+    ray_local, sft_models, tmp_path, monkeypatch
+):
+    from shoal.services import direct
+    from shoal.services.metrics import MetricsReader
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
+
+    monkeypatch.setattr(direct, "REGROUP_S", 0.0)  # a failed formation is tried again at once
+    total = 8
+    cfg = small_config(
+        sft_models,
+        tmp_path,
+        f"run.total_steps={total}",
+        "run.checkpoint_interval=2",
+        "run.eval_prompts=0",
+        "rollout.max_policy_lag=2",
+        "rollout.weight_transport=rdt",
+    )
+    ctx = open_run(cfg)
+    status, summary = "failed", {}
+    prog = RayProgram(cfg, ctx)
+    try:
+        old_learner = prog.learner
+        # Worker 0 dies unnoticed (no request failed yet); Ray restarts its process, which is
+        # not in the group: the direct sync to it fails, and Ray kills both ends for good.
+        pid = ray.get(prog.rollout.handle(0).pid.remote())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if ray.get(prog.rollout.handle(0).pid.remote(), timeout=5) != pid:
+                    break
+            except Exception:
+                time.sleep(0.5)
+        prog.sync(wait=True)
+        last = prog.run(progress=False)
+        counters = prog.counters(last)
+        summary, status = counters, "finished"
+        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
+        stats = ray.get(prog.buffer.stats.remote())
+        _match_learner(prog)  # the workers serve the new learner's weights
+    finally:
+        close_run(ctx, status, summary)
+        release_program(prog)
+
+    assert counters["learner_steps"] == total
+    assert prog.learner is not old_learner  # replaced: Ray would not restart it
+    assert counters["actor_deaths"]["learner"] == 1
+    said = [e["message"] for e in events if e["kind"] == "actor_died" and e["message"].startswith("learner")]
+    assert len(said) == 1 and "Ray will not restart it" in said[0], said
+    back = [e["message"] for e in events if e["kind"] == "actor_restored" and e["message"].startswith("learner")]
+    assert len(back) == 1 and "back at step" in back[0], back
+    # every prompt drawn is in the buffer's books
+    assert counters["drawn"] == stats["buffer/added"] + stats["buffer/rejected_full"] + counters["rejected_nonfinite"]
+    first, last_lost = map(int, re.search(r"steps (\d+)-(\d+) are taken again", back[0]).groups())
+    retaken = last_lost - first + 1  # the steps since the checkpoint, trained on again
+    assert stats["buffer/added"] == stats["buffer/sampled"] + stats["buffer/dropped_stale"] + stats["buffer/size"]
+    # ... sampled by the steps trained, taken again, and maybe the one the killed learner had begun
+    assert 0 <= stats["buffer/sampled"] / cfg.ppo.batch_size - (total + retaken) <= 1
+    assert not prog.requeued
+    assert prog.direct.formations >= 2  # the group was formed again with the new learner
+
+
+def test_weights_over_nccl_between_gpus(ray_local, sft_models, tmp_path):
+    """On a machine with 2+ GPUs and cupy: the learner and one worker on their own GPU, the
+    weights over nccl (GPU tensors), and the worker serves the learner's log-probs."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.device_count() < 2 or ray.available_resources().get("GPU", 0) < 2:
+        pytest.skip("needs 2 GPUs visible to Ray (nccl cannot join two ranks on one GPU)")
+    pytest.importorskip("cupy")  # Ray's nccl groups are built on cupy
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
+
+    cfg = small_config(
+        sft_models,
+        tmp_path,
+        "run.eval_prompts=0",
+        "rollout.weight_transport=rdt",
+        "rollout.num_workers=1",
+        "rollout.num_gpus_per_worker=1",
+        "rollout.engine=transformers",
+        "run.learner_num_gpus=1",
+    )
+    ctx = open_run(cfg)
+    prog = RayProgram(cfg, ctx)
+    try:
+        assert prog.direct.transport == "nccl" and prog.direct.members == {0}
+        prog.launch(0)
+        ray.get([ref for ref, (kind, _) in list(prog.pending.items()) if kind == "chain"])
+        prog.pending.clear()
+        assert ray.get(prog.learner.train_step.remote(prog.buffer))["learner/policy_version"] == 1
+        prog.version, put = 1, prog.handle
+        prog.sync(wait=True)
+        assert prog.handle is put
+        _match_learner(prog)
+    finally:
+        close_run(ctx, "finished", {})
+        release_program(prog)

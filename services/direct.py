@@ -3,18 +3,18 @@
 The learner's `weights_direct` is called with `.options(tensor_transport="gloo" | "nccl")`:
 its answer (the policy's tensors) stays in the learner's process, and only a reference goes
 to the driver. Each worker in the learner's collective group gets it with
-`load_weights_direct(ref, version)`: Ray moves the tensors learner -> worker over the group
+`load_weights_direct(ref)`: Ray moves the tensors learner -> worker over the group
 (`__ray_send__` / `__ray_recv__`, on the actors' system threads, so a transfer overlaps the
 worker's current generate call) before the call runs. No object store copy, no `ray.put`.
 
 Membership. A collective group cannot grow, and a restarted process is not in it any more.
 Workers outside it - joined by the elastic pool, restarted by Ray, replaced by their pool -
 load through the object store (`RayProgram.sync` does both in one sync), and the group is
-formed again when a healthy worker is
-outside it (at most every `REGROUP_S`). It forms at a sync boundary, before the learner's next
-step is sent: every member's part of the rendezvous runs on its calling thread, so a learner
-busy waiting for a batch would wait for workers that wait for it. Forming takes about one
-rollout request (a worker joins once its current request is done) plus ~1 s.
+formed again when a healthy worker is outside it (at most every `REGROUP_S`). It forms at a
+sync boundary, before the learner's next step is sent: every member's part of the rendezvous
+runs on its calling thread, so a learner busy waiting for a batch would wait for workers that
+wait for it. Forming takes about one rollout request (a worker joins once its current request
+is done) plus 0.1-6 s.
 
 Failures. Ray cannot abort a gloo or nccl transfer: when one fails (its worker died) Ray kills
 both ends for good (`ray.kill`, no restart) and destroys the group. So workers known to be
@@ -29,6 +29,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+
+from shoal.services.pools import describe_error
 
 REGROUP_S = 30.0  # at most one new group per this many seconds (forming one costs ~1-5 s of calls)
 SETTLE_S = 5.0  # after a failed transfer: Ray's monitor kills both ends within ~1 s; then form anew
@@ -101,7 +103,11 @@ class DirectGroup:
                 ray.get([a.__ray_call__.remote(_reset_torch_world) for a in actors])  # once: a new one
             self.group = create_collective_group(actors, backend=self.backend)
         except Exception as e:
-            self.say("weights_object_store", f"Ray Direct Transport: forming the group failed ({e}); next try later")
+            self.say(
+                "weights_object_store",
+                f"Ray Direct Transport: forming the group failed ({describe_error(e)}); the object store serves "
+                "every worker until the next try",
+            )
             return
         self.members = set(slots)
         self.formations += 1

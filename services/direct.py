@@ -75,8 +75,7 @@ class DirectGroup:
     def failed(self) -> None:
         """A transfer failed: Ray is about to kill the learner and that worker and destroy the
         group (its failure monitor polls every second). No new group until that is done."""
-        self.members.clear()
-        self.group = None
+        self.lost()
         self.formed_at = time.monotonic() - REGROUP_S + SETTLE_S
 
     def maybe_regroup(self, learner: Any, workers: dict[int, Any], transfers_in_flight: bool) -> None:

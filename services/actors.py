@@ -27,7 +27,6 @@ import ray
 
 from shoal.buffer.snapshots import SnapshotClock, read_snapshot, snapshot_path, write_snapshot
 from shoal.builders import make_builder
-from shoal.learner.checkpoint import latest_checkpoint
 from shoal.services.calls import get_within
 from shoal.services.config import ShoalConfig
 from shoal.services.direct import uses_gpus
@@ -319,6 +318,8 @@ class LearnerActor(_Timed):
         self.cfg = _setup(cfg_json)
         # Restarted by Ray after a crash, or started by the driver in place of a learner Ray
         # killed for good (`replacing`): go on from the run's newest checkpoint, not the start.
+        from shoal.learner.checkpoint import latest_checkpoint  # torch: not at the top (the buffer imports this module)
+
         again = replacing or ray.get_runtime_context().was_current_actor_reconstructed
         self.restored_from = latest_checkpoint(run_dir) if again else None
         if self.restored_from is not None:

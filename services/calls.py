@@ -5,10 +5,13 @@ run.actor_timeout_s it ends the run with one line naming the actor, the node it 
 on and what to do, instead of hanging. Rollout requests are not waited on with `ray.get` (the
 driver polls them with `ray.wait`); `overdue` finds the ones past the deadline, and the
 program restarts the stage that holds them (a hung engine is treated as a dead one).
+`describe_error` makes any Ray error one line for the user. Light on purpose (no RLlib, no
+torch): every actor process imports it.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -16,6 +19,16 @@ import ray
 from ray.exceptions import GetTimeoutError
 
 from shoal.utils import RunError
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def describe_error(err: BaseException) -> str:
+    """`Type: first line` of the error's cause (Ray wraps a dead actor's error in the error of
+    every task downstream of it), without terminal colours."""
+    cause = getattr(err, "cause", None) or err
+    lines = ANSI.sub("", str(cause)).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:160]}" if lines else type(cause).__name__
 
 
 def timeout_message(who: str, what: str, timeout_s: float, node: str | None) -> str:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shoal.services.pools import describe_error
+from shoal.services.calls import describe_error
 
 REGROUP_S = 30.0  # at most one new group per this many seconds (forming one costs ~1-5 s of calls)
 SETTLE_S = 5.0  # after a failed transfer: Ray's monitor kills both ends within ~1 s; then form anew

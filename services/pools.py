@@ -22,7 +22,6 @@ pool is told of a failure with `mark_dead`.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 import ray
 from ray.rllib.utils.actor_manager import FaultTolerantActorManager
 
+from shoal.services.calls import describe_error
 from shoal.utils import RunError
 
 # The pool says what happens to its actors in its own words (deaths, restarts, joins); RLlib's
@@ -45,17 +45,6 @@ class PoolExhausted(RunError):
 def backoff_s(deaths: int, base: float = 1.0, cap: float = 30.0) -> float:
     """Seconds before probing a slot after its `deaths`-th death: 1, 2, 4, ... capped."""
     return min(cap, base * 2 ** max(deaths - 1, 0))
-
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def describe_error(err: BaseException) -> str:
-    """`Type: first line` of the error's cause (Ray wraps a dead actor's error in the error of
-    every task downstream of it), without terminal colours."""
-    cause = getattr(err, "cause", None) or err
-    lines = ANSI.sub("", str(cause)).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0][:160]}" if lines else type(cause).__name__
 
 
 @dataclass

@@ -47,10 +47,10 @@ from shoal.services.actors import (
     ScorerActor,
     WorkerActor,
 )
-from shoal.services.calls import dead_for_good, get_within, overdue, timeout_message
+from shoal.services.calls import dead_for_good, describe_error, get_within, overdue, timeout_message
 from shoal.services.config import ConfigError, ShoalConfig
 from shoal.services.direct import DirectGroup, uses_gpus
-from shoal.services.pools import ActorPool, describe_error
+from shoal.services.pools import ActorPool
 from shoal.services.run import (
     Interrupted,
     RunContext,

@@ -198,3 +198,22 @@ def test_library_modules_import_without_loading_ray():
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr[-4000:]
+
+
+def test_the_buffer_actor_starts_without_torch_or_rllib():
+    """Every actor process imports shoal.services.actors; the replay buffer's (PPO, GRPO) must
+    not pay for torch or RLlib there (seconds of CPU on a small machine while the learner and
+    workers start beside it: benchmarks/startup.py)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import shoal.services.actors as actors
+        from shoal.services.config import load_config
+        for path in ("deploy/configs/demo.yaml", "deploy/configs/grpo_demo.yaml"):
+            actors.make_builder(load_config(path, [])).make_replay()
+        heavy = [m for m in ("torch", "transformers", "ray.rllib") if m in sys.modules]
+        sys.exit(f"the buffer actor's imports loaded {heavy}" if heavy else 0)
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr[-4000:]

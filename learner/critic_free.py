@@ -48,7 +48,7 @@ import torch
 
 from shoal.core import MetricsSink, NullMetrics
 from shoal.learner.checkpoint import load_checkpoint, save_checkpoint
-from shoal.learner.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3
+from shoal.learner.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k2, kl_k3
 from shoal.learner.losses import behaviour_weights, entropy_from_logits, kl_early_stop, masked_mean, token_logprobs
 from shoal.learner.policy import PolicyLearner, TokenBatch, batch_metrics, collate, mean_stats, validate_items
 from shoal.models import load_policy
@@ -282,7 +282,8 @@ class CriticFreeLearner(PolicyLearner):
         stats: dict[str, float] = {}
         if ref_logprobs is not None:
             ref = ref_logprobs[:, :width].to(self.device)
-            kl_tokens = kl_k3(logprobs, ref) * has_ref.to(self.device, logprobs.dtype)[:, None]
+            estimator = kl_k2 if self.cfg.kl_estimator == "k2" else kl_k3
+            kl_tokens = estimator(logprobs, ref) * has_ref.to(self.device, logprobs.dtype)[:, None]
             kl_loss = aggregate_token_losses(kl_tokens, mask, mode, self.max_new_tokens)
             loss = loss + self.kl_ctl.value * kl_loss
             stats["learner/kl_loss"] = kl_loss.item()

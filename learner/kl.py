@@ -3,9 +3,15 @@
 Estimators (Schulman 2020, "Approximating KL Divergence"): for a token a ~ pi, with
 log-ratio `log r = ref_logp - logp`,
     k1 = -log r                      (unbiased, can be negative per token)
+    k2 = 0.5 (log r)^2               (biased, always >= 0, low variance)
     k3 = (r - 1) - log r             (unbiased, always >= 0)
 each an estimate of KL(pi || pi_ref) for that token (k1: the penalised reward, the reported
-KL; k3: PPO's approx_kl). Schulman's k2 = 0.5 (log r)^2 is not used, so not provided.
+KL; k3: PPO's approx_kl and GRPO's loss term). As a LOSS term on tokens sampled from pi their
+gradients differ (Tang & Munos 2025, "On a few pitfalls in KL divergence gradient estimation"):
+grad k2 = (logp - ref_logp) grad logp, whose expectation under pi is the gradient of the
+reverse KL(pi || pi_ref) of that token's distribution; grad k3 = (1 - pi_ref / pi) grad logp,
+whose expectation is the gradient of the FORWARD KL(pi_ref || pi): it pulls pi back where pi_ref
+has mass, but barely pushes pi out of answers pi_ref finds unlikely.
 
 Penalised reward (Ziegler et al. 2019; Ouyang et al. 2022, InstructGPT): per response token
 `-kl_coef * (logp - ref_logp)` (k1), plus the sequence reward added at the last valid token.
@@ -30,6 +36,11 @@ ADAPTIVE_KL_ERROR_CLIP = 0.2  # Ziegler et al. 2019, section 2.2
 def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """k1 = logp - ref_logp, per token."""
     return logp - ref_logp
+
+
+def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k2 = 0.5 (logp - ref_logp)^2, per token."""
+    return 0.5 * (logp - ref_logp) ** 2
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

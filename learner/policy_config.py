@@ -62,6 +62,14 @@ class CriticFreeConfig(OffPolicyCorrection):
         False,
         description="Adapt kl_coef toward kl_target (Ziegler et al. 2019's controller, as reward.adaptive_kl for PPO).",
     )
+    kl_estimator: Literal["k3", "k2"] = Field(
+        "k3",
+        description=(
+            "With kl_mode loss: the per-token KL term in the loss. `k3`: (r - 1) - log r, r = pi_ref / pi (GRPO, "
+            "TRL); its gradient is that of the FORWARD KL(pi_ref || pi). `k2`: 0.5 (log pi - log pi_ref)^2, whose "
+            "gradient is that of the reverse KL(pi || pi_ref) the reward penalises (Tang & Munos 2025)."
+        ),
+    )
     kl_target: float = Field(4.0, gt=0, description="Adaptive KL: target KL(pi || pi_ref) per sequence, in nats.")
     kl_horizon: int = Field(2000, gt=0, description="Adaptive KL: horizon in samples of the proportional controller.")
     max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")

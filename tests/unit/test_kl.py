@@ -11,6 +11,7 @@ from shoal.learner.kl import (
     AdaptiveKLController,
     FixedKLController,
     kl_k1,
+    kl_k2,
     kl_k3,
     kl_penalised_rewards,
     make_kl_controller,
@@ -37,6 +38,7 @@ def test_estimators_match_scalar_formulas():
     k3 = _elementwise(lambda p, q: math.exp(q - p) - 1 - (q - p), logp, ref)
     torch.testing.assert_close(kl_k3(logp, ref), k3)
     assert (kl_k3(logp, ref) >= 0).all()
+    torch.testing.assert_close(kl_k2(logp, ref), _elementwise(lambda p, q: 0.5 * (p - q) ** 2, logp, ref))
 
 
 def test_estimators_are_zero_at_equal_policies():
@@ -128,3 +130,29 @@ def test_make_kl_controller_from_config():
     ctl = make_kl_controller(RewardSection(kl_coef=0.02, adaptive_kl=True, kl_target=3.0, kl_horizon=500))
     assert isinstance(ctl, AdaptiveKLController)
     assert (ctl.value, ctl.target, ctl.horizon) == (0.02, 3.0, 500)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_loss_term_gradients_k2_reverse_k3_forward(seed):
+    """As a loss on a token a ~ pi, E_pi[grad k2(a)] is the gradient of KL(pi || ref) and
+    E_pi[grad k3(a)] that of KL(ref || pi): the expectation is a loop over the vocabulary, each
+    token's gradient taken on its own, against autograd of the exact divergences."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = torch.log_softmax(torch.randn(6, generator=g, dtype=torch.float64), 0)
+
+    def expected_grad(estimator) -> torch.Tensor:
+        total = torch.zeros(6, dtype=torch.float64)
+        for a in range(6):
+            logp = torch.log_softmax(theta, 0)
+            (grad,) = torch.autograd.grad(estimator(logp[a], ref[a]), theta)
+            total += logp[a].exp().item() * grad
+        return total
+
+    logp = torch.log_softmax(theta, 0)
+    (reverse,) = torch.autograd.grad((logp.exp() * (logp - ref)).sum(), theta)
+    logp = torch.log_softmax(theta, 0)
+    (forward,) = torch.autograd.grad((ref.exp() * (ref - logp)).sum(), theta)
+    torch.testing.assert_close(expected_grad(kl_k2), reverse)
+    torch.testing.assert_close(expected_grad(kl_k3), forward)
+    assert not torch.allclose(reverse, forward, atol=1e-3)

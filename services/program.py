@@ -37,7 +37,6 @@ from tqdm import tqdm
 
 from shoal import PROCESS_STARTED
 from shoal.builders import make_builder
-from shoal.learner.checkpoint import read_driver_state
 from shoal.services.actors import (
     ACTOR_ENV,
     BufferActor,
@@ -50,7 +49,7 @@ from shoal.services.actors import (
 from shoal.services.calls import dead_for_good, describe_error, get_within, overdue, timeout_message
 from shoal.services.config import ConfigError, ShoalConfig
 from shoal.services.direct import DirectGroup, uses_gpus
-from shoal.services.pools import ActorPool
+from shoal.services.pools import ActorPool, warm_imports
 from shoal.services.run import (
     Interrupted,
     RunContext,
@@ -254,7 +253,11 @@ class RayProgram:
         self.cfg, self.ctx = cfg, ctx
         self.builder = b = builder or make_builder(cfg)
         # A resumed run: the data position first, before any request is drawn.
-        self.resume_state = read_driver_state(cfg.run.resume_from) if cfg.run.resume_from else None
+        self.resume_state = None
+        if cfg.run.resume_from:
+            from shoal.learner.checkpoint import read_driver_state  # torch: only a resumed run needs it here
+
+            self.resume_state = read_driver_state(cfg.run.resume_from)
         if self.resume_state is not None:
             b.load_state_dict(self.resume_state.get("builder") or {})
         # The first request: a prompt builder loads the policy's tokenizer (importing
@@ -1084,6 +1087,7 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
     try:
         builder = make_builder(cfg)
         first_request = None if cfg.run.resume_from else prefetch_request(builder)  # overlaps with Ray's start
+        warm_imports()
         started_ray = init_ray(cfg)
         ray_up = round(time.time() - PROCESS_STARTED, 2)
         check_resources(

@@ -200,20 +200,31 @@ def test_library_modules_import_without_loading_ray():
     assert r.returncode == 0, r.stdout + r.stderr[-4000:]
 
 
+HEAVY = ("torch", "transformers", "ray.rllib")
+
+
+def heavy_imports_of(code: str) -> str:
+    """Which of HEAVY a fresh interpreter has loaded after running `code` ("" when none)."""
+    check = f"import sys\n{textwrap.dedent(code)}\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+    return r.stdout.strip()
+
+
 def test_the_buffer_actor_starts_without_torch_or_rllib():
     """Every actor process imports shoal.services.actors; the replay buffer's (PPO, GRPO) must
     not pay for torch or RLlib there (seconds of CPU on a small machine while the learner and
     workers start beside it: benchmarks/startup.py)."""
-    code = textwrap.dedent(
-        """
-        import sys
+    code = """
         import shoal.services.actors as actors
         from shoal.services.config import load_config
         for path in ("deploy/configs/demo.yaml", "deploy/configs/grpo_demo.yaml"):
             actors.make_builder(load_config(path, [])).make_replay()
-        heavy = [m for m in ("torch", "transformers", "ray.rllib") if m in sys.modules]
-        sys.exit(f"the buffer actor's imports loaded {heavy}" if heavy else 0)
         """
-    )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr[-4000:]
+    assert heavy_imports_of(code) == ""
+
+
+def test_the_driver_imports_the_program_without_torch_or_rllib():
+    """`shoal train` imports the Ray program before Ray starts: torch and RLlib there would
+    delay ray.init by seconds on a small machine (torch comes with the first request's
+    tokenizer, in a thread beside ray.init; RLlib's actor manager once Ray is up)."""
+    assert heavy_imports_of("import shoal.services.program") == ""

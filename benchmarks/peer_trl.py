@@ -34,7 +34,7 @@ Per seed the runs are: TRL with beta 0.1 (Shoal's kl_coef), Shoal with each --sh
 (default: the GRPO demo, matched to TRL below, and the PPO demo: the same 64 rollouts, 4 epochs
 and 8 optimizer steps per batch, but one answer for each of 64 prompts and a critic), then TRL
 with each other --trl-beta (default 0.0, TRL's own default: no KL term, no reference model).
---trl-no-kl-is: TRL without its IS-weighted KL (use_bias_correction_kl=False, as Shoal's k3).
+--trl-no-kl-is: TRL without its IS-weighted KL (use_bias_correction_kl=False, as Shoal's KL term).
 TRL runs are deterministic per seed (repeats give the same gold, only timings differ); Shoal's
 are not (asynchronous: which policy version sampled which batch depends on timing), so repeat
 the whole command to see Shoal's spread per seed.
@@ -49,16 +49,15 @@ Matched (TRL GRPOConfig <- deploy/configs/grpo_demo.yaml):
   demo's run.total_steps);
   max_completion_length 8, temperature 1, top_k 0, top_p 1; lr 5e-4 (grpo.learning_rate) constant, Adam(W) with
   weight_decay 0, max_grad_norm 1; epsilon 0.2 (clip_coef); loss_type "grpo" (per-sequence token
-  mean, = loss_aggregation sequence_mean); scale_rewards "group" ((r - mean) / std); beta 0.1 on
-  TRL's k3 KL-in-loss (kl_coef 0.1, kl_mode loss); bf16 off (TRL turns it on by default; 2x slower
-  on this CPU); prompts = BOS + text (Shoal's encode_prompt; TRL's tokenizer adds no BOS, so the
-  dataset prompt starts with "<s>"); 1 torch thread.
+  mean, = loss_aggregation sequence_mean); scale_rewards "group" ((r - mean) / std); a fixed
+  beta 0.1 on a KL loss term (kl_coef 0.1, kl_mode loss, adaptive_kl false); bf16 off (TRL turns
+  it on by default; 2x slower on this CPU); prompts = BOS + text (Shoal's encode_prompt; TRL's
+  tokenizer adds no BOS, so the dataset prompt starts with "<s>"); 1 torch thread.
 Not matched (deviations):
-  - Shoal's KL coefficient is adaptive (target 4 nats, horizon 2000) from 0.1 (it ends near
-    0.08); TRL's beta is fixed. TRL also weights its k3 term by the importance ratio
-    (use_bias_correction_kl, on by default); Shoal does not.
-  - Shoal stops a batch's epochs early once the policy moved 1.5 x target_kl (0.05) nats per
-    token (PPO's early stopping); TRL has no such option and always runs its 8 optimizer steps.
+  - The KL term: Shoal's demo uses k2, 0.5 (log pi - log pi_ref)^2 (the reverse KL's gradient:
+    README, "RLHF over seeds"); TRL has only k3 (the forward KL's gradient), which it also
+    weights by the importance ratio (use_bias_correction_kl, on by default). Run Shoal with
+    `grpo.kl_estimator=k3` (a --shoal-config copy) to match TRL's term.
   - Shoal is asynchronous (2 rollout workers, samples up to 2 policy versions old, decoupled-PPO
     correction); TRL generates and trains in turn in one process (always on-policy at generation).
   - Shoal runs several processes (Ray, 2 rollout workers - engine auto = transformers on CPU -, learner),

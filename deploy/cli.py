@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from shoal.builders import make_builder
+from shoal.builders import ALGORITHMS, make_builder
 from shoal.services.config import ConfigError, ShoalConfig, dump_config, load_config
 from shoal.utils import RunError
 
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", cmd_demo, "init-model + train-rm + train on the built-in task"),
         ("init-model", cmd_init_model, "build tokenizer + tiny Llama + SFT warm-up"),
         ("train-rm", cmd_train_rm, "train the Bradley-Terry reward model"),
-        ("train", cmd_train, "train with the config's run.algorithm: ppo, r2d2 or ilql (Ray job entrypoint)"),
+        ("train", cmd_train, f"train with the config's run.algorithm: {', '.join(ALGORITHMS)} (Ray job entrypoint)"),
         ("config", cmd_config, "print the resolved config"),
     ]:
         sp = sub.add_parser(name, help=help_)

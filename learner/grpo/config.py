@@ -21,7 +21,7 @@ class GRPOConfig(CriticFreeConfig):
     kl_mode: Literal["loss", "reward"] = Field(
         "loss",
         description=(
-            "`loss`: beta * k3 estimator of KL(pi || pi_ref) added to the loss (GRPO); `reward`: -beta * k1 per token "
+            "`loss`: beta * the `kl_estimator` term (k3: GRPO's) added to the loss; `reward`: -beta * k1 per token "
             "in the reward (its return-to-go added to each token's advantage)."
         ),
     )

@@ -22,7 +22,7 @@ class ReinforcePPConfig(CriticFreeConfig):
     epochs: int = Field(2, gt=0, description="Passes over each batch.")
     kl_mode: Literal["reward", "loss"] = Field(
         "reward",
-        description="`reward`: -beta * k1 per token in the reward (REINFORCE++); `loss`: beta * k3 in the loss.",
+        description="`reward`: -beta * k1 per token in the reward (REINFORCE++); `loss`: beta * the `kl_estimator` term in the loss.",
     )
     loss_aggregation: Literal["token_mean", "sequence_mean"] = Field(
         "token_mean",

@@ -22,7 +22,10 @@ class RLOOConfig(CriticFreeConfig):
     epochs: int = Field(1, gt=0, description="Passes over each batch (1 with on-policy samples: plain REINFORCE-LOO).")
     kl_mode: Literal["reward", "loss"] = Field(
         "reward",
-        description="`reward`: the sequence reward is r - beta * sum_t k1 before the leave-one-out baseline (RLOO); `loss`: beta * k3 in the loss.",
+        description=(
+            "`reward`: the sequence reward is r - beta * sum_t k1 before the leave-one-out baseline (RLOO); "
+            "`loss`: beta * the `kl_estimator` term in the loss."
+        ),
     )
     loss_aggregation: Literal["sequence_mean", "token_mean"] = Field(
         "sequence_mean",

@@ -285,6 +285,8 @@ def test_config_rules_name_the_field():
         load_config(None, ["run.algorithm=rloo", "rloo.group_size=1"])
     with pytest.raises(ConfigError, match=r"buffer\.capacity"):
         load_config(None, ["run.algorithm=grpo", "grpo.group_size=8", "buffer.capacity=100"])
+    with pytest.raises(ConfigError, match=r"grpo\.kl_estimator"):
+        load_config(None, ["run.algorithm=grpo", "grpo.kl_estimator=k4"])
     with pytest.raises(ConfigError, match=r"rollout\.top_k"):
         load_config(None, ["run.algorithm=reinforce_pp", "rollout.top_k=5"])
     assert load_config(None, ["run.algorithm=reinforce_pp", "reinforce_pp.group_size=1"]).reinforce_pp.group_size == 1
@@ -337,6 +339,24 @@ def test_learner_step_runs_reports_and_changes_weights(tiny_model_dir, ref_model
     after = learner.get_weights().tensors
     if m["learner/advantage_abs_mean"] > 0:
         assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("estimator", ["k3", "k2"])
+def test_kl_loss_term_is_the_chosen_estimator(tiny_model_dir, ref_model, estimator):
+    """The reported kl_loss of the first (and only) minibatch against a slow loop over tokens:
+    the reference is the sampler's log-probs shifted by 0.3 (t + 1) nats at token t."""
+    cfg = GRPOConfig(batch_size=2, minibatch_size=2, epochs=1, kl_mode="loss", kl_estimator=estimator)
+    learner = GRPOLearner(str(tiny_model_dir), cfg, max_new_tokens=5, temperature=0.9, seed=3)
+    batch = _batch(learner, ref_model, seed=0)
+    items, per_seq = [], []
+    for it in batch.items:
+        gaps = [0.3 * (t + 1) for t in range(len(it.rollout.logprobs))]  # logp - ref_logp
+        ref = [lp - g for lp, g in zip(it.rollout.logprobs, gaps)]
+        items.append(ScoredRollout(it.rollout, RewardTerms(it.terms.sequence, ref, it.terms.metrics_only), it.reward))
+        k = [0.5 * g * g if estimator == "k2" else math.exp(-g) - 1 + g for g in gaps]
+        per_seq.append(sum(k) / len(k))
+    m = learner.step(SampledBatch(items))
+    assert m["learner/kl_loss"] == pytest.approx(sum(per_seq) / len(per_seq), abs=2e-3)
 
 
 def test_target_kl_early_stopping(tiny_model_dir, ref_model):

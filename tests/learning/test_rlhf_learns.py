@@ -6,7 +6,7 @@ task's closed-form gold reward, which the policy never sees. The shipped demo co
 rollout.max_policy_lag = 2 versions old trained on with the decoupled-PPO correction, PPO's
 early stopping, adaptive KL to the SFT policy, 100 steps), for PPO seeds 0-4 on the
 session's demo models (seed 0); and the GRPO demo (deploy/configs/grpo_demo.yaml: the same
-actors and correction, groups of 8, the k2 KL term at a fixed beta 0.1, 200 steps) for GRPO
+actors and correction, groups of 8, the k2 KL term at a fixed beta 0.1, 300 steps) for GRPO
 seeds 0-4 on the same models.
 
 Baseline that fails: the SFT policy writes uniformly random vocabulary words, so its gold
@@ -19,8 +19,8 @@ on one fresh clone (2026-12-04) seeds 0-2 gave 0.437 / 0.805 / 0.316 (gains +0.2
 a per-seed gain of 0.15 failed there. Measured with benchmarks/rlhf_seeds.py on each seed's own
 models, 2-core machine: PPO over seeds 0-9 final gold 0.447-0.874 (median 0.681, every gain
 >= 0.27; a second 10-seed run: smallest gain 0.20). Without the correction
-(`ppo.correction=none`) 2 of 3 seeds failed. GRPO over seeds 0-9: 0.477-0.753 (median 0.543,
-every gain >= 0.33); with GRPO's usual k3 KL term seeds ended at or below the SFT policy
+(`ppo.correction=none`) 2 of 3 seeds failed. GRPO over seeds 0-9: 0.454-0.793 (median 0.634,
+every gain >= 0.31); with GRPO's usual k3 KL term seeds ended at or below the SFT policy
 (README, "RLHF over seeds").
 Margins: GAIN is under the smallest 3-seed median gain seen (+0.26); the median bound 0.35 is
 about half-way between the SFT policy (0.17) and the lowest 3-seed median seen (0.437), and a

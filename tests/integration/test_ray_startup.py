@@ -1,6 +1,7 @@
 """How the Ray program starts a local Ray: the actors' environment reaches every worker process
 through the raylet (so actors reuse the workers Ray prestarts), and the driver's own
-environment is left as it was."""
+environment is left as it was; its workers run at the driver's priority, not Ray's nice 15
+(which lets any other busy process starve them)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ pytestmark = pytest.mark.integration
 
 
 @ray.remote(num_cpus=0)
+def _niceness() -> int:
+    return os.nice(0)
+
+
+@ray.remote(num_cpus=0)
 def _env(keys: list[str]) -> dict[str, str | None]:
     return {k: os.environ.get(k) for k in keys}
 
@@ -32,6 +38,7 @@ def test_local_ray_gives_every_worker_the_actor_env_and_leaves_the_driver_alone(
         assert init_ray(cfg) == "local"
         seen = ray.get(_env.remote(list(ACTOR_ENV)))
         assert seen == ACTOR_ENV
+        assert ray.get(_niceness.remote()) == os.nice(0)  # the driver's priority, not nice 15
         assert actor_env_options("local") == {}  # no runtime_env: prestarted workers are reused
         assert os.environ["OMP_NUM_THREADS"] == "7" and "TOKENIZERS_PARALLELISM" not in os.environ
         assert init_ray(cfg) is None  # already up: not started again

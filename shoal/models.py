@@ -75,10 +75,9 @@ def build_model_dir(task: Any, model_cfg: Any, out_dir: str | Path, seed: int = 
 
 def load_policy(path: str | Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """Any local HF causal-LM directory -> (model in float32, eval mode; its tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    from shoal.model_dirs import load_tokenizer
+
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
+    return model.eval(), load_tokenizer(path)

@@ -111,12 +111,11 @@ class DPOBuilder(PPOBuilder):
         """Offline: every pair, tokenized by the policy's tokenizer (online: none)."""
         if self.cfg.dpo.online:
             return []
-        from transformers import AutoTokenizer
-
+        from shoal.model_dirs import load_tokenizer
         from shoal.rollout.tasks import encode_prompt
         from shoal.types import PreferencePair, Prompt
 
-        tok = AutoTokenizer.from_pretrained(self.cfg.model.path)
+        tok = load_tokenizer(self.cfg.model.path)
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
 
         def answer(text: str) -> list[int]:

@@ -154,12 +154,11 @@ class PPOBuilder(ActorLearnerBuilder):
     # -- requests ------------------------------------------------------------------------
     def prompt_source(self, stream: str) -> Any:
         """Seeded prompts; `eval` uses a disjoint seed stream from `train`."""
-        from transformers import AutoTokenizer
-
+        from shoal.model_dirs import load_tokenizer
         from shoal.rollout.tasks import TaskPromptSource
 
         if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
+            self._tokenizer = load_tokenizer(self.cfg.model.path)
         seed = self.cfg.run.seed * 1000 + (0 if stream == "train" else 7)
         return TaskPromptSource(self.task(), self._tokenizer, seed, prefix=stream[0])
 

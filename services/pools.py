@@ -1,29 +1,25 @@
 """Pools of restartable actors of one kind (rollout workers, reward scorers) for the Ray program.
 
-Health is kept by RLlib's `FaultTolerantActorManager` (`ray.rllib.utils.actor_manager`, what
-RLlib's EnvRunnerGroup stands on): a healthy flag per actor, `probe_unhealthy_actors` (a
-`ping` that marks an actor healthy again once Ray has restarted it), `add_actors` /
-`remove_actor` to replace one. On top of it, per slot (`rollout-1` stays `rollout-1` across
-replacements):
+Per slot (`rollout-1` stays `rollout-1` across replacements) the pool keeps the actor's handle
+and a healthy flag, the state RLlib's `FaultTolerantActorManager` keeps (what its
+EnvRunnerGroup stands on), on Ray's own primitives: importing RLlib costs the driver ~2.7 s of
+CPU (torch, Ray Tune, gymnasium) while the actors start beside it on a small machine
+(benchmarks/startup.py), and the pool used only its flags and a ping. On top of that:
 
 - a death is counted once, when a healthy actor's request fails - not once per re-send;
-- the dead slot is probed with exponential backoff (1, 2, 4 ... 30 s), so a crash loop costs
-  a few pings, not a storm of re-sent requests;
+- the dead slot is probed with a `ping` (`recover`, `ray.wait` with a timeout) with
+  exponential backoff (1, 2, 4 ... 30 s), so a crash loop costs a few pings, not a storm of
+  re-sent requests; an answer marks it healthy again;
 - Ray restarts the process in place (`max_restarts`); after that many deaths the slot gets a
   fresh actor (`replace`), and after `give_up_after` deaths it is retired: the run carries on
   with the healthy ones, and stops (`PoolExhausted`) only when none is left.
 
-Deviation from RLlib: the driver submits the request chains itself (worker -> scorer ->
-buffer, object refs only) instead of through `foreach_actor_async`, whose results are fetched
-to the driver (`fetch_local`) or, with `return_obj_refs`, no longer checked for failures; the
-pool is told of a failure with `mark_dead`.
+The driver submits the request chains itself (worker -> scorer -> buffer, object refs only)
+and tells the pool of a failure with `mark_dead`.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,20 +29,6 @@ import ray
 
 from shoal.services.calls import describe_error
 from shoal.utils import RunError
-
-# The pool says what happens to its actors in its own words (deaths, restarts, joins); RLlib's
-# manager would add a warning line of its own for every actor back in service.
-logging.getLogger("ray.rllib.utils.actor_manager").setLevel(logging.ERROR)
-
-
-def warm_imports() -> threading.Thread:
-    """Import RLlib's actor manager (~0.7 s of CPU) in a thread, beside `ray.init`: the driver
-    imports this module before Ray starts, and the pools need RLlib only once it is up."""
-    t = threading.Thread(
-        target=importlib.import_module, args=("ray.rllib.utils.actor_manager",), name="shoal-imports", daemon=True
-    )
-    t.start()
-    return t
 
 
 class PoolExhausted(RunError):
@@ -60,7 +42,8 @@ def backoff_s(deaths: int, base: float = 1.0, cap: float = 30.0) -> float:
 
 @dataclass
 class _Slot:
-    actor_id: int  # the manager's id of the slot's current actor
+    handle: Any  # the slot's current actor
+    healthy: bool = True
     deaths: int = 0
     deaths_since_replace: int = 0
     retired: bool = False
@@ -84,22 +67,18 @@ class ActorPool:
     ) -> None:
         self.kind, self.make, self.max_restarts, self.give_up_after = kind, make, max_restarts, give_up_after
         self.say = say or (lambda kind, msg: print(f"[shoal] {msg}", flush=True))
-        actors = [make(i) for i in range(size)]  # starting before RLlib's import (~0.7 s, `warm_imports`)
-        from ray.rllib.utils.actor_manager import FaultTolerantActorManager
-
-        self.manager = FaultTolerantActorManager(actors)
-        self.slots = [_Slot(actor_id) for actor_id in self.manager.actor_ids()]
+        self.slots = [_Slot(make(i)) for i in range(size)]
 
     # -- who is there --------------------------------------------------------------------
     def name(self, slot: int) -> str:
         return f"{self.kind}-{slot}"
 
     def handle(self, slot: int) -> Any:
-        return self.manager.actors()[self.slots[slot].actor_id]
+        return self.slots[slot].handle
 
     def healthy(self, slot: int) -> bool:
         s = self.slots[slot]
-        return not s.retired and self.manager.is_actor_healthy(s.actor_id)
+        return not s.retired and s.healthy
 
     def healthy_slots(self) -> list[int]:
         return [i for i in range(len(self.slots)) if self.healthy(i)]
@@ -126,9 +105,9 @@ class ActorPool:
         """A request to `slot` failed with an actor error. Counts a death the first time (the
         slot was healthy); True if so. Raises PoolExhausted when no slot is left."""
         s = self.slots[slot]
-        if s.retired or not self.manager.is_actor_healthy(s.actor_id):
+        if s.retired or not s.healthy:
             return False
-        self.manager.set_actor_state(s.actor_id, healthy=False)
+        s.healthy = False
         s.deaths += 1
         s.deaths_since_replace += 1
         s.died_at = time.monotonic()
@@ -164,9 +143,7 @@ class ActorPool:
         new = []
         for _ in range(n):
             slot = len(self.slots)
-            self.manager.add_actors([self.make(slot)])
-            self.slots.append(_Slot(self.manager.actor_ids()[-1], joining=True, died_at=time.monotonic()))
-            self.manager.set_actor_state(self.slots[slot].actor_id, healthy=False)
+            self.slots.append(_Slot(self.make(slot), healthy=False, joining=True, died_at=time.monotonic()))
             new.append(slot)
         return new
 
@@ -182,7 +159,7 @@ class ActorPool:
             ray.kill(self.handle(slot), no_restart=True)
         except Exception:  # already gone with its node
             pass
-        self.manager.set_actor_state(s.actor_id, healthy=False)
+        s.healthy = False
         self.say("worker_left", f"{self.name(slot)} left: {why}; {len(self.active())} {self.kind} actor(s) now")
         if not self.active():
             raise PoolExhausted(f"every {self.kind} actor is gone ({why}); add nodes or lower the resources asked")
@@ -193,25 +170,14 @@ class ActorPool:
         the actor is gone for good (Ray's restarts spent): the slot gets a fresh actor. The
         caller re-sends them their state (weights) before giving them work."""
         now = time.monotonic()
-        due = [
-            i
-            for i, s in enumerate(self.slots)
-            if not s.retired and not self.manager.is_actor_healthy(s.actor_id) and now >= s.next_probe
-        ]
+        due = [i for i, s in enumerate(self.slots) if not s.retired and not s.healthy and now >= s.next_probe]
         if not due:
             return []
-        results = self.manager.foreach_actor(
-            "ping",
-            remote_actor_ids=[self.slots[i].actor_id for i in due],
-            healthy_only=False,
-            timeout_seconds=timeout_s,
-            mark_healthy=True,
-        )
-        failed = {r.actor_id for r in results if not r.ok}
+        failed = self._ping(due, timeout_s)
         restored = []
         for i in due:
             s = self.slots[i]
-            if self.manager.is_actor_healthy(s.actor_id):
+            if s.healthy:
                 restored.append(i)
                 if s.joining:
                     s.joining = False
@@ -219,10 +185,26 @@ class ActorPool:
                 else:
                     self.say("actor_restored", f"{self.name(i)} is back after {now - s.died_at:.1f} s")
                 continue
-            if not s.joining and (s.actor_id in failed or s.deaths_since_replace > self.max_restarts):
+            if not s.joining and (i in failed or s.deaths_since_replace > self.max_restarts):
                 self.replace(i)
             s.next_probe = now + min(backoff_s(s.deaths_since_replace), 5.0)  # a restart takes seconds
         return restored
+
+    def _ping(self, slots: list[int], timeout_s: float) -> set[int]:
+        """Ping `slots` and wait up to `timeout_s`: a slot that answers is healthy again; returns
+        the slots whose ping failed (the actor is dead for good). No answer yet: still down,
+        probed again later."""
+        calls = {self.slots[i].handle.ping.remote(): i for i in slots}
+        answered, _ = ray.wait(list(calls), num_returns=len(calls), timeout=timeout_s)
+        failed = set()
+        for ref in answered:
+            try:
+                ray.get(ref)
+            except Exception:  # RayActorError: Ray will not bring it back
+                failed.add(calls[ref])
+            else:
+                self.slots[calls[ref]].healthy = True
+        return failed
 
     def replace(self, slot: int) -> None:
         """A fresh actor for `slot` (Ray's restarts of the old one are spent)."""
@@ -231,9 +213,6 @@ class ActorPool:
             ray.kill(self.handle(slot), no_restart=True)
         except Exception:  # already gone
             pass
-        self.manager.remove_actor(s.actor_id)
-        self.manager.add_actors([self.make(slot)])
-        s.actor_id = self.manager.actor_ids()[-1]
-        self.manager.set_actor_state(s.actor_id, healthy=False)  # healthy once its ping answers
+        s.handle, s.healthy = self.make(slot), False  # healthy once its ping answers
         s.deaths_since_replace = 0
         self.say("actor_replaced", f"{self.name(slot)}: Ray's restarts spent; started a fresh actor")

@@ -49,7 +49,7 @@ from shoal.services.actors import (
 from shoal.services.calls import dead_for_good, describe_error, get_within, overdue, timeout_message
 from shoal.services.config import ConfigError, ShoalConfig
 from shoal.services.direct import DirectGroup, uses_gpus
-from shoal.services.pools import ActorPool, warm_imports
+from shoal.services.pools import ActorPool
 from shoal.services.run import (
     Interrupted,
     RunContext,
@@ -173,6 +173,7 @@ def init_ray(cfg: ShoalConfig) -> str | None:
     os.environ.update(ACTOR_ENV)  # the raylet, and through it every worker, inherits this
     try:
         ray.init(
+            address="local",  # a new Ray, even where a `ray start` cluster runs on this machine
             num_cpus=num_cpus,
             include_dashboard=False,
             log_to_driver=True,
@@ -1099,7 +1100,6 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
     try:
         builder = make_builder(cfg)
         first_request = None if cfg.run.resume_from else prefetch_request(builder)  # overlaps with Ray's start
-        warm_imports()
         started_ray = init_ray(cfg)
         ray_up = round(time.time() - PROCESS_STARTED, 2)
         check_resources(

@@ -14,6 +14,7 @@ def ray_local():
     from shoal.services.program import WORKER_NICENESS
 
     ray.init(
+        address="local",  # not a cluster another test (or `ray start`) left on this machine
         num_cpus=6,
         include_dashboard=False,
         runtime_env={"env_vars": {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}},

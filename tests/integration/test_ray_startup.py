@@ -49,3 +49,21 @@ def test_local_ray_gives_every_worker_the_actor_env_and_leaves_the_driver_alone(
 def test_a_ray_started_elsewhere_gets_the_env_per_actor():
     for started in (None, "joined"):
         assert actor_env_options(started) == {"runtime_env": {"env_vars": ACTOR_ENV}}
+
+
+def test_a_local_run_starts_its_own_ray_beside_a_cluster_on_this_machine(tmp_path, monkeypatch):
+    """A `ray start` cluster on the machine (here `Cluster`, which writes the same
+    ray_current_cluster file) is not joined without run.ray_address / RAY_ADDRESS: Ray's own
+    default would join it, and the run's num_cpus would then be refused."""
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cfg = small_config({"policy": "unused", "reward": "unused"}, tmp_path)
+        assert init_ray(cfg) == "local"
+        assert ray.get_runtime_context().gcs_address != cluster.address
+        ray.shutdown()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -111,11 +111,10 @@ class DPOBuilder(PPOBuilder):
         """Offline: every pair, tokenized by the policy's tokenizer (online: none)."""
         if self.cfg.dpo.online:
             return []
-        from shoal.model_dirs import load_tokenizer
         from shoal.rollout.tasks import encode_prompt
         from shoal.types import PreferencePair, Prompt
 
-        tok = load_tokenizer(self.cfg.model.path)
+        tok = self.tokenizer()
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
 
         def answer(text: str) -> list[int]:

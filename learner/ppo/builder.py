@@ -152,15 +152,20 @@ class PPOBuilder(ActorLearnerBuilder):
         return self.cfg.ppo.batch_size
 
     # -- requests ------------------------------------------------------------------------
-    def prompt_source(self, stream: str) -> Any:
-        """Seeded prompts; `eval` uses a disjoint seed stream from `train`."""
+    def tokenizer(self) -> Any:
+        """The policy's tokenizer, loaded once (the driver encodes prompts and data with it)."""
         from shoal.model_dirs import load_tokenizer
-        from shoal.rollout.tasks import TaskPromptSource
 
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.cfg.model.path)
+        return self._tokenizer
+
+    def prompt_source(self, stream: str) -> Any:
+        """Seeded prompts; `eval` uses a disjoint seed stream from `train`."""
+        from shoal.rollout.tasks import TaskPromptSource
+
         seed = self.cfg.run.seed * 1000 + (0 if stream == "train" else 7)
-        return TaskPromptSource(self.task(), self._tokenizer, seed, prefix=stream[0])
+        return TaskPromptSource(self.task(), self.tokenizer(), seed, prefix=stream[0])
 
     def state_dict(self) -> dict[str, Any]:
         return {"prompts": self._prompts.state_dict()} if self._prompts is not None else {}

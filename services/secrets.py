@@ -13,7 +13,9 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-SECRET_KEY = re.compile(r"token|password|passwd|secret", re.I)
+# a whole word of a key name (`api_token`, `password`, `?access_token=`), not a count such as
+# `max_new_tokens` (masking that left the printed and saved config without its lengths)
+SECRET_KEY = re.compile(r"(?<![a-z])(?:token|password|passwd|secret)(?![a-z])", re.I)
 MASK = "***"
 
 

@@ -34,6 +34,20 @@ def test_redact_config_masks_keys_and_urls_at_any_depth():
     }
 
 
+def test_counts_named_after_tokens_are_not_secrets():
+    cfg = {
+        "rollout": {"max_new_tokens": 8},
+        "r2d2": {"candidate_max_new_tokens": 6},
+        "auth": {"access_token": "t", "db_password": "p"},
+    }
+    assert redact_config(cfg) == {
+        "rollout": {"max_new_tokens": 8},
+        "r2d2": {"candidate_max_new_tokens": 6},
+        "auth": {"access_token": "***", "db_password": "***"},
+    }
+    assert "max_new_tokens: 8" in dump_config(load_config(None, ["rollout.max_new_tokens=8"]))
+
+
 def test_config_dumps_never_hold_the_password(monkeypatch):
     cfg = load_config(None, ["run.redis_url=rediss://:hunter2hunter2@db.example:6380/0?ssl_ca_certs=/ca.pem"])
     assert cfg.run.redis_url.startswith("rediss://:hunter2hunter2@")  # the actors get the real one

@@ -45,8 +45,8 @@ prints TRL's own metrics).
 Matched (TRL GRPOConfig <- deploy/configs/grpo_demo.yaml):
   num_generations 8 (group_size); generation batch 64 = 8 prompts x 8 (batch_size 8 groups);
   per_device_train_batch_size 32 (minibatch_size 4 groups) -> steps_per_generation 2;
-  num_iterations 4 (epochs) -> 8 optimizer steps per batch; max_steps 1600 = 200 batches (the
-  demo's run.total_steps);
+  num_iterations 4 (epochs) -> 8 optimizer steps per batch; max_steps 8 x run.total_steps
+  (the demo's 300 batches: 2400);
   max_completion_length 8, temperature 1, top_k 0, top_p 1; lr 5e-4 (grpo.learning_rate) constant, Adam(W) with
   weight_decay 0, max_grad_norm 1; epsilon 0.2 (clip_coef); loss_type "grpo" (per-sequence token
   mean, = loss_aggregation sequence_mean); scale_rewards "group" ((r - mean) / std); a fixed
@@ -58,12 +58,14 @@ Not matched (deviations):
     README, "RLHF over seeds"); TRL has only k3 (the forward KL's gradient), which it also
     weights by the importance ratio (use_bias_correction_kl, on by default). Run Shoal with
     `grpo.kl_estimator=k3` (a --shoal-config copy) to match TRL's term.
-  - Shoal is asynchronous (2 rollout workers, samples up to 2 policy versions old, decoupled-PPO
-    correction); TRL generates and trains in turn in one process (always on-policy at generation).
-  - Shoal runs several processes (Ray, 2 rollout workers - engine auto = transformers on CPU -, learner),
+  - Shoal is asynchronous (a rollout worker generating while the learner trains, samples up to 2
+    policy versions old, decoupled-PPO correction); TRL generates and trains in turn in one
+    process (always on-policy at generation).
+  - Shoal runs several processes (Ray, the rollout worker - engine auto = transformers on CPU -,
+    the replay buffer, the learner),
     each with 1 torch thread, on the shared 2 cores; TRL is one process with 1 thread. So "same
     torch threads" holds per process, not per run.
-  - TRL draws the 1600 training prompts (the first 1600 of Shoal's train stream) in a shuffled
+  - TRL draws its 8 x run.total_steps training prompts (the first ones of Shoal's train stream) in a shuffled
     order; Shoal takes them in stream order. Minibatch order within a batch also differs.
   - The held-out evaluation code differs (Shoal's rollout engine vs HF generate); the prompts
     and sampling settings are the same.

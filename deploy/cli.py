@@ -157,7 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cmd_init_model(args)
     print("[shoal] demo 2/3: train-rm (Bradley-Terry reward model from gold-labelled pairs)", flush=True)
     cmd_train_rm(args)
-    print(f"[shoal] demo 3/3: PPO through Ray actors ({cfg.rollout.num_workers} rollout workers)", flush=True)
+    print(f"[shoal] demo 3/3: PPO through Ray actors ({cfg.rollout.num_workers} rollout worker(s))", flush=True)
     cmd_train(args)
 
 

@@ -2,7 +2,7 @@
 
 SFT policy -> Bradley-Terry reward model -> PPO against the *learned* reward, judged by the
 task's closed-form gold reward, which the policy never sees. The shipped demo config as it is
-(deploy/configs/demo.yaml: 2 rollout workers overlapped with the learner, samples up to
+(deploy/configs/demo.yaml: a rollout worker overlapped with the learner, samples up to
 rollout.max_policy_lag = 2 versions old trained on with the decoupled-PPO correction, PPO's
 early stopping, adaptive KL to the SFT policy, 100 steps), for PPO seeds 0-4 on the
 session's demo models (seed 0); and the GRPO demo (deploy/configs/grpo_demo.yaml: the same
@@ -17,8 +17,9 @@ asynchronous runs are not bit-reproducible and differ between CPUs, and PPO has 
 on one fresh clone (2026-12-04) seeds 0-2 gave 0.437 / 0.805 / 0.316 (gains +0.26 / +0.64 /
 +0.16) where earlier machines gave 0.648 / 0.779 / 0.760, so a 3-seed median bound of 0.45 and
 a per-seed gain of 0.15 failed there. Measured with benchmarks/rlhf_seeds.py on each seed's own
-models, 2-core machine: PPO over seeds 0-9 final gold 0.447-0.874 (median 0.681, every gain
->= 0.27; a second 10-seed run: smallest gain 0.20). Without the correction
+models, 2-core machine: PPO over seeds 0-9 final gold 0.423-0.917 (median 0.674, every gain
+>= 0.25; with two rollout workers: 0.447-0.874 and 0.322-0.913 in two runs, smallest gains
+0.27 and 0.18). Without the correction
 (`ppo.correction=none`) 2 of 3 seeds failed. GRPO over seeds 0-9: 0.454-0.793 (median 0.634,
 every gain >= 0.31); with GRPO's usual k3 KL term seeds ended at or below the SFT policy
 (README, "RLHF over seeds").

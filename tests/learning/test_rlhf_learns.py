@@ -26,7 +26,8 @@ every gain >= 0.31); with GRPO's usual k3 KL term seeds ended at or below the SF
 Margins: GAIN is under the smallest 3-seed median gain seen (+0.26); the median bound 0.35 is
 about half-way between the SFT policy (0.17) and the lowest 3-seed median seen (0.437), and a
 median over five seeds tolerates two seeds in the lower tail; the PPO run on the same machine
-half an hour after that clone: 0.648 / 0.977 / 0.755 / 0.424 / 0.723 (median 0.723).
+half an hour after that clone: 0.648 / 0.977 / 0.755 / 0.424 / 0.723 (median 0.723); with the
+demo's one rollout worker (2026-12-06): 0.778 / 0.518 / 0.706 / 0.820 / 0.752 (median 0.752).
 Run: .venv/bin/python -m pytest -m learning tests/learning/test_rlhf_learns.py -s
 """
 

@@ -95,3 +95,24 @@ def release_program(prog) -> None:
         prog.direct.close()
     for actor in [prog.learner, prog.buffer, *prog.rollout.handles(), *prog.scoring.handles()]:
         ray.kill(actor)
+
+
+# The interpreter's own teardown after a full run (Ray's, gRPC's and torch's native threads
+# still alive) crashed once with SIGSEGV after every test had passed (fresh clone, 2026-12-06:
+# "746 passed" then "Segmentation fault"), turning a green run red. Once pytest has printed its
+# summary the process leaves with pytest's own exit status, skipping that teardown.
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if _EXIT_STATUS and os.environ.get("SHOAL_TEST_HARD_EXIT", "1") == "1":
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])

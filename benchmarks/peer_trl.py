@@ -34,7 +34,7 @@ Per seed the runs are: TRL with beta 0.1 (Shoal's kl_coef), Shoal with each --sh
 (default: the GRPO demo, matched to TRL below, and the PPO demo: the same 64 rollouts, 4 epochs
 and 8 optimizer steps per batch, but one answer for each of 64 prompts and a critic), then TRL
 with each other --trl-beta (default 0.0, TRL's own default: no KL term, no reference model).
---trl-no-kl-is: TRL without its IS-weighted KL (use_bias_correction_kl=False, as Shoal's KL term).
+--trl-no-kl-is: TRL without its IS-weighted KL (use_bias_correction_kl=False: plain k3, as Shoal's k3).
 TRL runs are deterministic per seed (repeats give the same gold, only timings differ); Shoal's
 are not (asynchronous: which policy version sampled which batch depends on timing), so repeat
 the whole command to see Shoal's spread per seed.
@@ -54,10 +54,11 @@ Matched (TRL GRPOConfig <- deploy/configs/grpo_demo.yaml):
   it on by default; 2x slower on this CPU); prompts = BOS + text (Shoal's encode_prompt; TRL's
   tokenizer adds no BOS, so the dataset prompt starts with "<s>"); 1 torch thread.
 Not matched (deviations):
-  - The KL term: Shoal's demo uses k2, 0.5 (log pi - log pi_ref)^2 (the reverse KL's gradient:
-    README, "RLHF over seeds"); TRL has only k3 (the forward KL's gradient), which it also
-    weights by the importance ratio (use_bias_correction_kl, on by default). Run Shoal with
-    `grpo.kl_estimator=k3` (a --shoal-config copy) to match TRL's term.
+  - The KL term's form: Shoal's demo uses k2, 0.5 (log pi - log pi_ref)^2; TRL uses k3 weighted
+    by the importance ratio pi / pi_old (use_bias_correction_kl, on by default). Their values
+    differ, their gradients agree on-policy: both are the reverse KL's (tests/unit/test_kl.py).
+    With --trl-no-kl-is TRL's term is plain k3 (the forward KL's gradient), as Shoal's
+    `grpo.kl_estimator=k3` (a --shoal-config copy).
   - Shoal is asynchronous (a rollout worker generating while the learner trains, samples up to 2
     policy versions old, decoupled-PPO correction); TRL generates and trains in turn in one
     process (always on-policy at generation).
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--trl-no-kl-is",
         action="store_true",
-        help="TRL: use_bias_correction_kl=False (k3 term not IS-weighted, as Shoal)",
+        help="TRL: use_bias_correction_kl=False (plain k3, as Shoal's grpo.kl_estimator=k3)",
     )
     args = ap.parse_args(argv)
     if args.trl_no_kl_is:

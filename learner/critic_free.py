@@ -16,8 +16,9 @@ batch of scored rollouts (whole groups, from `buffer/groups.py`'s GroupQueue):
      off-policy correction of `correction` (as PPO's, `learner/losses.behaviour_weights`:
      by default decoupled - the ratio against the learner's recomputed log-probs, tokens
      weighted by min(pi_prox / mu, is_cap), mu = the sampler's `Rollout.logprobs`), plus, with
-     `kl_mode: loss`, kl_coef * the k3 estimator of KL(pi || pi_ref) on every token
-     (GRPO's `pi_ref/pi - log(pi_ref/pi) - 1`); both aggregated by `loss_aggregation`:
+     `kl_mode: loss`, kl_coef * the `kl_estimator` term on every token (k3: GRPO's
+     `pi_ref/pi - log(pi_ref/pi) - 1`, the forward KL's gradient; k2: 0.5 (log pi - log
+     pi_ref)^2, the reverse KL's); both aggregated by `loss_aggregation`:
        token_mean     sum of token losses / tokens in the minibatch
        sequence_mean  per-sequence mean over its tokens, then the mean over sequences (GRPO)
        dr_grpo        token losses summed per sequence / max_new_tokens (a constant), then

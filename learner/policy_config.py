@@ -65,9 +65,10 @@ class CriticFreeConfig(OffPolicyCorrection):
     kl_estimator: Literal["k3", "k2"] = Field(
         "k3",
         description=(
-            "With kl_mode loss: the per-token KL term in the loss. `k3`: (r - 1) - log r, r = pi_ref / pi (GRPO, "
-            "TRL); its gradient is that of the FORWARD KL(pi_ref || pi). `k2`: 0.5 (log pi - log pi_ref)^2, whose "
-            "gradient is that of the reverse KL(pi || pi_ref) the reward penalises (Tang & Munos 2025)."
+            "With kl_mode loss: the per-token KL term in the loss. `k3`: (r - 1) - log r, r = pi_ref / pi (GRPO as "
+            "DeepSeekMath writes it); its gradient is that of the FORWARD KL(pi_ref || pi). `k2`: 0.5 (log pi - "
+            "log pi_ref)^2, whose gradient is that of the reverse KL(pi || pi_ref) the reward penalises (Tang & Munos "
+            "2025) - as is, on-policy, that of TRL's default term, k3 weighted by the importance ratio pi / pi_old."
         ),
     )
     kl_target: float = Field(4.0, gt=0, description="Adaptive KL: target KL(pi || pi_ref) per sequence, in nats.")

@@ -10,8 +10,8 @@ std is the sample (Bessel-corrected) standard deviation, as TRL and OpenRLHF com
 or Traps") divides by ONE std over all samples of the batch: a group whose answers score
 almost alike keeps advantages near 0 instead of having its score noise blown up to +-1.
 With `kl_mode: reward` each token's advantage also gets the return-to-go of the per-token
-penalty -kl_coef * k1 (not normalised); with `kl_mode: loss` (GRPO's) the k3 term is in the
-loss. The update (clipped surrogate against the sampler's log-probs, aggregation) is the
+penalty -kl_coef * k1 (not normalised); with `kl_mode: loss` (GRPO's) the `kl_estimator`
+term (k3 or k2) is in the loss. The update (clipped surrogate against the sampler's log-probs, aggregation) is the
 shared `shoal.learner.critic_free.CriticFreeLearner`.
 
 Tests: `pytest tests/unit/test_critic_free.py -k grpo`.

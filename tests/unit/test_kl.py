@@ -136,7 +136,9 @@ def test_make_kl_controller_from_config():
 def test_loss_term_gradients_k2_reverse_k3_forward(seed):
     """As a loss on a token a ~ pi, E_pi[grad k2(a)] is the gradient of KL(pi || ref) and
     E_pi[grad k3(a)] that of KL(ref || pi): the expectation is a loop over the vocabulary, each
-    token's gradient taken on its own, against autograd of the exact divergences."""
+    token's gradient taken on its own, against autograd of the exact divergences. k3 times the
+    importance ratio pi / pi_old (TRL's default `use_bias_correction_kl`), at pi_old = pi, has
+    k2's gradient: the reverse KL's."""
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
     ref = torch.log_softmax(torch.randn(6, generator=g, dtype=torch.float64), 0)
@@ -155,4 +157,5 @@ def test_loss_term_gradients_k2_reverse_k3_forward(seed):
     (forward,) = torch.autograd.grad((ref.exp() * (ref - logp)).sum(), theta)
     torch.testing.assert_close(expected_grad(kl_k2), reverse)
     torch.testing.assert_close(expected_grad(kl_k3), forward)
+    torch.testing.assert_close(expected_grad(lambda lp, r: torch.exp(lp - lp.detach()) * kl_k3(lp, r)), reverse)
     assert not torch.allclose(reverse, forward, atol=1e-3)

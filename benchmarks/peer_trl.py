@@ -67,7 +67,10 @@ Not matched (deviations):
     each with 1 torch thread, on the shared 2 cores; TRL is one process with 1 thread. So "same
     torch threads" holds per process, not per run.
   - TRL draws its 8 x run.total_steps training prompts (the first ones of Shoal's train stream) in a shuffled
-    order; Shoal takes them in stream order. Minibatch order within a batch also differs.
+    order; Shoal takes them in stream order.
+  - Minibatches: TRL shuffles each 64-rollout batch once, rollout by rollout, and passes over the
+    same two minibatches of 32 four times; Shoal's GRPO demo cuts whole groups (4 per minibatch)
+    anew every epoch. `grpo.minibatch_unit=samples,grpo.reshuffle_each_epoch=false` is TRL's way.
   - The held-out evaluation code differs (Shoal's rollout engine vs HF generate); the prompts
     and sampling settings are the same.
 """

@@ -11,8 +11,9 @@ batch of scored rollouts (whole groups, from `buffer/groups.py`'s GroupQueue):
   2. groups: the rows sharing (prompt_id, worker_id, policy_version) (`group_index`);
   3. advantages [B, T] from the algorithm's estimator, given the sequence rewards, the groups,
      the mask and, with `kl_mode: reward`, the per-token penalty -kl_coef * k1(logp, ref_logp);
-  4. `epochs` passes over shuffled minibatches of `minibatch_size` GROUPS (a group is never
-     split across minibatches either) of: the PPO clipped surrogate (`clip_coef`) with the
+  4. `epochs` passes over shuffled minibatches of `minibatch_size` GROUPS (`minibatch_unit`:
+     whole groups, or as many rollouts shuffled one by one as TRL does; cut anew every epoch
+     unless `reshuffle_each_epoch: false`) of: the PPO clipped surrogate (`clip_coef`) with the
      off-policy correction of `correction` (as PPO's, `learner/losses.behaviour_weights`:
      by default decoupled - the ratio against the learner's recomputed log-probs, tokens
      weighted by min(pi_prox / mu, is_cap), mu = the sampler's `Rollout.logprobs`), plus, with
@@ -108,6 +109,20 @@ def clipped_token_losses(
     ratio = torch.exp(logprobs - old_logprobs)
     out = torch.maximum(-advantages * ratio, -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef))
     return out if weights is None else weights.detach() * out
+
+
+def minibatch_rows(groups: torch.Tensor, minibatch_groups: int, unit: str, gen: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's minibatches: row indices of [B] group ids, cut at random. `groups`: the rows of
+    `minibatch_groups` whole groups each; `samples`: rows shuffled one by one, minibatch_groups x
+    the mean group size per minibatch (the last may be smaller)."""
+    n_groups = int(groups.max()) + 1
+    if unit == "groups":
+        perm = torch.randperm(n_groups, generator=gen)
+        return [torch.isin(groups, chosen).nonzero().flatten() for chosen in perm.split(minibatch_groups)]
+    if unit == "samples":
+        rows = max(1, round(len(groups) * minibatch_groups / n_groups))
+        return list(torch.randperm(len(groups), generator=gen).split(rows))
+    raise ValueError(f"minibatch_unit {unit!r} is not one of ('groups', 'samples')")
 
 
 def aggregate_token_losses(losses: torch.Tensor, mask: torch.Tensor, mode: str, max_tokens: int) -> torch.Tensor:
@@ -249,14 +264,14 @@ class CriticFreeLearner(PolicyLearner):
         }
 
     def _train(self, tb, groups, ratio_ref, weights, advantages, ref_logprobs, has_ref) -> dict[str, float]:
-        """`epochs` passes over shuffled minibatches of whole groups, stopped early past
+        """`epochs` passes over shuffled minibatches (`minibatch_rows`), stopped early past
         target_kl; the mean of each statistic, and how many updates were applied."""
         stats: list[dict[str, float]] = []
-        n_groups = int(groups.max()) + 1
-        for _ in range(self.cfg.epochs):
-            perm = torch.randperm(n_groups, generator=self.shuffle_gen)
-            for chosen in perm.split(self.cfg.minibatch_size):
-                idx = torch.isin(groups, chosen).nonzero().flatten()
+        minibatches: list[torch.Tensor] = []
+        for epoch in range(self.cfg.epochs):
+            if epoch == 0 or self.cfg.reshuffle_each_epoch:
+                minibatches = minibatch_rows(groups, self.cfg.minibatch_size, self.cfg.minibatch_unit, self.shuffle_gen)
+            for idx in minibatches:
                 ref = None if ref_logprobs is None else ref_logprobs[idx]
                 stats.append(
                     self._update(tb.select(idx), ratio_ref[idx], weights[idx], advantages[idx], ref, has_ref[idx])
@@ -362,5 +377,6 @@ __all__ = [
     "group_index",
     "group_mean_std",
     "group_sizes",
+    "minibatch_rows",
     "returns_to_go",
 ]

@@ -50,7 +50,23 @@ class CriticFreeConfig(OffPolicyCorrection):
         16, gt=0, description="Groups (prompts) per learner step: batch_size * group_size rollouts."
     )
     minibatch_size: int = Field(
-        8, gt=0, description="Groups per gradient step inside a batch (a group is never split)."
+        8,
+        gt=0,
+        description="Groups per gradient step inside a batch (`minibatch_unit: samples`: as many groups' rollouts).",
+    )
+    minibatch_unit: Literal["groups", "samples"] = Field(
+        "groups",
+        description=(
+            "What a batch is cut into minibatches by: `groups` - whole groups, a group never split; `samples` - "
+            "rollouts shuffled one by one, a group's samples spread over minibatches (TRL's GRPOTrainer)."
+        ),
+    )
+    reshuffle_each_epoch: bool = Field(
+        True,
+        description=(
+            "Cut the batch into new minibatches every epoch; false: cut once, the same minibatches passed over "
+            "`epochs` times (TRL's GRPOTrainer: each generation batch is shuffled once)."
+        ),
     )
     clip_coef: float = Field(0.2, gt=0, description="epsilon of the clipped surrogate.")
     kl_coef: float = Field(

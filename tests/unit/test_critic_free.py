@@ -14,7 +14,8 @@ import torch
 
 from shoal.buffer.groups import GroupQueue
 from shoal.core import Learner
-from shoal.learner.critic_free import aggregate_token_losses, clipped_token_losses, group_index
+from shoal.learner import critic_free
+from shoal.learner.critic_free import aggregate_token_losses, clipped_token_losses, group_index, minibatch_rows
 from shoal.learner.grpo.config import GRPOConfig
 from shoal.learner.grpo.learning import GRPOLearner, grpo_advantages
 from shoal.learner.reinforce_pp.config import ReinforcePPConfig
@@ -179,6 +180,44 @@ def test_clipped_token_losses_match_the_definition():
     assert got == pytest.approx(want)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_minibatch_rows_cover_every_row_once(seed):
+    """5 groups of 4 (one of 3): `groups` keeps each group whole in one minibatch of <= 2 groups;
+    `samples` cuts the rows one by one into minibatches of 2 x the mean group size (8 rows),
+    splitting some group."""
+    groups = torch.tensor([0] * 4 + [1] * 4 + [2] * 3 + [3] * 4 + [4] * 4)
+    gen = torch.Generator().manual_seed(seed)
+    by_group = minibatch_rows(groups, 2, "groups", gen)
+    assert sorted(torch.cat(by_group).tolist()) == list(range(19)) and len(by_group) == 3
+    for idx in by_group:
+        chosen = set(groups[idx].tolist())
+        assert len(chosen) <= 2 and len(idx) == sum(int((groups == g).sum()) for g in chosen)
+    by_row = minibatch_rows(groups, 2, "samples", gen)
+    assert sorted(torch.cat(by_row).tolist()) == list(range(19))
+    assert [len(idx) for idx in by_row] == [8, 8, 3]
+    whole = [all(set(torch.nonzero(groups == g).flatten().tolist()) <= set(idx.tolist()) for g in groups[idx].unique())
+             for idx in by_row]  # fmt: skip
+    assert not all(whole)
+    with pytest.raises(ValueError, match="minibatch_unit"):
+        minibatch_rows(groups, 2, "tokens", gen)
+
+
+@pytest.mark.parametrize("reshuffle", [True, False])
+def test_minibatches_cut_every_epoch_or_once(tiny_model_dir, ref_model, monkeypatch, reshuffle):
+    calls = []
+    real = critic_free.minibatch_rows
+
+    def spy(*args):
+        calls.append(real(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(critic_free, "minibatch_rows", spy)
+    cfg = GRPOConfig(batch_size=2, minibatch_size=1, epochs=3, minibatch_unit="samples", reshuffle_each_epoch=reshuffle)
+    learner = GRPOLearner(str(tiny_model_dir), cfg, max_new_tokens=5, temperature=0.9, seed=3)
+    m = learner.step(_batch(learner, ref_model, seed=0))
+    assert len(calls) == (3 if reshuffle else 1) and m["learner/updates"] == 6.0
+
+
 # ---- the GroupQueue -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Item:
@@ -319,6 +358,7 @@ LEARNERS = [
     (GRPOLearner, GRPOConfig(batch_size=2, minibatch_size=1, epochs=2, kl_mode="loss")),
     (GRPOLearner, GRPOConfig(batch_size=2, minibatch_size=2, loss_aggregation="dr_grpo", kl_mode="reward")),
     (GRPOLearner, GRPOConfig(batch_size=2, minibatch_size=1, loss_aggregation="token_mean")),
+    (GRPOLearner, GRPOConfig(batch_size=2, minibatch_size=1, minibatch_unit="samples", reshuffle_each_epoch=False)),
     (RLOOLearner, RLOOConfig(batch_size=2, minibatch_size=1)),
     (ReinforcePPLearner, ReinforcePPConfig(batch_size=2, minibatch_size=1)),
 ]

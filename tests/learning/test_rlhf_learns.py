@@ -19,9 +19,11 @@ on one fresh clone (2026-12-04) seeds 0-2 gave 0.437 / 0.805 / 0.316 (gains +0.2
 a per-seed gain of 0.15 failed there. Measured with benchmarks/rlhf_seeds.py on each seed's own
 models, 2-core machine: PPO over seeds 0-9 final gold 0.423-0.917 (median 0.674, every gain
 >= 0.25; with two rollout workers: 0.447-0.874 and 0.322-0.913 in two runs, smallest gains
-0.27 and 0.18). Without the correction
+0.27 and 0.18; three more runs with one worker on 2026-12-06: medians 0.524 / 0.623 / 0.647,
+smallest gains +0.16 / +0.28 / +0.32 - every seed above the SFT policy in all). Without the correction
 (`ppo.correction=none`) 2 of 3 seeds failed. GRPO over seeds 0-9: 0.454-0.793 (median 0.634,
-every gain >= 0.31); with GRPO's usual k3 KL term seeds ended at or below the SFT policy
+every gain >= 0.31; with the demo's one rollout worker and fused Adam, 2026-12-06: 0.408-0.872,
+median 0.584, every gain >= 0.26); with GRPO's usual k3 KL term seeds ended at or below the SFT policy
 (README, "RLHF over seeds").
 Margins: GAIN is under the smallest 3-seed median gain seen (+0.26); the median bound 0.35 is
 about half-way between the SFT policy (0.17) and the lowest 3-seed median seen (0.437), and a

@@ -59,6 +59,9 @@ Not matched (deviations):
     differ, their gradients agree on-policy: both are the reverse KL's (tests/unit/test_kl.py).
     With --trl-no-kl-is TRL's term is plain k3 (the forward KL's gradient), as Shoal's
     `grpo.kl_estimator=k3` (a --shoal-config copy).
+  - Adam's kernel: TRL's default optimizer is torch's fused AdamW (`adamw_torch_fused` with
+    torch >= 2.8); Shoal's learners use torch's default CPU Adam, a loop over parameters (a PPO
+    demo step 7% slower; the fused kernel was tried and reverted, commit 0f333e7, README).
   - Shoal is asynchronous (a rollout worker generating while the learner trains, samples up to 2
     policy versions old, decoupled-PPO correction); TRL generates and trains in turn in one
     process (always on-policy at generation).

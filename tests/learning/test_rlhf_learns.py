@@ -20,11 +20,13 @@ a per-seed gain of 0.15 failed there. Measured with benchmarks/rlhf_seeds.py on 
 models, 2-core machine: PPO over seeds 0-9 final gold 0.423-0.917 (median 0.674, every gain
 >= 0.25; with two rollout workers: 0.447-0.874 and 0.322-0.913 in two runs, smallest gains
 0.27 and 0.18; three more runs with one worker on 2026-12-06: medians 0.524 / 0.623 / 0.647,
-smallest gains +0.16 / +0.28 / +0.32 - every seed above the SFT policy in all). Without the correction
+smallest gains +0.16 / +0.28 / +0.32, the first and last on a build with torch's fused Adam -
+every seed above the SFT policy in all). Without the correction
 (`ppo.correction=none`) 2 of 3 seeds failed. GRPO over seeds 0-9: 0.454-0.793 (median 0.634,
-every gain >= 0.31; with the demo's one rollout worker and fused Adam, 2026-12-06: 0.408-0.872,
-median 0.584, every gain >= 0.26); with GRPO's usual k3 KL term seeds ended at or below the SFT policy
-(README, "RLHF over seeds").
+every gain >= 0.31; with the demo's one rollout worker, 2026-12-06: 0.440-0.848, median 0.725,
+every gain >= 0.27; on a build with torch's fused Adam 0.408-0.872, median 0.584, gains >=
+0.26); with GRPO's usual k3 KL term seeds ended at or below the SFT policy (README, "RLHF over
+seeds").
 Margins: GAIN is under the smallest 3-seed median gain seen (+0.26); the median bound 0.35 is
 about half-way between the SFT policy (0.17) and the lowest 3-seed median seen (0.437), and a
 median over five seeds tolerates two seeds in the lower tail; the PPO run on the same machine

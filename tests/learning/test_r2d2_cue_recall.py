@@ -1,7 +1,8 @@
 """Proof (a): on cue recall, stored state + burn-in reads the cue at the junction above chance;
-zero state stays at chance. Three seeds; the R2D2 dQ ordering holds on each.
+zero state stays at chance. Five seeds; the R2D2 dQ ordering holds on each where it is robust,
+over the seeds' median where it is not.
 
-Setup (fixed seeds 0, 1, 2, one CPU thread; a seed sets the encoder's tokenizer corpus and
+Setup (fixed seeds 0-4, one CPU thread; a seed sets the encoder's tokenizer corpus and
 weights, the Q network's init, the replay's sampling and every training / evaluation reset):
 - CueRecallEnv(corridor_length=K=6): cue at turn 0, junction at turn 7 (episodes of 8 turns
   when every action is legal; the actor scores env.legal_actions() = go/left/right).
@@ -15,9 +16,7 @@ weights, the Q network's init, the replay's sampling and every training / evalua
 - Nothing ever gets a gradient for WRITING the cue at turn 0 (turn 0 is only in the first
   item's burn-in, far from any junction loss): the write comes from the LSTM's random input
   weights, kept over the corridor by the forget-gate bias (3.0). The core trains at
-  core_lr_scale = 0.1 of the head's lr. (Measured earlier on another machine, seed 0 only:
-  core at full lr -> 0.55-0.7 success; core frozen -> 1.0 with dQ stored = 0; 0.1 and 0.03 ->
-  0.97-0.98. Here a frozen core gives 0.44 / 0.56 on seeds 1 / 5, see below.)
+  core_lr_scale = 0.1 of the head's lr.
 - Encoder: a tiny random-init Llama (1 layer, hidden 64) with a BPE tokenizer trained on the
   env's own texts, frozen, mean-pooled and cached (learner/r2d2/networks.py).
 - Network: LSTM 64, dueling head over the candidates, read-out from (h, c) and the observation.
@@ -29,45 +28,54 @@ weights, the Q network's init, the replay's sampling and every training / evalua
   junction and loop, which pulls success BELOW 0.5 for a zero-state learner);
   recall = at the first junction turn the learner's Q(left) vs Q(right) picks the cued side
   (the memory read-out itself; 0.5 for anything that does not read the cue).
-- Measured on this machine (2 cores, shared; the test's code as written, seeds 0-5; the test
-  runs seeds 0-2; dQ of the STORED-state learner, recent = its last 40 episodes, lag <= ~80
-  updates; old = episodes 200-160 back, ~800 updates old):
+- Measured on a 2-core machine, 2026-12-06, the test's code with torch's fused Adam (the
+  learners' optimizer, shoal.tensors.adam) and, for comparison, with the for-loop Adam it
+  replaced (same update up to float rounding, different trajectories: this task amplifies
+  rounding). dQ of the STORED-state learner, recent = its last 40 episodes (lag <= ~80
+  updates), old = episodes 200-160 back (~800 updates old):
 
-    seed | success zero stored | recall zero stored | dQ recent: zero  zero+bi stored stored+bi | old: stored stored+bi
-      0  |   0.510  0.820      |   0.525  0.805     |          1.451  0.809    0.192   0.096     |      3.191   1.067
-      1  |   0.535  0.530      |   0.470  0.530     |          2.492  1.175    0.879   0.249     |      2.607   0.824
-      2  |   0.500  0.645      |   0.500  0.660     |          2.150  1.234    0.553   0.175     |      1.210   0.545
-      3  |   0.395  0.780      |   0.400  0.680     |          1.399  0.513    0.086   0.037     |      1.047   0.414
-      4  |   0.195  0.990      |   0.495  0.995     |          1.192  0.633    0.066   0.024     |      1.118   0.288
-      5  |   0.490  0.555      |   0.475  0.655     |          2.584  1.416    0.757   0.290     |      2.402   1.111
+    seed | recall zero stored | success zero stored | dQ recent: zero  zero+bi stored stored+bi | old: stored stored+bi
+   fused Adam
+      0  |   0.455  0.955     |   0.535  0.955      |          1.925  1.077    0.630   0.230     |      2.829   0.935
+      1  |   0.465  0.680     |   0.570  0.615      |          1.585  1.014    2.090   0.531     |      3.158   1.518
+      2  |   0.490  0.865     |   0.480  0.865      |          2.343  1.337    0.685   0.270     |      0.969   0.631
+      3  |   0.430  0.730     |   0.425  0.705      |          2.478  1.529    0.244   0.113     |      2.177   0.677
+      4  |   0.435  0.950     |   0.475  0.950      |          1.437  0.783    0.370   0.128     |      2.507   1.180
+      5  |   0.555  0.595     |   0.550  0.590      |          0.968  0.607    0.431   0.195     |      1.371   0.392
+      6  |   0.510  0.770     |   0.175  0.805      |          3.093  1.554    0.538   0.319     |      1.509   0.759
+      7  |   0.485  0.895     |   0.500  0.895      |          1.026  0.526    0.505   0.211     |      1.100   0.530
+      8  |   0.575  0.830     |   0.575  0.855      |          1.897  0.796    0.588   0.168     |      1.088   0.486
+   for-loop Adam
+      0  |   0.410  0.860     |   0.410  0.820      |          1.688  0.831    0.536   0.240     |      1.485   0.456
+      1  |   0.485  0.500     |   0.505  0.495      |          2.510  1.082    0.759   0.303     |      1.793   0.725
+      2  |   0.505  0.485     |   0.500  0.475      |          2.577  1.331    0.714   0.246     |      2.896   1.515
+      3  |   0.525  0.715     |   0.520  0.755      |          2.242  0.941    0.609   0.271     |      1.480   0.810
+      4  |   0.420  0.840     |   0.590  0.840      |          1.748  0.717    1.108   0.579     |      1.557   0.932
+      5  |   0.550  0.630     |   0.555  0.630      |          1.985  1.243    0.945   0.309     |      1.065   0.493
 
-  So the stored-state learner's recall is SEED-DEPENDENT: 0.53-0.995 (seed 1 stays at chance,
-  seed 5 barely above), while zero state is at chance on every seed (recall 0.40-0.525). The
-  old single-seed claim (0.97 vs 0.45, seed 0, another machine; 0.84 vs 0.39 on another clone;
-  0.82 vs 0.51 here) was one draw from that spread. Seed 5's failure mode: "left" on every
-  left cue, "go" (illegal) then "left" on right cues - Q(right) never wins; the cue is in the
-  state (a ridge probe on the untrained network's junction state decodes it 100% on all six
-  seeds), the head does not learn to read it on every seed. Variants tried on the weak seeds
-  (stored success after 400 episodes unless said; none fixes the seed dependence): 800 episodes
-  (seed 1: 0.58-0.81, seed 5: 0.58-0.80 between checkpoints); core frozen (0.44, 0.56);
-  core_lr_scale 0.3 (0.48, 0.74); LSTM 128 (0.46, 0.94); epsilon 0.1 (0.91, 0.44); epsilon 0.5
-  (seeds 1, 5, 2: 0.81, 0.58, 0.52); epsilon 0.7 (0.57, 0.66 on seeds 1, 5); forget bias 5
-  (0.77, 0.82); lr 3e-3 (seeds 1, 5, 2: 0.58, 0.47, 0.59); 8 updates per episode (0.65, 0.78,
-  0.58); encoder hidden 128 with 1 or 2 layers (0.70-0.73, 0.56-0.58).
-- Assertions (margins about half the measured gap, the pooled ones checked on every 3 of the
-  6 measured seeds):
-  per seed: zero recall <= 0.65 (chance; measured <= 0.525);
-            dQ of the stored-state learner, recent: zero >= 1.3 x zero+burn-in (measured min
-            1.74), zero+burn-in >= 1.1 x stored (min 1.34, seed 1), stored >= 1.4 x stored+burn-in
-            (min 2.0), zero >= 5 x stored+burn-in (min 8.9, seed 5; the old 10x failed there);
-            dQ rises with lag: old >= 1.5 x recent for stored (min 2.2) and stored+burn-in (min 3.1);
-  pooled over the 3 seeds: mean stored recall >= mean zero recall + 0.08 (seeds 0-2: 0.665 vs
-            0.498, gap 0.167; smallest over any 3 of the 6 seeds 0.133); mean stored success
-            > mean zero success (0.665 vs 0.515; smallest over any 3 of 6: +0.068).
-  NOT asserted (fragile, measured above): any absolute stored success or recall bound (seed
-  1 is at chance), a per-seed stored > zero gap (seed 1: success -0.005, recall +0.06).
-  Run time here: 181 s for the 3 seeds (~30 s per seed and mode) with another job on the other
-  core; single runs took up to 2-3x that while the machine was heavily loaded (load 7-8).
+  Zero state is at chance on every seed (recall 0.41-0.575). The stored-state learner's recall
+  is SEED- AND MACHINE-DEPENDENT: 0.485-0.955, at chance on some seeds (loop Adam seeds 1 and
+  2; an earlier machine's loop-Adam table had seeds 1 and 5 there and seed 2 at 0.66) - the
+  cue is in the state (a ridge probe on the untrained network's junction state decodes it
+  100% on all six seeds tried), the head does not learn to read it on every seed. Variants
+  tried on the weak seeds on that earlier machine (none fixes the seed dependence): 800
+  episodes, core frozen, core_lr_scale 0.3, LSTM 128, epsilon 0.1 / 0.5 / 0.7, forget bias
+  5, lr 3e-3, 8 updates per episode, encoder hidden 128 with 1 or 2 layers.
+- Assertions (the old per-seed "zero+burn-in >= 1.1 x stored" and "old >= 1.5 x recent for
+  stored" failed with the fused kernel on seeds 1 and 2 although nothing else changed; these
+  are now asserted on the median over the five seeds; margins about half the smallest value
+  measured over the 15 runs above, or over any 5 of them for the medians):
+  per seed: zero recall <= 0.65 (chance; max 0.575);
+            dQ recent: zero >= 1.2 x zero+burn-in (min 1.56), stored >= 1.3 x stored+burn-in
+            (min 1.69), zero >= 2 x stored+burn-in (min 2.98); stored+burn-in old >= 1.2 x
+            recent (min 1.60);
+  median over the seeds: zero+burn-in >= 1.1 x stored, zero >= 4 x stored+burn-in, stored
+            old >= 1.3 x recent (the smallest median over any 5 seeds of one table: 1.35, 6.4,
+            1.85);
+  mean over the seeds: stored recall >= zero recall + 0.1 (loop 0.680 vs 0.469, fused 0.836
+            vs 0.455), stored success >= zero success + 0.08 (loop +0.17, fused +0.32).
+  NOT asserted: an absolute stored success or recall bound, or a per-seed stored > zero gap.
+  Run time: ~25 s per seed and mode on an idle core (~2-3 min for the test).
 Run: .venv/bin/python -m pytest -m learning tests/learning/test_r2d2_cue_recall.py -s -p no:cacheprovider
 """
 
@@ -91,7 +99,7 @@ from tests.learning.r2d2_loop import learn_after_episode, sync_actor
 
 K = 6
 BURN_IN, TRACE, PERIOD = 3, 3, 2
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 EVAL_EPISODES = 200
 
 
@@ -195,20 +203,27 @@ def test_stored_state_burn_in_recalls_zero_state_does_not():
     summary = {f"{m}_{k}": round(mean(m, k), 3) for m in ("zero", "stored") for k in ("success", "recall")}
     print(f"R2D2 cue recall K={K} burn_in={BURN_IN} trace={TRACE} seeds {SEEDS}: {summary} ({time.time() - t0:.0f}s)")
 
+    def median_ratio(num, den) -> float:
+        return float(np.median([num(results[s]["stored"]) / den(results[s]["stored"]) for s in SEEDS]))
+
     for seed in SEEDS:
         r = results[seed]
         # Zero start state: at chance on every seed (the cue never reaches its trace).
         assert r["zero"]["recall"] <= 0.65, (seed, r["zero"])
-        # dQ of the stored-state learner on its recent replay orders as in R2D2 (zero > burn-in
-        # only > stored > stored + burn-in) and rises with parameter lag; factors from the table.
+        # dQ of the stored-state learner on its recent replay: burn-in lowers it from either
+        # start state, the stored state lowers it most, and it rises with parameter lag.
         dq, dq_old = r["stored"]["dq_recent"], r["stored"]["dq_old"]
-        assert dq["dq/zero"] >= 1.3 * dq["dq/zero_burn_in"], (seed, dq)
-        assert dq["dq/zero_burn_in"] >= 1.1 * dq["dq/stored"], (seed, dq)
-        assert dq["dq/stored"] >= 1.4 * dq["dq/stored_burn_in"], (seed, dq)
-        assert dq["dq/zero"] >= 5 * dq["dq/stored_burn_in"], (seed, dq)
-        assert dq_old["dq/stored"] >= 1.5 * dq["dq/stored"], (seed, dq, dq_old)
-        assert dq_old["dq/stored_burn_in"] >= 1.5 * dq["dq/stored_burn_in"], (seed, dq, dq_old)
+        assert dq["dq/zero"] >= 1.2 * dq["dq/zero_burn_in"], (seed, dq)
+        assert dq["dq/stored"] >= 1.3 * dq["dq/stored_burn_in"], (seed, dq)
+        assert dq["dq/zero"] >= 2 * dq["dq/stored_burn_in"], (seed, dq)
+        assert dq_old["dq/stored_burn_in"] >= 1.2 * dq["dq/stored_burn_in"], (seed, dq, dq_old)
+    # The full R2D2 order (zero > zero + burn-in > stored > stored + burn-in) and the lag effect
+    # without burn-in, over the seeds' median (per seed they flip on some seeds: docstring).
+    recent = lambda key: lambda r: r["dq_recent"][key]  # noqa: E731
+    assert median_ratio(recent("dq/zero_burn_in"), recent("dq/stored")) >= 1.1, results
+    assert median_ratio(recent("dq/zero"), recent("dq/stored_burn_in")) >= 4, results
+    assert median_ratio(lambda r: r["dq_old"]["dq/stored"], recent("dq/stored")) >= 1.3, results
     # Stored state + burn-in reads the cue above chance, pooled over the seeds (per seed it is
-    # not robust: seed 1 stays at chance, see the module docstring).
-    assert mean("stored", "recall") >= mean("zero", "recall") + 0.08, summary
-    assert mean("stored", "success") > mean("zero", "success"), summary
+    # not robust: some seeds stay at chance, see the module docstring).
+    assert mean("stored", "recall") >= mean("zero", "recall") + 0.1, summary
+    assert mean("stored", "success") >= mean("zero", "success") + 0.08, summary

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import random
 import sys
 import tempfile
@@ -402,13 +403,17 @@ def bench_ppo(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]]
     prompts = C.fixed_prompts(model_dir, max(b for b, _, _ in parse_ppo_configs(args.ppo_configs)), seed=args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     configs = []
-    for b, mb, epochs in parse_ppo_configs(args.ppo_configs):
+    for (b, mb, epochs), adam in itertools.product(parse_ppo_configs(args.ppo_configs), args.ppo_adam.split(",")):
         learner = PPOLearner(
             str(model_dir),
             PPOConfig(batch_size=b, minibatch_size=mb, ppo_epochs=epochs),
             RewardSection(reward_model_path=None, kl_coef=0.05),
             seed=args.seed,
         )
+        if adam == "loop":  # torch's default CPU Adam, a few ops per parameter (the learners use fused)
+            learner.optimizer = torch.optim.Adam(learner.params, lr=learner.ppo.learning_rate, foreach=False)
+        elif adam != "fused":
+            raise SystemExit(f"--ppo-adam: {adam!r} is not fused or loop")
         vocab = learner.model.config.vocab_size
         batches = []
         for _ in range(args.batch_pool):
@@ -425,7 +430,15 @@ def bench_ppo(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]]
                 )
             )
         configs.append(
-            {"learner": learner, "batches": batches, "batch": b, "minibatch": mb, "epochs": epochs, "tokens": []}
+            {
+                "learner": learner,
+                "batches": batches,
+                "batch": b,
+                "minibatch": mb,
+                "epochs": epochs,
+                "adam": adam,
+                "tokens": [],
+            }
         )
     setup_s = time.perf_counter() - t0
 
@@ -443,6 +456,7 @@ def bench_ppo(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]]
                 "batch": c["batch"],
                 "minibatch": c["minibatch"],
                 "epochs": c["epochs"],
+                "adam": c["adam"],
                 "step_ms": 1e3 * s,
                 "steps_per_s": 1 / s,
                 "rollouts_per_s": c["batch"] / s,
@@ -499,6 +513,7 @@ PPO_COLUMNS = [
     ("batch", "batch", "d"),
     ("minibatch", "minibatch", "d"),
     ("epochs", "epochs", "d"),
+    ("adam", "Adam", "s"),
     ("step_ms", "step ms", ".0f"),
     ("steps_per_s", "steps/s", ".2f"),
     ("rollouts_per_s", "rollouts/s", ".0f"),
@@ -532,6 +547,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ilql-batches", default="16,32,64")
     p.add_argument("--ilql-episodes", type=int, default=1000)
     p.add_argument("--ppo-configs", default="16/8/1,64/32/4", help="PPO batch/minibatch/epochs (tests, demo)")
+    p.add_argument(
+        "--ppo-adam",
+        default="fused",
+        help="fused (the learners' shoal.tensors.adam), loop (torch's CPU default), or both",
+    )
     p.add_argument("--ppo-tokens", type=int, default=8, help="PPO response length (config max_new_tokens default 8)")
     p.add_argument("--batch-pool", type=int, default=4, help="batches drawn per configuration and cycled")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per configuration")

@@ -48,7 +48,9 @@ Matched (TRL GRPOConfig <- deploy/configs/grpo_demo.yaml):
   num_iterations 4 (epochs) -> 8 optimizer steps per batch; max_steps 8 x run.total_steps
   (the demo's 300 batches: 2400);
   max_completion_length 8, temperature 1, top_k 0, top_p 1; lr 5e-4 (grpo.learning_rate) constant, Adam(W) with
-  weight_decay 0, max_grad_norm 1; epsilon 0.2 (clip_coef); loss_type "grpo" (per-sequence token
+  weight_decay 0 on torch's fused kernel (TRL's default `adamw_torch_fused` with torch >= 2.8;
+  Shoal's `shoal.tensors.adam`; until 2026-12-06 Shoal's learners used torch's slower per-parameter
+  CPU loop), max_grad_norm 1; epsilon 0.2 (clip_coef); loss_type "grpo" (per-sequence token
   mean, = loss_aggregation sequence_mean); scale_rewards "group" ((r - mean) / std); a fixed
   beta 0.1 on a KL loss term (kl_coef 0.1, kl_mode loss, adaptive_kl false); bf16 off (TRL turns
   it on by default; 2x slower on this CPU); prompts = BOS + text (Shoal's encode_prompt; TRL's

@@ -54,7 +54,7 @@ from shoal.learner.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_
 from shoal.learner.losses import behaviour_weights, entropy_from_logits, kl_early_stop, masked_mean, token_logprobs
 from shoal.learner.policy import PolicyLearner, TokenBatch, batch_metrics, collate, mean_stats, validate_items
 from shoal.models import load_policy
-from shoal.tensors import gather_positions
+from shoal.tensors import adam, gather_positions
 from shoal.types import SampledBatch, ScoredRollout
 
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "dr_grpo")
@@ -162,7 +162,7 @@ class CriticFreeLearner(PolicyLearner):
         self.model, self.tokenizer = load_policy(model_path)
         self.model.to(self.device).eval()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate)
+        self.optimizer = adam(self.params, cfg.learning_rate)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.policy_version, self.step_count, self.seed = 0, 0, seed
         adaptive = getattr(cfg, "adaptive_kl", False)

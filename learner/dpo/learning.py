@@ -48,7 +48,7 @@ from shoal.learner.checkpoint import load_checkpoint, prefixed, save_checkpoint
 from shoal.learner.losses import token_logprobs
 from shoal.learner.policy import PolicyLearner, TokenBatch, collate
 from shoal.models import load_policy
-from shoal.tensors import gather_positions
+from shoal.tensors import adam, gather_positions
 from shoal.types import PreferencePair, SampledBatch
 
 
@@ -126,7 +126,7 @@ class DPOLearner(PolicyLearner):
         self.reference, _ = load_policy(model_path)
         self.reference.to(self.device).eval().requires_grad_(False)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate)
+        self.optimizer = adam(self.params, cfg.learning_rate)
         self.policy_version, self.step_count = 0, 0
         self.reference_version = 0  # the policy_version the reference was copied from (0: SFT)
 

@@ -59,7 +59,7 @@ from shoal.learner.q_math import (
     polyak_update,
 )
 from shoal.models import load_policy
-from shoal.tensors import gather_positions, pad_rows
+from shoal.tensors import adam, gather_positions, pad_rows
 from shoal.types import Episode, SampledBatch, VersionedWeights
 
 HEAD_PREFIX = "ilql_heads."
@@ -205,7 +205,7 @@ class ILQLLearner:
         cfg_text = self.model.config.get_text_config()
         self.heads = ILQLHeads(cfg_text.hidden_size, cfg_text.vocab_size).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad] + self.heads.online_parameters()
-        self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.learning_rate)
+        self.optimizer = adam(self.params, self.cfg.learning_rate)
         self.policy_version, self.step_count = 0, 0
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

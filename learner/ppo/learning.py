@@ -77,7 +77,7 @@ from shoal.learner.policy import (  # noqa: F401
 )
 from shoal.learner.ppo.ptx import ptx_loss
 from shoal.models import load_policy
-from shoal.tensors import gather_positions
+from shoal.tensors import adam, gather_positions
 from shoal.types import SampledBatch
 
 
@@ -107,7 +107,7 @@ class PPOLearner(PolicyLearner):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self.params = [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        self.optimizer = torch.optim.Adam(self.params, lr=ppo_cfg.learning_rate)
+        self.optimizer = adam(self.params, ppo_cfg.learning_rate)
         self.kl_ctl = make_kl_controller(reward_cfg)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.policy_version, self.step_count, self.seed = 0, 0, seed

@@ -53,6 +53,7 @@ from shoal.learner.losses import masked_mean
 from shoal.learner.q_math import n_step_double_q_targets, sequence_priorities
 from shoal.learner.r2d2.config import R2D2Config
 from shoal.learner.r2d2.networks import RecurrentQNetwork, TurnEncoder
+from shoal.tensors import adam
 from shoal.types import Episode, SampledBatch, SequenceItem, VersionedWeights
 
 
@@ -79,11 +80,12 @@ class R2D2Learner:
         core = [p for p in network.core.parameters()]
         core_ids = {id(p) for p in core}
         rest = [p for p in network.parameters() if id(p) not in core_ids]
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = adam(
             [
                 {"params": rest, "lr": self.cfg.learning_rate},
                 {"params": core, "lr": self.cfg.learning_rate * self.cfg.core_lr_scale},
-            ]
+            ],
+            self.cfg.learning_rate,
         )
         self.policy_version = 0
         self.step_count = 0

@@ -49,8 +49,8 @@ Matched (TRL GRPOConfig <- deploy/configs/grpo_demo.yaml):
   (the demo's 300 batches: 2400);
   max_completion_length 8, temperature 1, top_k 0, top_p 1; lr 5e-4 (grpo.learning_rate) constant, Adam(W) with
   weight_decay 0 on torch's fused kernel (TRL's default `adamw_torch_fused` with torch >= 2.8;
-  Shoal's `shoal.tensors.adam`; until 2026-12-06 Shoal's learners used torch's slower per-parameter
-  CPU loop), max_grad_norm 1; epsilon 0.2 (clip_coef); loss_type "grpo" (per-sequence token
+  Shoal's `shoal.tensors.adam`; until 2026-12-06 (and from 3cc7b27 to 501bc04) Shoal's learners
+  used torch's slower per-parameter CPU loop), max_grad_norm 1; epsilon 0.2 (clip_coef); loss_type "grpo" (per-sequence token
   mean, = loss_aggregation sequence_mean); scale_rewards "group" ((r - mean) / std); a fixed
   beta 0.1 on a KL loss term (kl_coef 0.1, kl_mode loss, adaptive_kl false); bf16 off (TRL turns
   it on by default; 2x slower on this CPU); prompts = BOS + text (Shoal's encode_prompt; TRL's
@@ -61,9 +61,6 @@ Not matched (deviations):
     differ, their gradients agree on-policy: both are the reverse KL's (tests/unit/test_kl.py).
     With --trl-no-kl-is TRL's term is plain k3 (the forward KL's gradient), as Shoal's
     `grpo.kl_estimator=k3` (a --shoal-config copy).
-  - Adam's kernel: TRL's default optimizer is torch's fused AdamW (`adamw_torch_fused` with
-    torch >= 2.8); Shoal's learners use torch's default CPU Adam, a loop over parameters (a PPO
-    demo step 7% slower; the fused kernel was tried and reverted, commit 0f333e7, README).
   - Shoal is asynchronous (a rollout worker generating while the learner trains, samples up to 2
     policy versions old, decoupled-PPO correction); TRL generates and trains in turn in one
     process (always on-policy at generation).

@@ -19,7 +19,6 @@ any node.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -34,7 +33,7 @@ from shoal.services.metrics import RedisMetrics
 from shoal.services.prometheus import PrometheusMetrics, TeeMetrics
 from shoal.services.run import torch_setup
 from shoal.services.stages import BufferStage, LearnerStage, ScoringStage
-from shoal.services.weights import make_transport, unpack_dir
+from shoal.services.weights import make_transport, unpack_cached
 from shoal.types import VersionedWeights
 from shoal.utils import RunError
 
@@ -116,8 +115,9 @@ def _scoring(builder: Any, redis_url: str, run_id: str, index: int) -> ScoringSt
 
 
 def _model_dirs(bundles: dict[str, dict[str, bytes]] | None) -> dict[str, str]:
-    """Unpack {role: pack_dir bundle} into local temporary directories -> {role: path}."""
-    return {role: unpack_dir(b, tempfile.mkdtemp(prefix=f"shoal-{role}-")) for role, b in (bundles or {}).items()}
+    """Unpack {role: pack_dir bundle} into the node's model cache -> {role: path} (one copy per
+    node and content, whatever the number of actors and restarts: `unpack_cached`)."""
+    return {role: unpack_cached(b, role) for role, b in (bundles or {}).items()}
 
 
 class WorkerActor(_Timed):

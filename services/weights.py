@@ -18,6 +18,7 @@ store, so `rdt` publishes here too.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from shoal.types import VersionedWeights
@@ -84,6 +85,39 @@ def pack_dir(path: str) -> dict[str, bytes]:
             f"{path}: {total / 2**30:.1f} GiB is too large to ship by value; put it on storage every node can read and pass its path"
         )
     return files
+
+
+def unpack_cached(bundle: dict[str, bytes], role: str, cache_root: str | None = None) -> str:
+    """Unpack a `pack_dir` bundle once per node and content: into `<cache_root>/<role>-<sha256
+    of its paths and bytes>` (cache_root: `shoal-models` under the system temporary directory),
+    reused by every actor on the node that gets the same bundle - a restarted actor, the
+    workers and the learner alike - so a node keeps one copy per model, not one per actor start
+    (up to MAX_BUNDLE_BYTES each). Written to a private directory first and renamed into
+    place, so the cached directory is complete whenever it exists, whoever wins a race."""
+    import hashlib
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for rel in sorted(bundle):
+        digest.update(len(rel).to_bytes(8, "little") + rel.encode() + len(bundle[rel]).to_bytes(8, "little"))
+        digest.update(bundle[rel])
+    root = Path(cache_root or Path(tempfile.gettempdir()) / "shoal-models")
+    final = root / f"{role}-{digest.hexdigest()[:32]}"
+    if final.is_dir():
+        return str(final)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{role}-", dir=root)
+    try:
+        unpack_dir(bundle, staging)
+        os.rename(staging, final)
+    except OSError:
+        if not final.is_dir():  # not a lost race: a real failure (disk full, permissions)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(final)
 
 
 def unpack_dir(bundle: dict[str, bytes], dest: str) -> str:

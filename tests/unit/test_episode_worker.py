@@ -159,6 +159,40 @@ def test_model_bundle_round_trip_and_refuses_escaping_paths(tmp_path):
         unpack_dir({"../evil": b"x"}, str(tmp_path / "dst2"))
 
 
+def test_model_bundles_unpack_once_per_node_and_content(tmp_path):
+    """Every actor start used to unpack its bundles into a fresh temporary directory that was
+    never removed (up to 2 GiB a restart); now a node keeps one copy per content."""
+    from shoal.services.weights import pack_dir, unpack_cached
+
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    (tmp_path / "src" / "config.json").write_text("{}")
+    (tmp_path / "src" / "sub" / "w.bin").write_bytes(b"\x00\x01")
+    bundle, cache = pack_dir(str(tmp_path / "src")), tmp_path / "cache"
+    first = unpack_cached(bundle, "policy", str(cache))
+    assert unpack_cached(dict(bundle), "policy", str(cache)) == first  # a restart: the same copy
+    assert (tmp_path / "cache").joinpath(first, "sub", "w.bin").read_bytes() == b"\x00\x01"
+    other = unpack_cached({**bundle, "sub/w.bin": b"\x00\x02"}, "policy", str(cache))
+    assert other != first and (cache / other / "sub" / "w.bin").read_bytes() == b"\x00\x02"
+    # a path moved between files is other content, not a hash collision
+    assert unpack_cached({"a": b"bc"}, "r", str(cache)) != unpack_cached({"ab": b"c"}, "r", str(cache))
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["policy", "policy", "r", "r"]  # no staging left
+    with pytest.raises(ValueError, match="leaves"):
+        unpack_cached({"../evil": b"x"}, "policy", str(cache))
+    assert len(list(cache.iterdir())) == 4
+
+
+def test_an_actor_start_race_on_one_model_cache_keeps_one_complete_copy(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shoal.services.weights import unpack_cached
+
+    bundle = {f"f{i}": bytes([i]) * 10_000 for i in range(50)}
+    with ThreadPoolExecutor(8) as pool:
+        paths = set(pool.map(lambda _: unpack_cached(bundle, "policy", str(tmp_path)), range(16)))
+    assert len(paths) == 1 and [p.name for p in tmp_path.iterdir()] == [paths.pop().rsplit("/", 1)[1]]
+    assert sorted(p.name for p in (tmp_path / next(tmp_path.iterdir()).name).iterdir()) == sorted(bundle)
+
+
 def test_lm_candidates_are_k_per_observation_and_the_same_for_actor_and_learner(tmp_path):
     import random as _random
     import types

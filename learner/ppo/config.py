@@ -30,6 +30,14 @@ class PPOConfig(OffPolicyCorrection):
     gae_lambda: float = Field(0.95, ge=0, le=1, description="lambda of GAE.")
     max_grad_norm: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
     whiten_advantages: bool = Field(True, description="Normalise advantages per batch.")
+    reward_normalization: Literal["none", "batch", "running"] = Field(
+        "none",
+        description=(
+            "The sequence reward (the scorers' sum) before the KL penalty is added: `none`: as is; `batch`: (r - mean) "
+            "/ std over the batch; `running`: (r - mean) / std of every reward seen so far (running moments, kept in "
+            "checkpoints)."
+        ),
+    )
     objective: Literal["clip", "kl_penalty"] = Field(
         "clip",
         description=(

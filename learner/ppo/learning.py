@@ -5,7 +5,8 @@ reward): for each batch of scored rollouts,
   1. recompute, with the current parameters and no gradient, the log-probs of the sampled
      response tokens (logits / temperature) and the values (the "old" policy of PPO);
   2. token rewards = -kl_coef * (logp - ref_logp) on every response token + the sequence
-     reward at the last token (`learner.kl.kl_penalised_rewards`);
+     reward at the last token (`learner.kl.kl_penalised_rewards`), the sequence reward first
+     normalised if `ppo.reward_normalization` says so (`learner.reward_norm`);
   3. GAE(gamma, gae_lambda) over response tokens, optional advantage whitening;
   4. ppo_epochs passes over shuffled minibatches of minibatch_size rollouts of
      clipped surrogate + vf_coef * value loss - ent_coef * entropy (+ ptx_coef * the LM loss
@@ -76,6 +77,7 @@ from shoal.learner.policy import (  # noqa: F401
     validate_items,
 )
 from shoal.learner.ppo.ptx import ptx_loss
+from shoal.learner.reward_norm import RewardNormalizer
 from shoal.models import load_policy
 from shoal.tensors import adam, gather_positions
 from shoal.types import SampledBatch
@@ -113,6 +115,7 @@ class PPOLearner(PolicyLearner):
         self.policy_version, self.step_count, self.seed = 0, 0, seed
         self.ptx = ptx  # PtxBatches (learner/ppo/ptx.py) when ppo.ptx_coef > 0
         self.kl_penalty_coef = float(getattr(ppo_cfg, "kl_penalty_coef", 1.0))
+        self.reward_norm = RewardNormalizer(getattr(ppo_cfg, "reward_normalization", "none"))
 
     # ---- model evaluation -------------------------------------------------------------
     def forward(self, tb: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +158,7 @@ class PPOLearner(PolicyLearner):
         ratio_logprobs = behaviour if correction == "behavior" else old_logprobs
         is_weights, is_stats = behaviour_weights(old_logprobs, behaviour, tb.response_mask, correction, self.ppo.is_cap)
         kl_coef = self.kl_ctl.value
-        seq_rewards = torch.tensor([float(it.reward) for it in items])
+        seq_rewards = self.reward_norm(torch.tensor([float(it.reward) for it in items]))
         rewards = kl_penalised_rewards(old_logprobs, ref_logprobs, seq_rewards, tb.response_mask, kl_coef)
         advantages, returns = gae(rewards, old_values, tb.response_mask, self.ppo.gamma, self.ppo.gae_lambda)
         if self.ppo.whiten_advantages:
@@ -165,6 +168,7 @@ class PPOLearner(PolicyLearner):
             **train,
             **is_stats,
             **batch_metrics(items, tb, old_logprobs, ref_logprobs, has_ref, self.policy_version),
+            **self.reward_norm.metrics(),
         }
         if self.ppo.objective == "kl_penalty":
             metrics["learner/kl_penalty_coef"] = self.kl_penalty_coef
@@ -264,6 +268,7 @@ class PPOLearner(PolicyLearner):
                 "temperature": self.temperature,
                 "seed": self.seed,
                 "kl_penalty_coef": self.kl_penalty_coef,
+                "reward_moments": self.reward_norm.moments.state_dict(),
                 **({"ptx_rng": _rng_state_json(self.ptx.rng)} if self.ptx is not None else {}),
             },
         )
@@ -278,6 +283,8 @@ class PPOLearner(PolicyLearner):
         self.shuffle_gen.set_state(ckpt.rng_state["shuffle"])
         self.policy_version, self.step_count = int(ckpt.meta["policy_version"]), int(ckpt.meta["step"])
         self.kl_penalty_coef = float(ckpt.meta.get("kl_penalty_coef", self.kl_penalty_coef))
+        if "reward_moments" in ckpt.meta:
+            self.reward_norm.moments.load_state_dict(ckpt.meta["reward_moments"])
         if self.ptx is not None and "ptx_rng" in ckpt.meta:
             version, state, gauss = ckpt.meta["ptx_rng"]
             self.ptx.rng.setstate((version, tuple(state), gauss))

@@ -132,6 +132,7 @@ def test_top_k_sampling_is_rejected_for_ppo():
         ("ppo.kl_penalty_target=0", "ppo.kl_penalty_target"),
         ("reward.kl_target=-1", "reward.kl_target"),
         ("ppo.ptx_coef=-1", "ppo.ptx_coef"),
+        ("ppo.reward_normalization=whiten", "ppo.reward_normalization"),
     ],
 )
 def test_bad_async_and_ptx_settings_name_the_field(override, field):

@@ -253,3 +253,37 @@ def test_restore_from_missing_or_empty_dir_names_the_path(tiny_model_dir, tmp_pa
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty.*no meta.json"):
         learner.restore(str(tmp_path / "empty"))
+
+
+def _affine_rewards(batch: SampledBatch, scale: float, shift: float) -> SampledBatch:
+    return SampledBatch([ScoredRollout(it.rollout, it.terms, scale * it.reward + shift) for it in batch.items])
+
+
+@pytest.mark.parametrize("mode", ["batch", "running"])
+def test_normalised_rewards_make_the_update_blind_to_the_reward_models_scale(tiny_model_dir, ref_model, mode):
+    """A Bradley-Terry score is defined up to offset and scale: with ppo.reward_normalization the
+    same batch scored r and 3r + 5 gives the same update (the first batch's running moments are
+    the batch's own); without it, it does not."""
+    reward = _cfgs()[1]
+
+    def weights_after(norm: str, scale: float, shift: float) -> dict[str, torch.Tensor]:
+        learner = PPOLearner(str(tiny_model_dir), _cfgs(reward_normalization=norm)[0], reward, temperature=0.9, seed=3)
+        metrics = learner.step(_affine_rewards(_batch(learner, ref_model, seed=6), scale, shift))
+        assert ("learner/reward_norm_std" in metrics) == (norm == "running")
+        return {**learner.get_weights().tensors, "v": learner.value_head.weight.detach().clone()}
+
+    a, b = weights_after(mode, 1.0, 0.0), weights_after(mode, 3.0, 5.0)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    raw_a, raw_b = weights_after("none", 1.0, 0.0), weights_after("none", 3.0, 5.0)
+    assert not all(torch.allclose(raw_a[k], raw_b[k], atol=1e-5) for k in raw_a)
+
+
+def test_running_reward_moments_are_checkpointed(tiny_model_dir, ref_model, tmp_path):
+    reward = _cfgs()[1]
+    a = PPOLearner(str(tiny_model_dir), _cfgs(reward_normalization="running")[0], reward, temperature=0.9, seed=3)
+    a.step(_batch(a, ref_model, seed=7))
+    a.save(str(tmp_path / "ckpt"))
+    b = PPOLearner(str(tiny_model_dir), _cfgs(reward_normalization="running")[0], reward, temperature=0.9, seed=3)
+    b.restore(str(tmp_path / "ckpt"))
+    assert b.reward_norm.moments.state_dict() == a.reward_norm.moments.state_dict()
+    assert a.reward_norm.moments.count == 8

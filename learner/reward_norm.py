@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-EPS = 1e-8
+from shoal.learner.losses import WHITEN_EPS, masked_whiten
 
 
 class RunningMoments:
@@ -59,8 +59,8 @@ class RunningMoments:
 
 
 def standardize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """(x - mean) / sqrt(std^2 + 1e-8), in x's dtype."""
-    return (x - mean) / math.sqrt(std * std + EPS)
+    """(x - mean) / sqrt(std^2 + eps), in x's dtype (`masked_whiten` with given moments)."""
+    return (x - mean) / math.sqrt(std * std + WHITEN_EPS)
 
 
 class RewardNormalizer:
@@ -76,8 +76,7 @@ class RewardNormalizer:
         if self.mode == "none":
             return rewards
         if self.mode == "batch":
-            r = rewards.double()
-            return standardize(rewards, float(r.mean()), float(r.std(unbiased=False)))
+            return masked_whiten(rewards, torch.ones_like(rewards))
         self.moments.update(rewards)
         return standardize(rewards, self.moments.mean, self.moments.std)
 

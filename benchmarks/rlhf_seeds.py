@@ -16,6 +16,12 @@ so machine noise spreads over all of them.
         --variant ppo:config=deploy/configs/demo.yaml \\
         --variant dpo:config=deploy/configs/dpo_demo.yaml                    # algorithms side by side
 
+A variant with `reward.rm_ensemble=K` (K > 1) scores with a K-member reward-model ensemble of
+the seed (trained on first use beside the seed's single reward model, ~45 s per member):
+
+    python benchmarks/rlhf_seeds.py --seeds 0 1 2 --variant single: \\
+        --variant ens3_wco:reward.rm_ensemble=3,reward.rm_ensemble_reduce=wco
+
 A variant's `config=PATH` runs that config file instead of --config (each seed's models are
 built once, from --config). Per run: the labelled comparisons it used (the reward model's
 training pairs when a reward model ranks or rewards the samples, else the DPO data set's pairs),
@@ -51,18 +57,27 @@ def cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def ensure_models(models_dir: Path, seed: int, config: Path) -> dict[str, str]:
-    """SFT policy + reward model for this seed (built once, reused by every variant)."""
+def ensure_models(models_dir: Path, seed: int, config: Path, ensemble: int = 1) -> dict[str, str]:
+    """SFT policy + reward model for this seed (built once, reused by every variant); with
+    ensemble K > 1 the reward model is a K-member ensemble (`reward/ensemble.py`) in
+    `reward_ens<K>`, trained on first use from the same SFT policy."""
     out = models_dir / f"seed{seed}"
-    paths = {"policy": str(out / "policy"), "reward": str(out / "reward")}
+    reward = out / ("reward" if ensemble == 1 else f"reward_ens{ensemble}")
+    paths = {"policy": str(out / "policy"), "reward": str(reward)}
     sets = ["--set", f"run.seed={seed}", "--set", f"model.path={paths['policy']}"]
-    sets += ["--set", f"reward.reward_model_path={paths['reward']}"]
-    for cmd, done in (("init-model", out / "policy" / "config.json"), ("train-rm", out / "reward" / "config.json")):
+    sets += ["--set", f"reward.reward_model_path={paths['reward']}", "--set", f"reward.rm_ensemble={ensemble}"]
+    for cmd, done in (("init-model", out / "policy" / "config.json"), ("train-rm", reward / "train_rm.json")):
         if not done.is_file():
             r = cli(cmd, str(config), "--quiet", *sets)
             if r.returncode != 0:
                 raise SystemExit(f"{cmd} seed {seed} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     return paths
+
+
+def ensemble_size(overrides: list[str]) -> int:
+    """A variant's `reward.rm_ensemble=K` (the last one wins; 1 when absent)."""
+    sizes = [int(o.split("=", 1)[1]) for o in overrides if o.startswith("reward.rm_ensemble=")]
+    return sizes[-1] if sizes else 1
 
 
 def budget(config: Path, sets: list[str]) -> dict[str, Any]:
@@ -153,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         models = ensure_models(Path(args.models_dir), seed, Path(args.config))
         for name, sets in variants.items():
-            row = run_once(Path(args.config), seed, models, [*args.set, *sets], runs_root / name / f"seed{seed}")
+            overrides = [*args.set, *sets]
+            k = ensemble_size(overrides)
+            own = models if k == 1 else ensure_models(Path(args.models_dir), seed, Path(args.config), k)
+            row = run_once(Path(args.config), seed, own, overrides, runs_root / name / f"seed{seed}")
             rows[name].append(row)
             print(json.dumps({"variant": name, **row}), flush=True)
     cols = [

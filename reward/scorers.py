@@ -1,7 +1,10 @@
 """Reward scorers: each implements `shoal.core.RewardScorer` (`name`, `score(rollouts)`).
 
 - `RewardModelScorer`: a learned reward model (Hugging Face sequence classification with one
-  label, trained by `reward.train_rm`); RewardTerms.sequence = {name: r_RM(x, y)}.
+  label, trained by `reward.train_rm`); RewardTerms.sequence = {name: r_RM(x, y)}. Given an
+  ensemble directory (`reward.ensemble`, `reward.rm_ensemble`), the members' calibrated scores reduced to one
+  (mean / worst case / uncertainty-weighted), and their spread as the metric
+  `reward_model_ensemble_std`.
 - `RuleScorer`: a user function `module:function`, f(prompt, response_text) -> float.
 - `ReferenceKLScorer`: log pi_ref(a_t | s_t) of every response token under the frozen
   reference (SFT) policy, teacher-forced, logits / temperature (the same tempered
@@ -29,6 +32,7 @@ from typing import Any
 
 import torch
 
+from shoal.reward.ensemble import calibrate, is_ensemble, read_members, reduce_scores
 from shoal.tensors import pad_tokens, teacher_forced_logprobs
 from shoal.types import RewardTerms, Rollout
 from shoal.utils import import_object
@@ -85,16 +89,34 @@ def load_reward_model(path: str | Path) -> tuple[Any, Any]:
 
 
 class RewardModelScorer:
-    """Learned reward model: RewardTerms(sequence={name: score})."""
+    """Learned reward model or ensemble of them: RewardTerms(sequence={name: score}); an
+    ensemble also reports metrics_only={name + "_ensemble_std": spread of its members}."""
 
-    def __init__(self, path: str | Path, batch_size: int = 64, name: str = "reward_model") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        batch_size: int = 64,
+        name: str = "reward_model",
+        ensemble_reduce: str = "mean",
+        uwo_lambda: float = 1.0,
+    ) -> None:
         self.name, self.batch_size = name, batch_size
-        self.model, self.tokenizer = load_reward_model(path)
+        self.reduce, self.uwo_lambda = ensemble_reduce, uwo_lambda
+        self.members = read_members(path) if is_ensemble(path) else None
+        self.models = [load_reward_model(m.path) for m in self.members] if self.members else [load_reward_model(path)]
+        self.model, self.tokenizer = self.models[0]
 
     def score(self, rollouts: Sequence[Rollout]) -> list[RewardTerms]:
         texts = [rm_text(r.prompt.text, r.response_text) for r in rollouts]
+        if self.members is None:
+            return [
+                RewardTerms(sequence={self.name: s})
+                for s in rm_scores(self.model, self.tokenizer, texts, self.batch_size)
+            ]
+        raw = [rm_scores(model, tok, texts, self.batch_size) for model, tok in self.models]
+        reduced = reduce_scores(calibrate(raw, self.members), self.reduce, self.uwo_lambda)
         return [
-            RewardTerms(sequence={self.name: s}) for s in rm_scores(self.model, self.tokenizer, texts, self.batch_size)
+            RewardTerms(sequence={self.name: r}, metrics_only={f"{self.name}_ensemble_std": sd}) for r, sd in reduced
         ]
 
 
@@ -171,7 +193,11 @@ def build_scorers(cfg: Any, task: Any) -> list[Any]:
     r = cfg.reward
     scorers: list[Any] = []
     if r.reward_model_path:
-        scorers.append(RewardModelScorer(r.reward_model_path))
+        scorers.append(
+            RewardModelScorer(
+                r.reward_model_path, ensemble_reduce=r.rm_ensemble_reduce, uwo_lambda=r.rm_ensemble_uwo_lambda
+            )
+        )
     scorers += [RuleScorer(spec) for spec in r.rule_functions]
     if r.kl_coef > 0 or r.adaptive_kl:
         scorers.append(ReferenceKLScorer(cfg.model.path, temperature=reference_temperature(cfg.rollout.temperature)))

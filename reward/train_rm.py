@@ -21,6 +21,11 @@ across batches or between the training and held-out sets. The model is written t
 directory and moved into place only after training succeeded and the model ranks held-out
 records better than chance (else RunError, and an existing model is left as it was).
 
+Ensembles (`reward.rm_ensemble` K > 1, Coste et al. 2023): K members trained on the same split
+from seeds run.seed + k (the head's initialisation and the order of the pairs), each checked
+and calibrated on the held-out answers, saved as one directory (`reward.ensemble`); the summary
+evaluates the reduced ensemble (`reward.rm_ensemble_reduce`) and keeps each member's.
+
 Deviations: one constant learning rate; the whole model is trained (InstructGPT also
 fine-tunes all weights).
 
@@ -36,6 +41,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from shoal.reward.bradley_terry import pairwise_accuracy, pearson, ranking_loss
+from shoal.reward.ensemble import Member, calibrate, calibration, member_dir_name, reduce_scores, write_manifest
 from shoal.reward.preferences import (
     PreferenceFileError,
     generate_preference_pairs,
@@ -180,12 +187,17 @@ def pair_gold(task: Any, pair: dict[str, Any], which: str) -> float | None:
     return None
 
 
-def evaluate_pairs(
-    model: Any, tokenizer: Any, task: Any, pairs: list[dict[str, Any]], batch_size: int = 64
-) -> dict[str, float]:
+Score = Callable[[list[str]], list[float]]  # RM input texts -> scores
+
+
+def model_score(model: Any, tokenizer: Any, batch_size: int = 64) -> Score:
+    return lambda texts: rm_scores(model, tokenizer, texts, batch_size)
+
+
+def evaluate_pairs(score: Score, task: Any, pairs: list[dict[str, Any]]) -> dict[str, float]:
     """Accuracy vs the labels and vs the noiseless gold ordering (pairs with known, untied gold)."""
-    rc = torch.tensor(rm_scores(model, tokenizer, [rm_text(p["prompt"], p["chosen"]) for p in pairs], batch_size))
-    rr = torch.tensor(rm_scores(model, tokenizer, [rm_text(p["prompt"], p["rejected"]) for p in pairs], batch_size))
+    rc = torch.tensor(score([rm_text(p["prompt"], p["chosen"]) for p in pairs]))
+    rr = torch.tensor(score([rm_text(p["prompt"], p["rejected"]) for p in pairs]))
     out = {"accuracy": pairwise_accuracy(rc, rr)}
     golds = [(pair_gold(task, p, "chosen"), pair_gold(task, p, "rejected")) for p in pairs]
     keep = [i for i, (gc, gr) in enumerate(golds) if gc is not None and gr is not None and gc != gr]
@@ -196,34 +208,34 @@ def evaluate_pairs(
     return out
 
 
-def gold_correlation(model: Any, tokenizer: Any, task: Any, n: int, seed: int) -> float | None:
+def gold_correlation(score: Score, task: Any, n: int, seed: int) -> float | None:
     """Pearson(RM score, gold) on n fresh prompts with responses of on-topic fraction ~ U(0, 1)."""
     if not hasattr(task, "sample_response"):
         return None
     rng = random.Random(seed)
     prompts = [task.sample_prompt(rng) for _ in range(n)]
     responses = [task.sample_response(rng, meta["topic"], rng.random()) for _, meta in prompts]
-    scores = rm_scores(model, tokenizer, [rm_text(text, r) for (text, _), r in zip(prompts, responses)])
+    scores = score([rm_text(text, r) for (text, _), r in zip(prompts, responses)])
     gold = [task.gold_reward(meta, r) for (_, meta), r in zip(prompts, responses)]
     return pearson(torch.tensor(scores), torch.tensor(gold, dtype=torch.float64))
 
 
-def _metrics(model: Any, tokenizer: Any, task: Any, held_out: list, seed: int, suffix: str) -> dict[str, Any]:
+def _metrics(score: Score, task: Any, held_out: list, seed: int, suffix: str) -> dict[str, Any]:
     pairs = [p for record in held_out for p in ranked_pairs(record)]  # a ranked list: all its pairs
-    out = {f"heldout_{k}{suffix}": v for k, v in evaluate_pairs(model, tokenizer, task, pairs).items()}
-    out[f"gold_pearson{suffix}"] = gold_correlation(model, tokenizer, task, CORRELATION_SAMPLES, seed + 1)
+    out = {f"heldout_{k}{suffix}": v for k, v in evaluate_pairs(score, task, pairs).items()}
+    out[f"gold_pearson{suffix}"] = gold_correlation(score, task, CORRELATION_SAMPLES, seed + 1)
     return out
 
 
-def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
-    """`shoal train-rm`: init from the SFT policy, train on pairs, evaluate, save, summarise."""
-    if not cfg.reward.reward_model_path:
-        raise ValueError("reward.reward_model_path is null: nowhere to save the reward model")
-    start, task, r = time.perf_counter(), task_from_config(cfg.task), cfg.reward
-    train, held_out = split_pairs(load_pairs(cfg, task), cfg.run.seed)
-    model, tokenizer = init_reward_model(cfg.model.path, cfg.run.seed)
-    summary: dict[str, Any] = {"pairs_train": len(train), "pairs_heldout": len(held_out)}
-    summary |= _metrics(model, tokenizer, task, held_out, cfg.run.seed, "_init")
+def train_member(
+    cfg: Any, task: Any, train: list, held_out: list, seed: int, progress: bool
+) -> tuple[Any, Any, dict[str, Any]]:
+    """One reward model from `seed` (its head's initialisation and the order of the pairs):
+    (model, tokenizer, summary with held-out metrics before and after training)."""
+    r = cfg.reward
+    model, tokenizer = init_reward_model(cfg.model.path, seed)
+    summary: dict[str, Any] = {"seed": seed, "pairs_train": len(train), "pairs_heldout": len(held_out)}
+    summary |= _metrics(model_score(model, tokenizer), task, held_out, cfg.run.seed, "_init")
     t0 = time.perf_counter()
     losses = train_pairs(
         model,
@@ -232,7 +244,7 @@ def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
         epochs=r.rm_epochs,
         learning_rate=r.rm_learning_rate,
         batch_size=records_per_batch(train, r.rm_batch_size),
-        seed=cfg.run.seed,
+        seed=seed,
         progress=progress,
     )
     summary |= {
@@ -240,14 +252,62 @@ def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
         "loss_last": sum(losses[-10:]) / len(losses[-10:]),
         "train_seconds": time.perf_counter() - t0,
     }
-    summary |= _metrics(model, tokenizer, task, held_out, cfg.run.seed, "")
-    check_not_degenerate(summary, r.reward_model_path)
-    save_reward_model(model, tokenizer, r.reward_model_path, summary)
+    summary |= _metrics(model_score(model, tokenizer), task, held_out, cfg.run.seed, "")
+    return model, tokenizer, summary
+
+
+def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
+    """`shoal train-rm`: init from the SFT policy, train on pairs, evaluate, save, summarise;
+    `reward.rm_ensemble` K > 1: K members from seeds run.seed + k, calibrated on the held-out
+    answers and saved as one ensemble directory (`reward.ensemble`)."""
+    if not cfg.reward.reward_model_path:
+        raise ValueError("reward.reward_model_path is null: nowhere to save the reward model")
+    start, task, r = time.perf_counter(), task_from_config(cfg.task), cfg.reward
+    train, held_out = split_pairs(load_pairs(cfg, task), cfg.run.seed)
+    trained = []
+    for k in range(r.rm_ensemble):
+        trained.append(train_member(cfg, task, train, held_out, cfg.run.seed + k, progress))
+        check_not_degenerate(trained[-1][2], r.reward_model_path)
+        _report("train-rm" if r.rm_ensemble == 1 else f"train-rm member {k}", trained[-1][2])
+    if r.rm_ensemble == 1:
+        model, tokenizer, summary = trained[0]
+        save_reward_model(model, tokenizer, r.reward_model_path, summary)
+    else:
+        summary = save_reward_ensemble(cfg, task, trained, held_out)
+        _report("train-rm ensemble", summary)
     summary["seconds"] = time.perf_counter() - start
-    print(
-        "train-rm: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()),
-        flush=True,
-    )
+    return summary
+
+
+def _report(what: str, summary: dict[str, Any]) -> None:
+    items = [(k, v) for k, v in summary.items() if not isinstance(v, (list, dict))]
+    print(f"{what}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items), flush=True)
+
+
+def save_reward_ensemble(cfg: Any, task: Any, trained: list, held_out: list) -> dict[str, Any]:
+    """Calibrate each member on the held-out answers, evaluate the reduced ensemble, and write
+    the ensemble directory (members, ensemble.json, train_rm.json) into place."""
+    r, out = cfg.reward, Path(cfg.reward.reward_model_path)
+    texts = [rm_text(prompt, a) for record in held_out for prompt, answers, _, _ in [ranked(record)] for a in answers]
+    members = [
+        Member(out / member_dir_name(k), s["seed"], *calibration(rm_scores(model, tok, texts)))
+        for k, (model, tok, s) in enumerate(trained)
+    ]
+
+    def score(batch: list[str]) -> list[float]:
+        raw = [rm_scores(model, tok, batch) for model, tok, _ in trained]
+        return [v for v, _ in reduce_scores(calibrate(raw, members), r.rm_ensemble_reduce, r.rm_ensemble_uwo_lambda)]
+
+    summary: dict[str, Any] = {"members": len(trained), "reduce": r.rm_ensemble_reduce}
+    summary |= {k: trained[0][2][k] for k in ("pairs_train", "pairs_heldout")}
+    summary |= _metrics(score, task, held_out, cfg.run.seed, "")
+    summary["member_summaries"] = [s for _, _, s in trained]
+    tmp = _temporary_beside(out)
+    for (model, tok, s), m in zip(trained, members):
+        _write_model_dir(model, tok, tmp / m.path.name, s)
+    write_manifest(tmp, members, {k: v for k, v in summary.items() if k != "member_summaries"})
+    (tmp / "train_rm.json").write_text(json.dumps(summary, indent=2))
+    _move_into_place(tmp, out)
     return summary
 
 
@@ -270,15 +330,29 @@ def save_reward_model(model: Any, tokenizer: Any, path: str | Path, summary: dic
     """Model + tokenizer (loadable by `reward.scorers.RewardModelScorer`) + train_rm.json,
     written to a temporary directory beside `path` and moved into place only when complete."""
     out = Path(path)
+    tmp = _temporary_beside(out)
+    _write_model_dir(model, tokenizer, tmp, summary)
+    _move_into_place(tmp, out)
+    return out
+
+
+def _temporary_beside(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "train_rm.json").write_text(json.dumps(summary, indent=2))
+    return tmp
+
+
+def _write_model_dir(model: Any, tokenizer: Any, where: Path, summary: dict[str, Any]) -> None:
+    model.save_pretrained(where)
+    tokenizer.save_pretrained(where)
+    (where / "train_rm.json").write_text(json.dumps(summary, indent=2))
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Replace `out` by the complete directory `tmp` (an old model is removed only afterwards)."""
     old = out.parent / f".old-{out.name}-{os.getpid()}"
     if out.exists():
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
-    return out

@@ -276,6 +276,24 @@ class RewardSection(_Section):
             "K(K-1)/2 pairs of a list are trained on in one batch."
         ),
     )
+    rm_ensemble: int = Field(
+        1,
+        ge=1,
+        description=(
+            "`train-rm`: reward models trained on the same comparisons from seeds run.seed .. run.seed + K - 1 and "
+            "saved as one ensemble directory at reward_model_path (Coste et al. 2023); 1: a single model."
+        ),
+    )
+    rm_ensemble_reduce: Literal["mean", "wco", "uwo"] = Field(
+        "mean",
+        description=(
+            "How an ensemble's calibrated member scores become one reward: `mean`; `wco` - worst-case optimisation, "
+            "the minimum; `uwo` - uncertainty-weighted, mean - rm_ensemble_uwo_lambda * variance (Coste et al. 2023)."
+        ),
+    )
+    rm_ensemble_uwo_lambda: float = Field(
+        1.0, ge=0, description="`uwo`: weight of the members' score variance subtracted from their mean."
+    )
     rm_epochs: int = Field(4, gt=0, description="`train-rm`: passes over the pairs.")
     rm_learning_rate: float = Field(1e-3, gt=0, description="`train-rm`: AdamW learning rate.")
     rm_batch_size: int = Field(

@@ -48,13 +48,14 @@ class PPOBuilder(ActorLearnerBuilder):
         """Everything that can fail before Ray starts: the model directories (config, weights,
         tokenizer, context length), the engine's package, the rule rewards on a probe rollout."""
         from shoal.model_dirs import context_length, model_dir_problem
+        from shoal.reward.ensemble import reward_model_problem
 
         cfg = self.cfg
         problem = model_dir_problem(cfg.model.path)
         if problem:
             raise ConfigError(f"model.path: {problem}; run `shoal init-model` or point it at a local model")
         rm = cfg.reward.reward_model_path
-        problem = model_dir_problem(rm) if rm is not None else None
+        problem = reward_model_problem(rm) if rm is not None else None
         if problem:
             raise ConfigError(f"reward.reward_model_path: {problem}; run `shoal train-rm` or set it to null")
         window = context_length(cfg.model.path)

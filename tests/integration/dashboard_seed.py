@@ -38,6 +38,7 @@ def log_step(s: dict[str, RedisMetrics], step: int) -> None:
             "reward/std": 0.1,
             "reward/reward_model_mean": 0.2 + 0.05 * step,
             "reward/reward_model_std": 0.1,
+            "reward/reward_model_ensemble_std_mean": 0.05 + 0.01 * step,
             "reward/gold_mean": 0.1 + 0.03 * step,
             "reward/gold_std": 0.05,
             "reward/rejected_nonfinite": 0,

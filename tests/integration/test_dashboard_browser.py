@@ -35,6 +35,7 @@ CHARTS_WITH_DATA = [
     "reward",
     "gold",
     "gold_vs_kl",
+    "rm_disagreement",
     "kl",
     "losses",
     "lag",

@@ -29,7 +29,7 @@ PAIRS = 2000
 def test_ranked_lists_match_or_beat_pairs_for_the_same_labelled_answers(demo_models, tmp_path):
     from shoal.reward.preferences import generate_preference_pairs
     from shoal.reward.scorers import load_reward_model
-    from shoal.reward.train_rm import evaluate_pairs, train_reward_model
+    from shoal.reward.train_rm import evaluate_pairs, model_score, train_reward_model
     from shoal.rollout.tasks import KeywordsTask
     from shoal.services.config import load_config
 
@@ -43,7 +43,7 @@ def test_ranked_lists_match_or_beat_pairs_for_the_same_labelled_answers(demo_mod
                     f"reward.rm_pairs={PAIRS}", f"reward.rm_list_size={k}"]  # fmt: skip
             train_reward_model(load_config(DEMO, sets), progress=False)
             model, tok = load_reward_model(out)
-            acc[k][seed] = round(evaluate_pairs(model, tok, task, common)["gold_accuracy"], 3)
+            acc[k][seed] = round(evaluate_pairs(model_score(model, tok), task, common)["gold_accuracy"], 3)
     print(f"\ngold accuracy on 2,000 fresh pairs, seeds {SEEDS}: pairs {acc[2]}, ranked lists of 4 {acc[4]}")
     for k in (2, 4):
         assert min(acc[k].values()) >= 0.65, acc

@@ -110,7 +110,7 @@
     ({label, pts: store.merged(name, SCORERS), band: store.band(name, SCORERS), ...(extra || {})});
 
   function rewardSeries(store) {
-    const scorers = store.names(/^reward\/.+_mean$/).filter(n => n !== "reward/gold_mean");
+    const scorers = store.names(/^reward\/.+_mean$/).filter(n => n !== "reward/gold_mean" && !n.endsWith("_ensemble_std_mean"));
     const out = [scored(store, "reward/mean", "reward (total)", {color: TOTAL, thick: true})];
     return out.concat(scorers.map(n => scored(store, n, n.slice(7, -5))));
   }
@@ -156,6 +156,10 @@
       series: s => [scored(s, "reward/gold_mean", "gold", {color: "#59a14f", thick: true})]},
     {id: "gold_vs_kl", group: "reward", title: "Gold and proxy vs sqrt(KL)", unit: "x = sqrt(learner/kl_ref); one dot per learner step",
       x: "sqrt(KL to ref)", emptyText: "needs learner/kl_ref and reward/gold_mean", series: rewardVsKL},
+    // Coste et al. 2023: the members of a reward-model ensemble disagree more where the policy over-optimises
+    {id: "rm_disagreement", group: "reward", title: "Reward-model ensemble disagreement", unit: "std of the members' calibrated scores per answer",
+      zero: true, emptyText: "no reward-model ensemble in this run (reward.rm_ensemble)",
+      series: s => [line(s, "reward/reward_model_ensemble_std_mean", "members' std", {thick: true})]},
     {id: "kl", group: "reward", title: "KL to the reference policy", unit: "nats / sequence", zero: true,
       series: s => [line(s, "learner/kl_ref", "kl_ref"), line(s, "learner/approx_kl", "approx_kl (old→new)", {dashed: true})]},
     {id: "losses", group: "reward", title: "Losses",

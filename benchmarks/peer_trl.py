@@ -29,7 +29,8 @@ Run (from the main venv: it drives Shoal itself and TRL through .venv-bench/bin/
 
     .venv/bin/python benchmarks/peer_trl.py --seeds 0 1 2 --models-dir /tmp/exp/models
 
-Models: --models-dir/seed<k>/{policy,reward}, built with the CLI if missing (rlhf_seeds.ensure_models).
+Models: --models-dir/seed<k>/{policy,reward}, built with the CLI if missing (rlhf_seeds.ensure_models):
+one reward model, the same on both sides (the demos' ensemble of three is not used here).
 Per seed the runs are: TRL with beta 0.1 (Shoal's kl_coef), Shoal with each --shoal-config
 (default: the GRPO demo, matched to TRL below, and the PPO demo: the same 64 rollouts, 4 epochs
 and 8 optimizer steps per batch, but one answer for each of 64 prompts and a critic), then TRL
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.models_dir).parent / "peer_trl_runs"
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
-        models = ensure_models(Path(args.models_dir), seed, GRPO_DEMO)
+        models = ensure_models(Path(args.models_dir), seed, GRPO_DEMO, ensemble=1)  # TRL's reward_funcs: one model
         # alternate: TRL (matched beta), Shoal's configs, then TRL with its other betas
         jobs: list[tuple[str, Any]] = [("trl", b) for b in args.trl_beta]
         jobs[1:1] = [("shoal", Path(c).resolve()) for c in args.shoal_config]

@@ -16,10 +16,11 @@ so machine noise spreads over all of them.
         --variant ppo:config=deploy/configs/demo.yaml \\
         --variant dpo:config=deploy/configs/dpo_demo.yaml                    # algorithms side by side
 
-A variant with `reward.rm_ensemble=K` (K > 1) scores with a K-member reward-model ensemble of
-the seed (trained on first use beside the seed's single reward model, ~45 s per member):
+Each variant scores with the seed's reward model of its `reward.rm_ensemble` (the config's, or
+the variant's override): one model in `seed<N>/reward`, a K-member ensemble in
+`seed<N>/reward_ens<K>` (trained on first use, ~45 s per member on one core):
 
-    python benchmarks/rlhf_seeds.py --seeds 0 1 2 --variant single: \\
+    python benchmarks/rlhf_seeds.py --seeds 0 1 2 --variant one_rm:reward.rm_ensemble=1 \\
         --variant ens3_wco:reward.rm_ensemble=3,reward.rm_ensemble_reduce=wco
 
 A variant's `config=PATH` runs that config file instead of --config (each seed's models are
@@ -57,10 +58,12 @@ def cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def ensure_models(models_dir: Path, seed: int, config: Path, ensemble: int = 1) -> dict[str, str]:
+def ensure_models(models_dir: Path, seed: int, config: Path, ensemble: int | None = None) -> dict[str, str]:
     """SFT policy + reward model for this seed (built once, reused by every variant); with
-    ensemble K > 1 the reward model is a K-member ensemble (`reward/ensemble.py`) in
-    `reward_ens<K>`, trained on first use from the same SFT policy."""
+    ensemble K > 1 (default: the config's reward.rm_ensemble) the reward model is a K-member
+    ensemble (`reward/ensemble.py`) in `reward_ens<K>`, trained on first use from the same SFT
+    policy."""
+    ensemble = ensemble or ensemble_size(config, [])
     out = models_dir / f"seed{seed}"
     reward = out / ("reward" if ensemble == 1 else f"reward_ens{ensemble}")
     paths = {"policy": str(out / "policy"), "reward": str(reward)}
@@ -74,10 +77,17 @@ def ensure_models(models_dir: Path, seed: int, config: Path, ensemble: int = 1) 
     return paths
 
 
-def ensemble_size(overrides: list[str]) -> int:
-    """A variant's `reward.rm_ensemble=K` (the last one wins; 1 when absent)."""
-    sizes = [int(o.split("=", 1)[1]) for o in overrides if o.startswith("reward.rm_ensemble=")]
-    return sizes[-1] if sizes else 1
+def variant_config(config: Path, overrides: list[str]) -> Path:
+    """The config file a variant runs: its `config=PATH`, else --config."""
+    return Path(next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), config))
+
+
+def ensemble_size(config: Path, overrides: list[str]) -> int:
+    """reward.rm_ensemble of a variant: the config file's, or the variant's override."""
+    from shoal.services.config import load_config
+
+    cfg = load_config(variant_config(config, overrides), [o for o in overrides if not o.startswith("config=")])
+    return cfg.reward.rm_ensemble
 
 
 def budget(config: Path, sets: list[str]) -> dict[str, Any]:
@@ -96,7 +106,7 @@ def budget(config: Path, sets: list[str]) -> dict[str, Any]:
 
 
 def run_once(config: Path, seed: int, models: dict[str, str], overrides: list[str], runs_dir: Path) -> dict[str, Any]:
-    config = Path(next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), config))
+    config = variant_config(config, overrides)
     overrides = [o for o in overrides if not o.startswith("config=")]
     sets = [
         f"run.seed={seed}",
@@ -166,12 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = Path(args.models_dir).parent / "rlhf_seeds_runs"
     rows: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for seed in args.seeds:
-        models = ensure_models(Path(args.models_dir), seed, Path(args.config))
         for name, sets in variants.items():
             overrides = [*args.set, *sets]
-            k = ensemble_size(overrides)
-            own = models if k == 1 else ensure_models(Path(args.models_dir), seed, Path(args.config), k)
-            row = run_once(Path(args.config), seed, own, overrides, runs_root / name / f"seed{seed}")
+            k = ensemble_size(Path(args.config), overrides)
+            models = ensure_models(Path(args.models_dir), seed, Path(args.config), k)
+            row = run_once(Path(args.config), seed, models, overrides, runs_root / name / f"seed{seed}")
             rows[name].append(row)
             print(json.dumps({"variant": name, **row}), flush=True)
     cols = [

@@ -155,7 +155,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cfg = _load(args)
     print("[shoal] demo 1/3: init-model (tokenizer, tiny Llama, SFT warm-up)", flush=True)
     cmd_init_model(args)
-    print("[shoal] demo 2/3: train-rm (Bradley-Terry reward model from gold-labelled pairs)", flush=True)
+    k = cfg.reward.rm_ensemble
+    what = "Bradley-Terry reward model" if k == 1 else f"an ensemble of {k} Bradley-Terry reward models"
+    print(f"[shoal] demo 2/3: train-rm ({what} from gold-labelled pairs)", flush=True)
     cmd_train_rm(args)
     print(f"[shoal] demo 3/3: PPO through Ray actors ({cfg.rollout.num_workers} rollout worker(s))", flush=True)
     cmd_train(args)

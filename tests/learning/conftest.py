@@ -12,8 +12,9 @@ GRPO_DEMO = DEMO.with_name("grpo_demo.yaml")
 
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory):
-    """The demo's SFT policy and Bradley-Terry reward model (seed 0, the demo's sizes: 150 SFT
-    steps, 10,000 gold-labelled pairs), built once per session (~1.5 min on 2 cores)."""
+    """The demo's SFT policy and its ensemble of three Bradley-Terry reward models (seed 0, the
+    demo's sizes: 150 SFT steps, 10,000 gold-labelled pairs), built once per session (~3 min on
+    2 cores)."""
     from shoal.learner.sft.learning import init_model
     from shoal.reward.train_rm import train_reward_model
     from shoal.services.config import load_config

@@ -4,7 +4,7 @@ of labelled answers (InstructGPT's reason for ranking K answers: more comparison
 On the session's demo SFT policy (seed 0), for seeds 0, 1, 2: `shoal train-rm`'s trainer on
 2,000 gold-labelled Bradley-Terry pairs (4,000 answers) against 1,000 Plackett-Luce ranked
 lists of K = 4 (4,000 answers, 6,000 pairs, each list's pairs in one batch element), the same
-answers per step, the demo's lr and epochs. Both judged on the same 2,000 fresh pairs against
+answers per step, the demo's lr and epochs, one model each (not the demo's ensemble). Both judged on the same 2,000 fresh pairs against
 the noiseless gold ordering. Baseline that fails: the untrained reward model (~0.5).
 Measured (/tmp check, 2-core machine): pairs 0.778 / 0.729 / 0.695, lists 0.747 / 0.782 /
 0.798 (medians 0.729 vs 0.782). Asserted: both >= 0.65 on every seed; median of the lists >=
@@ -40,7 +40,7 @@ def test_ranked_lists_match_or_beat_pairs_for_the_same_labelled_answers(demo_mod
         for k in (2, 4):
             out = tmp_path / f"s{seed}k{k}"
             sets = [f"model.path={demo_models['policy']}", f"reward.reward_model_path={out}", f"run.seed={seed}",
-                    f"reward.rm_pairs={PAIRS}", f"reward.rm_list_size={k}"]  # fmt: skip
+                    f"reward.rm_pairs={PAIRS}", f"reward.rm_list_size={k}", "reward.rm_ensemble=1"]  # fmt: skip
             train_reward_model(load_config(DEMO, sets), progress=False)
             model, tok = load_reward_model(out)
             acc[k][seed] = round(evaluate_pairs(model_score(model, tok), task, common)["gold_accuracy"], 3)

@@ -653,10 +653,12 @@ class RayProgram:
         source = (
             self.call(self.learner.restored.remote(), "the learner", "`restored`") or "the start (no checkpoint yet)"
         )
+        # A checkpoint can be newer than the driver's step: the learner saved one and died
+        # before the driver heard of that step.
+        again = f"steps {self.version + 1}-{lost_at} are taken again" if self.version < lost_at else "no step is lost"
         self.say(
             "actor_restored",
-            f"learner is back at step {self.version} from {source} after {time.perf_counter() - t0:.1f} s; "
-            f"steps {self.version + 1}-{lost_at} are taken again",
+            f"learner is back at step {self.version} from {source} after {time.perf_counter() - t0:.1f} s; {again}",
         )
         bar.n = self.version
         bar.refresh()

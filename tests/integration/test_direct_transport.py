@@ -77,6 +77,7 @@ def test_a_worker_dead_before_a_direct_sync_costs_the_learner_and_the_run_goes_o
     ray_local, sft_models, tmp_path, monkeypatch
 ):
     from shoal.services import direct
+    from shoal.services.calls import dead_for_good
     from shoal.services.metrics import MetricsReader
     from shoal.services.program import RayProgram
     from shoal.services.run import close_run, open_run
@@ -109,6 +110,13 @@ def test_a_worker_dead_before_a_direct_sync_costs_the_learner_and_the_run_goes_o
             except Exception:
                 time.sleep(0.5)
         prog.sync(wait=True)
+        # Ray kills the learner after the failed transfer asynchronously: wait for the kill, so
+        # that the run meets the dead learner in its loop. (A kill that lands only during the
+        # run's final sync, `drain`, is not survived yet - ActorDiedError, seen 1 in 5 runs here:
+        # a known gap, not what this test covers.)
+        deadline = time.monotonic() + 30
+        while not dead_for_good(old_learner) and time.monotonic() < deadline:
+            time.sleep(0.2)
         last = prog.run(progress=False)
         counters = prog.counters(last)
         summary, status = counters, "finished"

@@ -2,7 +2,7 @@
 
 - `RewardModelScorer`: a learned reward model (Hugging Face sequence classification with one
   label, trained by `reward.train_rm`); RewardTerms.sequence = {name: r_RM(x, y)}. Given an
-  ensemble directory (`reward.ensemble`, `reward.rm_ensemble`), the members' calibrated scores reduced to one
+  ensemble directory (`reward/ensemble.py`, `reward.rm_ensemble`), the members' calibrated scores reduced to one
   (mean / worst case / uncertainty-weighted), and their spread as the metric
   `reward_model_ensemble_std`.
 - `RuleScorer`: a user function `module:function`, f(prompt, response_text) -> float.
@@ -88,6 +88,19 @@ def load_reward_model(path: str | Path) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
+def ensemble_scores(
+    models: Sequence[tuple[Any, Any]],
+    members: Sequence[Any],
+    texts: Sequence[str],
+    how: str,
+    uwo_lambda: float,
+    batch_size: int = 64,
+) -> list[tuple[float, float]]:
+    """(reward, members' std) per text: each member's score, calibrated, reduced by `how`."""
+    raw = [rm_scores(model, tok, texts, batch_size) for model, tok in models]
+    return reduce_scores(calibrate(raw, members), how, uwo_lambda)
+
+
 class RewardModelScorer:
     """Learned reward model or ensemble of them: RewardTerms(sequence={name: score}); an
     ensemble also reports metrics_only={name + "_ensemble_std": spread of its members}."""
@@ -113,8 +126,7 @@ class RewardModelScorer:
                 RewardTerms(sequence={self.name: s})
                 for s in rm_scores(self.model, self.tokenizer, texts, self.batch_size)
             ]
-        raw = [rm_scores(model, tok, texts, self.batch_size) for model, tok in self.models]
-        reduced = reduce_scores(calibrate(raw, self.members), self.reduce, self.uwo_lambda)
+        reduced = ensemble_scores(self.models, self.members, texts, self.reduce, self.uwo_lambda, self.batch_size)
         return [
             RewardTerms(sequence={self.name: r}, metrics_only={f"{self.name}_ensemble_std": sd}) for r, sd in reduced
         ]

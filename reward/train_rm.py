@@ -23,7 +23,7 @@ records better than chance (else RunError, and an existing model is left as it w
 
 Ensembles (`reward.rm_ensemble` K > 1, Coste et al. 2023): K members trained on the same split
 from seeds run.seed + k (the head's initialisation and the order of the pairs), each checked
-and calibrated on the held-out answers, saved as one directory (`reward.ensemble`); the summary
+and calibrated on the held-out answers, saved as one directory (`reward/ensemble.py`); the summary
 evaluates the reduced ensemble (`reward.rm_ensemble_reduce`) and keeps each member's.
 
 Deviations: one constant learning rate; the whole model is trained (InstructGPT also
@@ -49,7 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from shoal.reward.bradley_terry import pairwise_accuracy, pearson, ranking_loss
-from shoal.reward.ensemble import Member, calibrate, calibration, member_dir_name, reduce_scores, write_manifest
+from shoal.reward.ensemble import Member, calibration, member_dir_name, write_manifest
 from shoal.reward.preferences import (
     PreferenceFileError,
     generate_preference_pairs,
@@ -58,7 +58,7 @@ from shoal.reward.preferences import (
     ranked_pairs,
     read_preference_file,
 )
-from shoal.reward.scorers import rm_forward, rm_scores, rm_text
+from shoal.reward.scorers import ensemble_scores, rm_forward, rm_scores, rm_text
 from shoal.rollout.tasks import task_from_config
 from shoal.utils import RunError
 
@@ -259,7 +259,7 @@ def train_member(
 def train_reward_model(cfg: Any, progress: bool = True) -> dict[str, Any]:
     """`shoal train-rm`: init from the SFT policy, train on pairs, evaluate, save, summarise;
     `reward.rm_ensemble` K > 1: K members from seeds run.seed + k, calibrated on the held-out
-    answers and saved as one ensemble directory (`reward.ensemble`)."""
+    answers and saved as one ensemble directory (`reward/ensemble.py`)."""
     if not cfg.reward.reward_model_path:
         raise ValueError("reward.reward_model_path is null: nowhere to save the reward model")
     start, task, r = time.perf_counter(), task_from_config(cfg.task), cfg.reward
@@ -294,9 +294,10 @@ def save_reward_ensemble(cfg: Any, task: Any, trained: list, held_out: list) -> 
         for k, (model, tok, s) in enumerate(trained)
     ]
 
+    models = [(model, tok) for model, tok, _ in trained]
+
     def score(batch: list[str]) -> list[float]:
-        raw = [rm_scores(model, tok, batch) for model, tok, _ in trained]
-        return [v for v, _ in reduce_scores(calibrate(raw, members), r.rm_ensemble_reduce, r.rm_ensemble_uwo_lambda)]
+        return [v for v, _ in ensemble_scores(models, members, batch, r.rm_ensemble_reduce, r.rm_ensemble_uwo_lambda)]
 
     summary: dict[str, Any] = {"members": len(trained), "reduce": r.rm_ensemble_reduce}
     summary |= {k: trained[0][2][k] for k in ("pairs_train", "pairs_heldout")}

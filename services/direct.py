@@ -21,7 +21,8 @@ both ends for good (`ray.kill`, no restart) and destroys the group. So workers k
 dead are never sent to; a worker that dies unnoticed, mid-transfer, costs the learner: the
 driver starts a fresh one from the run's newest checkpoint (`RayProgram.recover_learner`; the
 steps since it are taken again) and the pool replaces the killed workers. The group is then
-formed again with the new learner.
+formed again with the new learner. A transfer that fails in the run's final sync is no
+different: the driver waits for Ray's kill (`RayProgram.await_kill`), then does the same.
 """
 
 from __future__ import annotations

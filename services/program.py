@@ -288,6 +288,7 @@ class RayProgram:
         self.direct: DirectGroup | None = None  # rollout.weight_transport `rdt` (services.direct)
         self.before_refs: list[Any] | None = None  # the "before" evaluation, launched at the first step
         self.pending: dict[Any, tuple[str, Any]] = {}
+        self.doomed: BaseException | None = None  # a failed direct transfer: Ray kills the learner
         self.idle: dict[int, float] = {}  # worker -> when it came back; the longest idle goes first
         b.preflight()
         model_dirs = b.prepare_models(str(ctx.run_dir))
@@ -629,6 +630,7 @@ class RayProgram:
         for it, take its step as the run's, send its weights to the workers, and go on; the
         steps since that checkpoint are taken again (the driver's data position is unaffected)."""
         self.learner_deaths += 1
+        self.doomed = None
         lost_at = self.version
         if self.learner_deaths > MAX_RESTARTS:
             raise RunError(
@@ -655,7 +657,7 @@ class RayProgram:
         )
         # A checkpoint can be newer than the driver's step: the learner saved one and died
         # before the driver heard of that step.
-        again = f"steps {self.version + 1}-{lost_at} are taken again" if self.version < lost_at else "no step is lost"
+        again = retaken(self.version, lost_at)
         self.say(
             "actor_restored",
             f"learner is back at step {self.version} from {source} after {time.perf_counter() - t0:.1f} s; {again}",
@@ -665,7 +667,8 @@ class RayProgram:
         self.last_step_t = time.perf_counter()
         self.handle = None  # the old weights' objects died with the old learner
         self.sync(wait=True)
-        self.pending[self.train_request()] = ("learn", None)
+        if self.version < self.cfg.run.total_steps:
+            self.pending[self.train_request()] = ("learn", None)
 
     def wait_back(self, actor: Any, who: str) -> None:
         """Until a restarting actor answers a ping (RunError past max(stall_timeout_s, 60 s))."""
@@ -889,47 +892,56 @@ class RayProgram:
         busy = {info.worker for kind, info in self.pending.values() if kind == "chain"}
         self.idle.update({i: 0.0 for i in self.rollout.healthy_slots() if i not in busy and i not in self.idle})
         self.refill(self.room())
-        self.pending[self.train_request()] = ("learn", None)
+        if self.version < total:
+            self.pending[self.train_request()] = ("learn", None)
         last: dict[str, float] = {}
         t_start = time.perf_counter()
         self.last_step_t = time.perf_counter()
         try:
-            while self.version < total:
-                if stop is not None:
-                    stop.check()  # between events: the learner's step in flight finishes in its actor
-                self.check_stalled()
-                self.check_overdue()
-                self.heal()
-                self.scale()
-                self.ctx.tick()
-                ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
-                if not ready:
-                    if self.idle and self.in_flight() == 0:
-                        self.refill(self.room())
-                    continue
-                kind, info = self.pending.pop(ready[0])
-                if kind == "chain":
-                    self.on_chain(info, ready[0], stopping=False)
-                elif kind == "load":
-                    self.on_load(ready[0], *info)
-                else:
-                    try:
-                        m = learner_result(ready[0])
-                    except RayActorError as e:
-                        if self.is_buffer(e):  # the replay buffer died under the learner: its step again
-                            self.recover_buffer(e)
-                            self.pending[self.train_request()] = ("learn", None)
-                        elif getattr(e, "actor_id", None) == self.learner._actor_id.hex():
-                            self.recover_learner(e, bar)
-                        else:
-                            raise self.actor_failure(e) from None
-                        continue
-                    last = self.on_learn(m, bar, t_start)
+            while True:
+                last = self.steps(total, bar, stop, t_start) or last
+                if not self.drain(bar):  # the learner died in the final sync: the lost steps again
+                    break
         finally:
             bar.close()  # an error line starts on a line of its own
-        self.drain()
         if self.direct is not None:
             self.direct.close()
+        return last
+
+    def steps(self, total: int, bar: Any, stop: Any, t_start: float) -> dict[str, float]:
+        """The event loop until the learner has taken step `total`; the last step's metrics."""
+        last: dict[str, float] = {}
+        while self.version < total:
+            if stop is not None:
+                stop.check()  # between events: the learner's step in flight finishes in its actor
+            self.check_stalled()
+            self.check_overdue()
+            self.heal()
+            self.scale()
+            self.ctx.tick()
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+            if not ready:
+                if self.idle and self.in_flight() == 0:
+                    self.refill(self.room())
+                continue
+            kind, info = self.pending.pop(ready[0])
+            if kind == "chain":
+                self.on_chain(info, ready[0], stopping=False)
+            elif kind == "load":
+                self.on_load(ready[0], *info)
+            else:
+                try:
+                    m = learner_result(ready[0])
+                except RayActorError as e:
+                    if self.is_buffer(e):  # the replay buffer died under the learner: its step again
+                        self.recover_buffer(e)
+                        self.pending[self.train_request()] = ("learn", None)
+                    elif getattr(e, "actor_id", None) == self.learner._actor_id.hex():
+                        self.recover_learner(e, bar)
+                    else:
+                        raise self.actor_failure(e) from None
+                    continue
+                last = self.on_learn(m, bar, t_start)
         return last
 
     def on_learn(self, m: dict[str, float], bar: Any, t_start: float) -> dict[str, float]:
@@ -976,6 +988,7 @@ class RayProgram:
                 return  # the restarted learner sends new ones
             if direct:  # Ray kills both ends of a failed collective transfer (services.direct)
                 self.direct.failed()
+                self.doomed = e
                 self.say(
                     "weights_object_store",
                     f"{self.rollout.name(worker)}: a weight transfer over Ray Direct Transport failed "
@@ -993,8 +1006,10 @@ class RayProgram:
             step=self.version,
         )
 
-    def drain(self) -> None:
-        """Finish in-flight requests, then give every worker the final weights."""
+    def drain(self, bar: Any) -> bool:
+        """Finish in-flight requests, then give every worker the final weights. True when the
+        learner died meanwhile (a failed direct transfer: Ray kills it for good, then) and came
+        back from a checkpoint before the last step: the run goes on to take the lost steps."""
         for ref, (kind, info) in list(self.pending.items()):
             if kind == "chain":
                 self.on_chain(info, ref, stopping=True)
@@ -1002,7 +1017,35 @@ class RayProgram:
                 self.on_load(ref, *info)
         self.pending.clear()
         self.finish_requeued()
-        self.sync(wait=True)
+        try:
+            self.sync(wait=True)
+        except RayActorError as e:
+            if getattr(e, "actor_id", None) != self.learner._actor_id.hex():
+                raise
+            self.doomed = e
+        if self.doomed is None or not self.await_kill():
+            return False
+        self.recover_learner(self.doomed, bar)  # back, with the final weights synced (or the lost steps to take)
+        return self.version < self.cfg.run.total_steps or self.drain(bar)
+
+    def await_kill(self, timeout_s: float = 60.0) -> bool:
+        """After a failed direct transfer Ray kills the learner asynchronously (its failure
+        monitor polls every second): wait for that before the run's last calls to it. False
+        if it still lives after `timeout_s` (the transfer failed without costing it)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if dead_for_good(self.learner):
+                return True
+            try:
+                ray.get(self.learner.ping.remote(), timeout=1.0)
+            except RayActorError:
+                return True
+            except ray.exceptions.GetTimeoutError:
+                pass
+            time.sleep(0.2)
+        self.say("actor_alive", f"the learner lives {timeout_s:g} s after a failed direct transfer: the run ends")
+        self.doomed = None
+        return False
 
     # -- evaluation and summary -------------------------------------------------------------
     def evaluate_start(self) -> list[Any]:
@@ -1067,6 +1110,15 @@ class RayProgram:
             if actors
         }
         return {**ready, "actors_ready": max(ready.values())}
+
+
+def retaken(back_at: int, lost_at: int) -> str:
+    """What a learner back at step `back_at` after dying at `lost_at` costs the run."""
+    if back_at >= lost_at:
+        return "no step is lost"
+    return (
+        f"step {lost_at} is taken again" if back_at + 1 == lost_at else f"steps {back_at + 1}-{lost_at} are taken again"
+    )
 
 
 def start_failure(ctx: RunContext, err: Exception) -> RunError:

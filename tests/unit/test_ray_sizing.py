@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from shoal.services.config import ConfigError, load_config
-from shoal.services.program import LOCAL_ACTORS_PER_CORE, check_ray_address, local_cpus
+from shoal.services.program import LOCAL_ACTORS_PER_CORE, check_ray_address, local_cpus, retaken
 
 
 def test_local_ray_fits_the_demo_and_refuses_64_workers_on_2_cores(monkeypatch):
@@ -67,3 +67,11 @@ def test_pacer_holds_a_worker_to_its_rate():
         pace(20)
     assert time.monotonic() - t0 >= 0.29
     assert Pacer(0.0)(1000) == 0.0
+
+
+def test_a_learner_back_from_a_checkpoint_says_which_steps_it_takes_again():
+    assert retaken(2, 3) == "step 3 is taken again"
+    assert retaken(4, 7) == "steps 5-7 are taken again"
+    assert retaken(0, 1) == "step 1 is taken again"
+    # a checkpoint newer than the driver's step (saved, then the learner died before it said so)
+    assert retaken(8, 7) == "no step is lost" and retaken(5, 5) == "no step is lost"

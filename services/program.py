@@ -1008,8 +1008,9 @@ class RayProgram:
 
     def drain(self, bar: Any) -> bool:
         """Finish in-flight requests, then give every worker the final weights. True when the
-        learner died meanwhile (a failed direct transfer: Ray kills it for good, then) and came
-        back from a checkpoint before the last step: the run goes on to take the lost steps."""
+        learner died meanwhile (a crash: Ray restarts it; a failed direct transfer: Ray kills it
+        for good) and came back from a checkpoint before the last step: the run goes on to take
+        the lost steps again."""
         for ref, (kind, info) in list(self.pending.items()):
             if kind == "chain":
                 self.on_chain(info, ref, stopping=True)
@@ -1019,13 +1020,19 @@ class RayProgram:
         self.finish_requeued()
         try:
             self.sync(wait=True)
-        except RayActorError as e:
+            at = self.call(self.learner.policy_version.remote(), "the learner", "`policy_version`")
+        except RayActorError as e:  # the learner died (Ray restarts it, or killed it: doomed)
             if getattr(e, "actor_id", None) != self.learner._actor_id.hex():
                 raise
-            self.doomed = e
-        if self.doomed is None or not self.await_kill():
-            return False
-        self.recover_learner(self.doomed, bar)  # back, with the final weights synced (or the lost steps to take)
+            err: BaseException = e
+        else:
+            if self.doomed is not None and self.await_kill():
+                err = self.doomed
+            elif at < self.version:  # Ray restarted it after its last step: it holds a checkpoint's weights
+                err = RuntimeError(f"it came back unnoticed, at step {at}")
+            else:
+                return False
+        self.recover_learner(err, bar)  # back, with the final weights synced (or the lost steps to take)
         return self.version < self.cfg.run.total_steps or self.drain(bar)
 
     def await_kill(self, timeout_s: float = 60.0) -> bool:

@@ -86,6 +86,21 @@ def small_config(models, tmp_path, *extra):
     )
 
 
+def steps_by_hand(prog, n: int) -> None:
+    """`n` learner steps taken by a RayProgram outside its loop, each on the batch its workers
+    sample then, with no weight sync between them: a run whose loop then has no step left."""
+    import ray
+
+    for _ in range(n):
+        for i in prog.rollout.healthy_slots():
+            prog.launch(i)
+        for ref, (kind, info) in list(prog.pending.items()):
+            if kind == "chain":
+                prog.on_chain(info, ref, stopping=True)
+        prog.pending.clear()
+        prog.version = int(ray.get(prog.train_request())["learner/policy_version"])
+
+
 def release_program(prog) -> None:
     """A RayProgram's collective group and actors, now: the module's Ray (6 CPUs) is free for
     the next test. Ray's registry of collective groups holds the members' handles, so a

@@ -14,7 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from tests.conftest import release_program, small_config  # noqa: E402
+from tests.conftest import release_program, small_config, steps_by_hand  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -181,14 +181,7 @@ def test_a_direct_transfer_failing_in_the_final_sync_costs_the_learner_and_the_l
     prog = RayProgram(cfg, ctx)
     try:
         old_learner = prog.learner
-        for _ in range(total):  # every step taken with no sync between: the run's loop has none left
-            for i in range(2):
-                prog.launch(i)
-            for ref, (kind, info) in list(prog.pending.items()):
-                if kind == "chain":
-                    prog.on_chain(info, ref, stopping=True)
-            prog.pending.clear()
-            prog.version = int(ray.get(prog.train_request())["learner/policy_version"])
+        steps_by_hand(prog, total)
         assert prog.version == total
         _kill_unnoticed(prog, 0)
         # The final sync's transfer to worker 0 fails; Ray kills the learner (checkpoint at step

@@ -14,7 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from tests.conftest import small_config  # noqa: E402
+from tests.conftest import release_program, small_config, steps_by_hand  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +130,55 @@ def test_sigkill_of_the_learner_resumes_from_its_checkpoint(ray_local, sft_model
     assert counters["drawn"] == stats["buffer/added"] + stats["buffer/rejected_full"] + counters["rejected_nonfinite"]
     assert stats["buffer/added"] == stats["buffer/sampled"] + stats["buffer/dropped_stale"] + stats["buffer/size"]
     assert ray.get(prog.learner.pid.remote()) != killed_pid
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["dead_at_the_final_sync", "back_before_it"])
+def test_a_learner_killed_after_the_last_step_is_back_and_retakes_it_before_the_run_ends(
+    restarted, ray_local, sft_models, tmp_path
+):
+    """The learner dies between its last step and the run's final sync (`drain`): Ray restarts
+    it from its checkpoint (step 2); the run takes step 3 again and ends with its weights -
+    whether the sync meets the dead learner or, restarted already, one that answers from step 2."""
+    from shoal.services.metrics import MetricsReader
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
+
+    total = 3
+    cfg = small_config(
+        sft_models, tmp_path, f"run.total_steps={total}", "run.checkpoint_interval=2", "run.eval_prompts=0"
+    )
+    ctx = open_run(cfg)
+    status, summary = "failed", {}
+    prog = RayProgram(cfg, ctx)
+    try:
+        steps_by_hand(prog, total)
+        killed_pid = ray.get(prog.learner.pid.remote())
+        os.kill(killed_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while restarted and time.monotonic() < deadline:
+            try:
+                if ray.get(prog.learner.pid.remote(), timeout=5) != killed_pid:
+                    break
+            except Exception:
+                time.sleep(0.5)
+        last = prog.run(progress=False)
+        counters = prog.counters(last)
+        summary, status = counters, "finished"
+        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
+        stats = ray.get(prog.buffer.stats.remote())
+        version = ray.get(prog.learner.policy_version.remote())
+        served = [ray.get(w.status.remote())["policy_version"] for w in prog.rollout.handles()]
+        pid_after = ray.get(prog.learner.pid.remote())
+    finally:
+        close_run(ctx, status, summary)
+        release_program(prog)
+
+    assert counters["learner_steps"] == total and version == total and pid_after != killed_pid
+    assert counters["actor_deaths"]["learner"] == 1
+    back = [e["message"] for e in events if e["kind"] == "actor_restored" and e["message"].startswith("learner")]
+    assert len(back) == 1 and "back at step 2 from" in back[0] and back[0].endswith("step 3 is taken again"), back
+    assert served and all(v == total for v in served)  # every worker holds the final weights
+    assert stats["buffer/sampled"] == (total + 1) * cfg.ppo.batch_size  # step 3 twice
 
 
 def test_sigkill_of_the_replay_buffer_restores_its_snapshot_and_counts_what_was_lost(ray_local, sft_models, tmp_path):

@@ -30,7 +30,9 @@ Run (from the main venv: it drives Shoal itself and TRL through .venv-bench/bin/
     .venv/bin/python benchmarks/peer_trl.py --seeds 0 1 2 --models-dir /tmp/exp/models
 
 Models: --models-dir/seed<k>/{policy,reward}, built with the CLI if missing (rlhf_seeds.ensure_models):
-one reward model, the same on both sides (the demos' ensemble of three is not used here).
+one reward model, the same on both sides; with --rm-ensemble 3, the demos' ensemble of three
+(seed<k>/reward_ens3) on both sides: Shoal's scorer, and for TRL one reward function that
+returns the same scorer's reduced reward (the calibrated members' mean).
 Per seed the runs are: TRL with beta 0.1 (Shoal's kl_coef), Shoal with each --shoal-config
 (default: the GRPO demo, matched to TRL below, and the PPO demo: the same 64 rollouts, 4 epochs
 and 8 optimizer steps per batch, but one answer for each of 64 prompts and a critic), then TRL
@@ -171,7 +173,7 @@ def trl_worker(seed: int, policy: str, reward: str, out_path: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from shoal.reward.scorers import load_reward_model, rm_scores, rm_text
+    from shoal.reward.scorers import RewardModelScorer, rm_text
     from shoal.rollout.tasks import KeywordsTask
 
     task = KeywordsTask()
@@ -183,13 +185,13 @@ def trl_worker(seed: int, policy: str, reward: str, out_path: str) -> None:
     train = prompts(seed, "train", STEPS * PROMPTS_PER_BATCH, tok)
     bos = tok.bos_token or ""
     ds = Dataset.from_list([{"prompt": bos + p.text, "topic": p.meta["topic"]} for p in train])
-    rm, rm_tok = load_reward_model(reward)
+    rm = RewardModelScorer(reward)  # one model, or an ensemble's mean (--rm-ensemble), as Shoal's scorer
     series: list[tuple[float, float]] = []
 
     def rm_reward(prompts: list[str], completions: list[str], topic: list[str], **_: Any) -> list[float]:
         texts = [rm_text(p.removeprefix(bos), c) for p, c in zip(prompts, completions)]
         with torch.no_grad():
-            scores = rm_scores(rm, rm_tok, texts)
+            scores = [r for r, _ in rm.scores(texts)]
         gold = [task.gold_reward({"topic": t}, c) for t, c in zip(topic, completions)]
         # logged only, not part of the reward: (time, batch gold, batch RM mean)
         series.append((time.time(), sum(gold) / len(gold), sum(scores) / len(scores)))
@@ -277,7 +279,7 @@ def shoal_series(runs_dir: Path) -> list[tuple[float, float]]:
         server.close()
 
 
-def run_shoal(seed: int, models: dict[str, str], work: Path, config: Path) -> dict[str, Any]:
+def run_shoal(seed: int, models: dict[str, str], work: Path, config: Path, ensemble: int = 1) -> dict[str, Any]:
     from benchmarks.rlhf_seeds import run_once
 
     name = "shoal grpo" if config == GRPO_DEMO else f"shoal {config.stem}"
@@ -287,7 +289,7 @@ def run_shoal(seed: int, models: dict[str, str], work: Path, config: Path) -> di
 
         shutil.rmtree(runs_dir)
     t0 = time.time()
-    row = run_once(config, seed, models, [], runs_dir)
+    row = run_once(config, seed, models, [f"reward.rm_ensemble={ensemble}"], runs_dir)
     if "error" in row:
         return {"impl": name, **row}
     series = shoal_series(runs_dir)
@@ -338,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default=None)
     ap.add_argument(
+        "--rm-ensemble",
+        type=int,
+        default=1,
+        help="reward-model ensemble size on BOTH sides (1: one model; 3: the demos' ensemble, its mean as "
+        "TRL's one reward function)",
+    )
+    ap.add_argument(
         "--trl-no-kl-is",
         action="store_true",
         help="TRL: use_bias_correction_kl=False (plain k3, as Shoal's grpo.kl_estimator=k3)",
@@ -352,13 +361,17 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.models_dir).parent / "peer_trl_runs"
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
-        models = ensure_models(Path(args.models_dir), seed, GRPO_DEMO, ensemble=1)  # TRL's reward_funcs: one model
+        models = ensure_models(Path(args.models_dir), seed, GRPO_DEMO, ensemble=args.rm_ensemble)
         # alternate: TRL (matched beta), Shoal's configs, then TRL with its other betas
         jobs: list[tuple[str, Any]] = [("trl", b) for b in args.trl_beta]
         jobs[1:1] = [("shoal", Path(c).resolve()) for c in args.shoal_config]
         for impl, arg in jobs:
             if args.only in (None, impl):
-                row = run_shoal(seed, models, work, arg) if impl == "shoal" else run_trl(seed, models, work, arg)
+                row = (
+                    run_shoal(seed, models, work, arg, args.rm_ensemble)
+                    if impl == "shoal"
+                    else run_trl(seed, models, work, arg)
+                )
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "series"}), flush=True)
 
@@ -389,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     for impl, s in summary.items():
         print(f"  {impl}: " + json.dumps(s))
     print(CAVEAT)
-    payload = {"configs": args.shoal_config, "steps": STEPS, "smooth_batches": SMOOTH, "rows": rows, "summary": summary}
+    payload = {
+        "configs": args.shoal_config, "rm_ensemble": args.rm_ensemble, "steps": STEPS, "smooth_batches": SMOOTH,
+        "rows": rows, "summary": summary,
+    }  # fmt: skip
     print(f"wrote {write_results('peer_trl', payload, quick=False, out=args.out)}")
     return 0
 

@@ -122,14 +122,18 @@ class RewardModelScorer:
     def score(self, rollouts: Sequence[Rollout]) -> list[RewardTerms]:
         texts = [rm_text(r.prompt.text, r.response_text) for r in rollouts]
         if self.members is None:
-            return [
-                RewardTerms(sequence={self.name: s})
-                for s in rm_scores(self.model, self.tokenizer, texts, self.batch_size)
-            ]
-        reduced = ensemble_scores(self.models, self.members, texts, self.reduce, self.uwo_lambda, self.batch_size)
+            return [RewardTerms(sequence={self.name: s}) for s, _ in self.scores(texts)]
         return [
-            RewardTerms(sequence={self.name: r}, metrics_only={f"{self.name}_ensemble_std": sd}) for r, sd in reduced
+            RewardTerms(sequence={self.name: r}, metrics_only={f"{self.name}_ensemble_std": sd})
+            for r, sd in self.scores(texts)
         ]
+
+    def scores(self, texts: Sequence[str]) -> list[tuple[float, float]]:
+        """(reward, members' std; 0 for one model) per `rm_text` - what `score` gives, for
+        callers with texts (benchmarks/peer_trl.py: TRL's reward function)."""
+        if self.members is None:
+            return [(s, 0.0) for s in rm_scores(self.model, self.tokenizer, texts, self.batch_size)]
+        return ensemble_scores(self.models, self.members, texts, self.reduce, self.uwo_lambda, self.batch_size)
 
 
 class RuleScorer:

@@ -1,7 +1,8 @@
 """Weights over Ray Direct Transport (`rollout.weight_transport=rdt`, gloo on CPU) through the
 Ray program: a worker that joins loads through the object store until the group is formed
 again with it; a worker that dies unnoticed makes the transfer fail, Ray kills the learner for
-good, and the run goes on with a new learner from its newest checkpoint."""
+good, and the run goes on with a new learner from its newest checkpoint - also when the
+transfer that fails is the run's final sync, after its last step."""
 
 from __future__ import annotations
 
@@ -55,6 +56,46 @@ def _books_balance(prog, counters: dict, stats: dict) -> None:
     assert not prog.requeued
 
 
+def _run_rdt_to_the_end(sft_models, tmp_path, monkeypatch, total: int, before) -> dict:
+    """A run over `rdt` (checkpoints every 2 steps, lag 2): `before(prog)` breaks something,
+    then the run goes to its end; what it reported, and the program."""
+    from shoal.services import direct
+    from shoal.services.metrics import MetricsReader
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
+
+    monkeypatch.setattr(direct, "REGROUP_S", 0.0)  # a failed formation is tried again at once
+    cfg = small_config(
+        sft_models,
+        tmp_path,
+        f"run.total_steps={total}",
+        "run.checkpoint_interval=2",
+        "run.eval_prompts=0",
+        "rollout.max_policy_lag=2",
+        "rollout.weight_transport=rdt",
+    )
+    ctx = open_run(cfg)
+    status, summary = "failed", {}
+    prog = RayProgram(cfg, ctx)
+    try:
+        old_learner = prog.learner
+        before(prog)
+        last = prog.run(progress=False)
+        counters = prog.counters(last)
+        summary, status = counters, "finished"
+        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
+        stats = ray.get(prog.buffer.stats.remote())
+        _match_learner(prog)  # the workers serve the (new) learner's weights
+    finally:
+        close_run(ctx, status, summary)
+        release_program(prog)
+    learner_said = {
+        kind: [e["message"] for e in events if e["kind"] == kind and e["message"].startswith("learner")]
+        for kind in ("actor_died", "actor_restored")
+    }
+    return {"prog": prog, "cfg": cfg, "old_learner": old_learner, "counters": counters, "stats": stats, **learner_said}
+
+
 def test_a_joining_worker_loads_from_the_object_store_until_the_group_is_formed_again(
     ray_local, sft_models, tmp_path, monkeypatch
 ):
@@ -97,28 +138,12 @@ def test_a_joining_worker_loads_from_the_object_store_until_the_group_is_formed_
 def test_a_worker_dead_before_a_direct_sync_costs_the_learner_and_the_run_goes_on(
     ray_local, sft_models, tmp_path, monkeypatch
 ):
-    from shoal.services import direct
     from shoal.services.calls import dead_for_good
-    from shoal.services.metrics import MetricsReader
-    from shoal.services.program import RayProgram, retaken
-    from shoal.services.run import close_run, open_run
+    from shoal.services.program import retaken
 
-    monkeypatch.setattr(direct, "REGROUP_S", 0.0)  # a failed formation is tried again at once
     total = 8
-    cfg = small_config(
-        sft_models,
-        tmp_path,
-        f"run.total_steps={total}",
-        "run.checkpoint_interval=2",
-        "run.eval_prompts=0",
-        "rollout.max_policy_lag=2",
-        "rollout.weight_transport=rdt",
-    )
-    ctx = open_run(cfg)
-    status, summary = "failed", {}
-    prog = RayProgram(cfg, ctx)
-    try:
-        old_learner = prog.learner
+
+    def before(prog):
         # Worker 0 dies unnoticed (no request failed yet); Ray restarts its process, which is
         # not in the group: the direct sync to it fails, and Ray kills both ends for good.
         _kill_unnoticed(prog, 0)
@@ -126,24 +151,15 @@ def test_a_worker_dead_before_a_direct_sync_costs_the_learner_and_the_run_goes_o
         # Ray kills the learner after the failed transfer asynchronously: wait for the kill, so
         # that the run meets the dead learner in its loop (the next test: in its final sync).
         deadline = time.monotonic() + 30
-        while not dead_for_good(old_learner) and time.monotonic() < deadline:
+        while not dead_for_good(prog.learner) and time.monotonic() < deadline:
             time.sleep(0.2)
-        last = prog.run(progress=False)
-        counters = prog.counters(last)
-        summary, status = counters, "finished"
-        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
-        stats = ray.get(prog.buffer.stats.remote())
-        _match_learner(prog)  # the workers serve the new learner's weights
-    finally:
-        close_run(ctx, status, summary)
-        release_program(prog)
 
+    r = _run_rdt_to_the_end(sft_models, tmp_path, monkeypatch, total, before)
+    prog, counters, stats, said, back = r["prog"], r["counters"], r["stats"], r["actor_died"], r["actor_restored"]
     assert counters["learner_steps"] == total
-    assert prog.learner is not old_learner  # replaced: Ray would not restart it
+    assert prog.learner is not r["old_learner"]  # replaced: Ray would not restart it
     assert counters["actor_deaths"]["learner"] == 1
-    said = [e["message"] for e in events if e["kind"] == "actor_died" and e["message"].startswith("learner")]
     assert len(said) == 1 and "Ray will not restart it" in said[0], said
-    back = [e["message"] for e in events if e["kind"] == "actor_restored" and e["message"].startswith("learner")]
     assert len(back) == 1 and "back at step" in back[0], back
     _books_balance(prog, counters, stats)
     # the steps since the checkpoint, trained on again (none when the learner had saved the step
@@ -153,56 +169,30 @@ def test_a_worker_dead_before_a_direct_sync_costs_the_learner_and_the_run_goes_o
     assert back[0].endswith(retaken(back_at, at)), back
     retaken_steps = max(at - back_at, 0)
     # sampled by the steps trained, taken again, and maybe the one the killed learner had begun
-    assert 0 <= stats["buffer/sampled"] / cfg.ppo.batch_size - (total + retaken_steps) <= 1
+    assert 0 <= stats["buffer/sampled"] / r["cfg"].ppo.batch_size - (total + retaken_steps) <= 1
     assert prog.direct.formations >= 2  # the group was formed again with the new learner
 
 
 def test_a_direct_transfer_failing_in_the_final_sync_costs_the_learner_and_the_lost_step_is_taken_again(
     ray_local, sft_models, tmp_path, monkeypatch
 ):
-    from shoal.services import direct
-    from shoal.services.metrics import MetricsReader
-    from shoal.services.program import RayProgram
-    from shoal.services.run import close_run, open_run
-
-    monkeypatch.setattr(direct, "REGROUP_S", 0.0)
     total = 3
-    cfg = small_config(
-        sft_models,
-        tmp_path,
-        f"run.total_steps={total}",
-        "run.checkpoint_interval=2",
-        "run.eval_prompts=0",
-        "rollout.max_policy_lag=2",
-        "rollout.weight_transport=rdt",
-    )
-    ctx = open_run(cfg)
-    status, summary = "failed", {}
-    prog = RayProgram(cfg, ctx)
-    try:
-        old_learner = prog.learner
+
+    def before(prog):
         steps_by_hand(prog, total)
         assert prog.version == total
+        # The final sync's transfer to worker 0 fails; Ray kills the learner (checkpoint at
+        # step 2) and the worker: the run replaces both, takes step 3 again and ends synced.
         _kill_unnoticed(prog, 0)
-        # The final sync's transfer to worker 0 fails; Ray kills the learner (checkpoint at step
-        # 2) and the worker: the run replaces both, takes step 3 again and ends synced.
-        last = prog.run(progress=False)
-        counters = prog.counters(last)
-        summary, status = counters, "finished"
-        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
-        stats = ray.get(prog.buffer.stats.remote())
-        _match_learner(prog)
-    finally:
-        close_run(ctx, status, summary)
-        release_program(prog)
 
+    r = _run_rdt_to_the_end(sft_models, tmp_path, monkeypatch, total, before)
+    prog, counters, stats, back = r["prog"], r["counters"], r["stats"], r["actor_restored"]
     assert counters["learner_steps"] == total
-    assert prog.learner is not old_learner
+    assert prog.learner is not r["old_learner"]
     assert counters["actor_deaths"]["learner"] == 1
-    back = [e["message"] for e in events if e["kind"] == "actor_restored" and e["message"].startswith("learner")]
     assert len(back) == 1 and "back at step 2" in back[0] and back[0].endswith("step 3 is taken again"), back
     _books_balance(prog, counters, stats)
-    assert stats["buffer/sampled"] == (total + 1) * cfg.ppo.batch_size  # step 3 twice
+    assert stats["buffer/sampled"] == (total + 1) * r["cfg"].ppo.batch_size  # step 3 twice
 
 
 def test_weights_over_nccl_between_gpus(ray_local, sft_models, tmp_path):

@@ -686,6 +686,9 @@ class RayProgram:
     def is_buffer(self, err: BaseException) -> bool:
         return getattr(err, "actor_id", None) == self.buffer._actor_id.hex()
 
+    def is_learner(self, err: BaseException) -> bool:
+        return getattr(err, "actor_id", None) == self.learner._actor_id.hex()
+
     def ask_buffer(self, method: str, *args: Any) -> Any:
         """The replay buffer's answer to `method(*args)`; a buffer that died meanwhile is
         brought back first (`recover_buffer`) and asked again."""
@@ -747,7 +750,7 @@ class RayProgram:
         if isinstance(cause, RunError):
             return cause
         fn = getattr(err, "function_name", "") or ""
-        if getattr(err, "actor_id", None) == self.buffer._actor_id.hex():
+        if self.is_buffer(err):
             return RunError(
                 f"the replay buffer died ({describe_error(err)}); the learner's checkpoints are in "
                 f"{self.ctx.run_dir / 'checkpoints'}: continue with `shoal train CONFIG --resume {self.ctx.run_id}`"
@@ -886,13 +889,41 @@ class RayProgram:
         self.version = self.call(self.learner.policy_version.remote(), "the learner", "`policy_version`")
         return path
 
+    def finish(self, last: dict[str, float], progress: bool = True, stop: Any = None) -> dict[str, float]:
+        """The run's end after `run`: the start evaluation if it is still out, then the final
+        checkpoint. A learner that dies meanwhile (the checkpoint call meets it dead, or Ray
+        restarted it unnoticed and it answers from an older step) comes back from its newest
+        checkpoint - the final one, if it got written - and the steps it lost are taken again
+        (`run`) before the checkpoint is taken again. Returns the last step's metrics."""
+        if self.before is None:
+            self.before = self.evaluate_finish(
+                self.before_refs if self.before_refs is not None else self.evaluate_start()
+            )
+        while True:
+            reached = self.version
+            try:
+                self.save()
+            except RayActorError as e:
+                if not self.is_learner(e):
+                    raise
+                err: BaseException = e
+            else:
+                if self.version >= reached:
+                    return last
+                err = RuntimeError(f"it came back unnoticed, at step {self.version}")
+                self.version = reached  # the step the run had reached: what recover_learner reports as lost
+            with tqdm(total=self.cfg.run.total_steps, initial=self.version, disable=True) as bar:
+                self.recover_learner(err, bar)
+            if self.version < self.cfg.run.total_steps:
+                last = self.run(progress, stop) or last
+
     def run(self, progress: bool = True, stop: Any = None) -> dict[str, float]:
         total = self.cfg.run.total_steps
         bar = tqdm(total=total, initial=self.version, desc="learner steps", disable=not progress)
         busy = {info.worker for kind, info in self.pending.values() if kind == "chain"}
         self.idle.update({i: 0.0 for i in self.rollout.healthy_slots() if i not in busy and i not in self.idle})
         self.refill(self.room())
-        if self.version < total:
+        if self.version < total and all(kind != "learn" for kind, _ in self.pending.values()):
             self.pending[self.train_request()] = ("learn", None)
         last: dict[str, float] = {}
         t_start = time.perf_counter()
@@ -936,7 +967,7 @@ class RayProgram:
                     if self.is_buffer(e):  # the replay buffer died under the learner: its step again
                         self.recover_buffer(e)
                         self.pending[self.train_request()] = ("learn", None)
-                    elif getattr(e, "actor_id", None) == self.learner._actor_id.hex():
+                    elif self.is_learner(e):
                         self.recover_learner(e, bar)
                     else:
                         raise self.actor_failure(e) from None
@@ -965,7 +996,7 @@ class RayProgram:
             try:
                 self.sync()
             except RayActorError as e:  # the learner died right after this step
-                if getattr(e, "actor_id", None) != self.learner._actor_id.hex():
+                if not self.is_learner(e):
                     raise
                 self.recover_learner(e, bar)  # it sends the next step itself
                 return m
@@ -1022,7 +1053,7 @@ class RayProgram:
             self.sync(wait=True)
             at = self.call(self.learner.policy_version.remote(), "the learner", "`policy_version`")
         except RayActorError as e:  # the learner died (Ray restarts it, or killed it: doomed)
-            if getattr(e, "actor_id", None) != self.learner._actor_id.hex():
+            if not self.is_learner(e):
                 raise
             err: BaseException = e
         else:
@@ -1178,17 +1209,12 @@ def run_ray(cfg: ShoalConfig, progress: bool = True, ctx: RunContext | None = No
         try:
             try:
                 with stop_on_signals() as stop:
-                    last = prog.run(progress, stop)
+                    last = prog.finish(prog.run(progress, stop), progress, stop)
             except KeyboardInterrupt:
                 status = "interrupted"
                 path = uninterruptible(prog.save)
                 summary = {"interrupted_at": prog.version, "checkpoint": path}
                 raise Interrupted(ctx.run_id, prog.version, cfg.run.total_steps, path) from None
-            if prog.before is None:
-                prog.before = prog.evaluate_finish(
-                    prog.before_refs if prog.before_refs is not None else prog.evaluate_start()
-                )
-            prog.save()
             summary = build_summary(ctx, prog.before, prog.evaluate(), prog.counters(last))
         except (RayActorError, RayTaskError) as e:  # whichever call met the failure first: one line
             raise prog.actor_failure(e) from None

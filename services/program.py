@@ -896,9 +896,7 @@ class RayProgram:
         checkpoint - the final one, if it got written - and the steps it lost are taken again
         (`run`) before the checkpoint is taken again. Returns the last step's metrics."""
         if self.before is None:
-            self.before = self.evaluate_finish(
-                self.before_refs if self.before_refs is not None else self.evaluate_start()
-            )
+            self.finish_start_evaluation(self.before_refs if self.before_refs is not None else self.evaluate_start())
         while True:
             reached = self.version
             try:
@@ -991,7 +989,7 @@ class RayProgram:
             and self.before_refs
             and not ray.wait(self.before_refs, num_returns=len(self.before_refs), timeout=0)[1]
         ):
-            self.before = self.evaluate_finish(self.before_refs)  # ready: kept in checkpoints from now on
+            self.finish_start_evaluation(self.before_refs)  # ready: kept in checkpoints from now on
         if self.version % self.cfg.rollout.sync_interval == 0:
             try:
                 self.sync()
@@ -1101,8 +1099,65 @@ class RayProgram:
     def evaluate_finish(self, refs: list[Any]) -> dict[str, float]:
         return self.builder.summarize_eval(self.call(refs, "the rollout workers", "the evaluation")) if refs else {}
 
+    def finish_start_evaluation(self, refs: list[Any]) -> None:
+        """`before` from the start evaluation's answers. A worker or scorer that died in it took
+        its part along: the workers hold newer weights by now, so it is not run again; the
+        summary has the start values of the parts that came back, or none."""
+        outputs: list[Any] = []
+        for ref in refs:
+            try:
+                outputs.append(self.call(ref, "the rollout workers", "the start evaluation"))
+            except RayActorError as e:  # an old answer, maybe: the pool saw the death (its chain failed)
+                who = self.evaluator(e, mark_dead=False)
+                if who is None:
+                    raise
+                self.say(
+                    "evaluation_lost",
+                    f"{who} died in the start evaluation ({describe_error(e)}); the workers hold newer weights now, so "
+                    f"it is not run again: the summary's start values come from {len(outputs)} of {len(refs)} parts",
+                )
+        self.before = self.builder.summarize_eval(outputs) if outputs else {}
+
     def evaluate(self) -> dict[str, float]:
-        return self.evaluate_finish(self.evaluate_start())
+        """The final evaluation. A worker or scorer that dies in it is brought back (`heal`,
+        the final weights first) and the evaluation runs again."""
+        while True:
+            try:
+                return self.evaluate_finish(self.evaluate_start())
+            except RayActorError as e:
+                who = self.evaluator(e)
+                if who is None:
+                    raise
+                self.say(
+                    "actor_died",
+                    f"{who} died in the final evaluation ({describe_error(e)}); it runs again once a worker is back",
+                )
+            self.await_evaluators()
+
+    def evaluator(self, err: RayActorError, mark_dead: bool = True) -> str | None:
+        """The rollout worker or scorer `err` is about, marked dead if `mark_dead` (the pool
+        probes it and brings it back); None if it is neither."""
+        for pool in (self.rollout, self.scoring):
+            slot = pool.owner_of(err)
+            if slot is not None:
+                if mark_dead:
+                    pool.mark_dead(slot, err)
+                return pool.name(slot)
+        return None
+
+    def await_evaluators(self) -> None:
+        """Until a rollout worker (and a scorer, where the run has them) is healthy and holds
+        the newest weights; RunError past max(stall_timeout_s, 60 s)."""
+        deadline = time.monotonic() + max(self.cfg.run.stall_timeout_s, 60.0)
+        while not self.rollout.healthy_slots() or (self.scoring.slots and not self.scoring.healthy_slots()):
+            if time.monotonic() > deadline:
+                raise RunError("no rollout worker came back for the final evaluation; see the run's log")
+            time.sleep(0.5)
+            self.heal()
+        for ref, (kind, info) in list(self.pending.items()):
+            if kind == "load":  # the weights heal sent the workers that came back
+                del self.pending[ref]
+                self.on_load(ref, *info)
 
     def counters(self, last: dict[str, float]) -> dict[str, Any]:
         stats = self.ask_buffer("stats")

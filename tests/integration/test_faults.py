@@ -233,6 +233,56 @@ def test_a_learner_killed_before_the_final_checkpoint_is_back_and_the_checkpoint
     assert meta["policy_version"] == total, meta
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_worker_killed_in_the_evaluations_costs_the_start_values_and_the_final_one_runs_again(
+    workers, ray_local, sft_models, tmp_path
+):
+    """Worker 0, which runs the evaluations, is killed in the start evaluation (the run goes on
+    without the start values: the workers hold newer weights by then) and again in the final
+    one (the evaluation runs again on a worker that holds the final weights: the other one, or,
+    alone, worker 0 once it is back and has them)."""
+    from shoal.services.metrics import MetricsReader
+    from shoal.services.program import RayProgram
+    from shoal.services.run import close_run, open_run
+
+    total = 2  # 512 held-out prompts: the start evaluation is still running when worker 0 is killed
+    cfg = small_config(
+        sft_models, tmp_path, f"run.total_steps={total}", "run.eval_prompts=512", f"rollout.num_workers={workers}"
+    )
+    ctx = open_run(cfg)
+    status, summary = "failed", {}
+    prog = RayProgram(cfg, ctx)
+    try:
+        worker = prog.rollout.handle(0)
+        pid = ray.get(worker.pid.remote())
+        prog.before_refs = prog.evaluate_start()
+        os.kill(pid, signal.SIGKILL)
+        last = prog.run(progress=False)
+        last = prog.finish(last, progress=False)
+        assert prog.before == {}
+        deadline = time.monotonic() + 60
+        while not prog.rollout.healthy(0) and time.monotonic() < deadline:  # back, with the final weights
+            time.sleep(0.5)
+            prog.heal()
+        prog.await_evaluators()
+        os.kill(ray.get(prog.rollout.handle(0).pid.remote()), signal.SIGKILL)  # its evaluation request fails
+        after = prog.evaluate()
+        counters = prog.counters(last)
+        summary, status = counters, "finished"
+        events = MetricsReader(ctx.redis_url).events(ctx.run_id)
+        served = [ray.get(w.status.remote())["policy_version"] for w in prog.rollout.handles()]
+    finally:
+        close_run(ctx, status, summary)
+        release_program(prog)
+
+    assert counters["learner_steps"] == total and counters["actor_deaths"]["rollout"] == 2
+    lost = [e["message"] for e in events if e["kind"] == "evaluation_lost"]
+    assert len(lost) == 1 and lost[0].startswith("rollout-0 died in the start evaluation"), lost
+    again = [e["message"] for e in events if "died in the final evaluation" in e["message"]]
+    assert len(again) == 1 and again[0].startswith("rollout-0"), again
+    assert 0.0 <= after["gold_reward"] <= 1.0 and served and all(v == total for v in served)
+
+
 def test_sigkill_of_the_replay_buffer_restores_its_snapshot_and_counts_what_was_lost(ray_local, sft_models, tmp_path):
     """Ray restarts the buffer actor, which loads its newest snapshot; the learner's step and
     the requests that met the death are sent again; every prompt drawn is trained on, dropped,

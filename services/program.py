@@ -1149,15 +1149,17 @@ class RayProgram:
         """Until a rollout worker (and a scorer, where the run has them) is healthy and holds
         the newest weights; RunError past max(stall_timeout_s, 60 s)."""
         deadline = time.monotonic() + max(self.cfg.run.stall_timeout_s, 60.0)
-        while not self.rollout.healthy_slots() or (self.scoring.slots and not self.scoring.healthy_slots()):
+        while True:
+            for ref, (kind, info) in list(self.pending.items()):
+                if kind == "load":  # the weights heal sent the workers that came back (one that fails is dead again)
+                    del self.pending[ref]
+                    self.on_load(ref, *info)
+            if self.rollout.healthy_slots() and (not self.scoring.slots or self.scoring.healthy_slots()):
+                return
             if time.monotonic() > deadline:
                 raise RunError("no rollout worker came back for the final evaluation; see the run's log")
             time.sleep(0.5)
             self.heal()
-        for ref, (kind, info) in list(self.pending.items()):
-            if kind == "load":  # the weights heal sent the workers that came back
-                del self.pending[ref]
-                self.on_load(ref, *info)
 
     def counters(self, last: dict[str, float]) -> dict[str, Any]:
         stats = self.ask_buffer("stats")

@@ -151,6 +151,7 @@ class CriticFreeLearner(PolicyLearner):
         seed: int = 0,
         device: str = "cpu",
         metrics: MetricsSink | None = None,
+        total_steps: int | None = None,
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -165,6 +166,7 @@ class CriticFreeLearner(PolicyLearner):
         self.optimizer = adam(self.params, cfg.learning_rate)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.policy_version, self.step_count, self.seed = 0, 0, seed
+        self.total_steps = total_steps  # the lr schedule's length (lr_schedule)
         adaptive = getattr(cfg, "adaptive_kl", False)
         self.kl_ctl = (
             AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
@@ -225,6 +227,7 @@ class CriticFreeLearner(PolicyLearner):
         correction = self.cfg.correction
         ratio_ref = behaviour if correction == "behavior" else old_logprobs
         weights, is_stats = behaviour_weights(old_logprobs, behaviour, mask, correction, self.cfg.is_cap)
+        lr = self.scheduled_lr(self.cfg, self.total_steps)
         train = self._train(tb, groups, ratio_ref, weights, advantages, ref_in_loss, has_ref)
         metrics = {
             **train,
@@ -236,7 +239,9 @@ class CriticFreeLearner(PolicyLearner):
         self.step_count += 1
         if "learner/kl_ref" in metrics:
             self.kl_ctl.update(metrics["learner/kl_ref"], len(items))
-        metrics.update({"learner/kl_coef": kl_coef, "learner/policy_version": float(self.policy_version)})
+        metrics.update(
+            {"learner/kl_coef": kl_coef, "learner/lr": lr, "learner/policy_version": float(self.policy_version)}
+        )
         metrics["learner/step_s"] = time.perf_counter() - start
         self.metrics.log(metrics, step=self.policy_version)
         return metrics

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from shoal.learner.kl import kl_k1
+from shoal.learner.schedule import lr_factor, set_lr
 from shoal.tensors import pad_rows
 from shoal.types import ScoredRollout, VersionedWeights
 
@@ -77,6 +78,7 @@ class PolicyLearner:
 
     model: Any
     tokenizer: Any
+    optimizer: Any
     policy_version: int
 
     def _pad_id(self) -> int:
@@ -102,6 +104,18 @@ class PolicyLearner:
                 ref[i, : len(it.terms.ref_logprobs)] = torch.tensor(it.terms.ref_logprobs)
                 has_ref[i] = True
         return ref, has_ref
+
+    def scheduled_lr(self, cfg: Any, total_steps: int | None) -> float:
+        """Set the optimizer's learning rate for the update about to be taken - step
+        `policy_version` of `total_steps` under `cfg.lr_schedule` (learner/schedule.py) - and
+        return it."""
+        schedule = getattr(cfg, "lr_schedule", "constant")
+        if schedule != "constant" and total_steps is None:
+            raise ValueError(f"lr_schedule {schedule!r} needs the run's total_steps")
+        factor = lr_factor(self.policy_version, total_steps or 1, schedule, getattr(cfg, "lr_min_ratio", 1.0))
+        lr = cfg.learning_rate * factor
+        set_lr(self.optimizer, lr)
+        return lr
 
     def get_weights(self) -> VersionedWeights:
         """The policy LM's state_dict (HF names), detached CPU clones (no value head)."""

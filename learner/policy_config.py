@@ -25,6 +25,23 @@ class TrustRegion(ConfigSection):
     )
 
 
+class LearningRateSchedule(ConfigSection):
+    """How the learning rate moves over the run (`learner/schedule.py`)."""
+
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant",
+        description=(
+            "`linear`: from learning_rate at the first step down to lr_min_ratio * learning_rate at the run's last "
+            "(run.total_steps), as TRL's trainers do (to 0 there); `cosine`: half a cosine between the same ends (OpenRLHF's "
+            "default); `constant`: learning_rate throughout. Set from the step before each update: a resumed run "
+            "continues the schedule."
+        ),
+    )
+    lr_min_ratio: float = Field(
+        0.1, ge=0, le=1, description="The last step's learning rate as a fraction of learning_rate (linear, cosine)."
+    )
+
+
 class OffPolicyCorrection(TrustRegion):
     """How samples up to rollout.max_policy_lag versions old are trained on (learner/losses.py)."""
 
@@ -42,7 +59,7 @@ class OffPolicyCorrection(TrustRegion):
     is_cap: float = Field(2.0, gt=1, description="C: the truncation (or masking bound) of the importance weights.")
 
 
-class CriticFreeConfig(OffPolicyCorrection):
+class CriticFreeConfig(OffPolicyCorrection, LearningRateSchedule):
     """What GRPO, RLOO and REINFORCE++ share; batches count GROUPS (prompts), not rollouts."""
 
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the policy.")

@@ -51,6 +51,7 @@ EXPORTED_METRICS = (
     "learner/clip_fraction",
     "learner/kl_ref",
     "learner/kl_coef",
+    "learner/lr",
     "learner/steps_per_s",
     "learner/trained_tokens",
     "learner/step_s",

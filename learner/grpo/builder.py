@@ -74,6 +74,7 @@ class GRPOBuilder(PPOBuilder):
             seed=cfg.run.seed,
             device=learner_device(),
             metrics=metrics,
+            total_steps=cfg.run.total_steps,
         )
         if cfg.run.resume_from:
             learner.restore(cfg.run.resume_from)

@@ -131,6 +131,7 @@ class PPOBuilder(ActorLearnerBuilder):
             seed=cfg.run.seed,
             device=learner_device(),
             metrics=metrics,
+            total_steps=cfg.run.total_steps,
         )
         learner.ptx = self.ptx_batches(learner.tokenizer)
         if cfg.run.resume_from:

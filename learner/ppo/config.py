@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from shoal.learner.policy_config import OffPolicyCorrection
+from shoal.learner.policy_config import LearningRateSchedule, OffPolicyCorrection
 
 
-class PPOConfig(OffPolicyCorrection):
+class PPOConfig(OffPolicyCorrection, LearningRateSchedule):
     """PPO hyper-parameters (defaults: the tiny demo on CPU)."""
 
     learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate for policy and value head.")

@@ -97,6 +97,7 @@ class PPOLearner(PolicyLearner):
         device: str = "cpu",
         metrics: MetricsSink | None = None,
         ptx: Any = None,
+        total_steps: int | None = None,
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -113,6 +114,7 @@ class PPOLearner(PolicyLearner):
         self.kl_ctl = make_kl_controller(reward_cfg)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.policy_version, self.step_count, self.seed = 0, 0, seed
+        self.total_steps = total_steps  # the lr schedule's length (ppo.lr_schedule)
         self.ptx = ptx  # PtxBatches (learner/ppo/ptx.py) when ppo.ptx_coef > 0
         self.kl_penalty_coef = float(getattr(ppo_cfg, "kl_penalty_coef", 1.0))
         self.reward_norm = RewardNormalizer(getattr(ppo_cfg, "reward_normalization", "none"))
@@ -163,6 +165,7 @@ class PPOLearner(PolicyLearner):
         advantages, returns = gae(rewards, old_values, tb.response_mask, self.ppo.gamma, self.ppo.gae_lambda)
         if self.ppo.whiten_advantages:
             advantages = masked_whiten(advantages, tb.response_mask)
+        lr = self.scheduled_lr(self.ppo, self.total_steps)
         train = self._train(tb, ratio_logprobs, is_weights, old_values, advantages, returns)
         metrics = {
             **train,
@@ -179,7 +182,9 @@ class PPOLearner(PolicyLearner):
         self.step_count += 1
         if "learner/kl_ref" in metrics:
             self.kl_ctl.update(metrics["learner/kl_ref"], len(items))
-        metrics.update({"learner/kl_coef": kl_coef, "learner/policy_version": float(self.policy_version)})
+        metrics.update(
+            {"learner/kl_coef": kl_coef, "learner/lr": lr, "learner/policy_version": float(self.policy_version)}
+        )
         metrics["learner/step_s"] = time.perf_counter() - start
         self.metrics.log(metrics, step=self.policy_version)
         return metrics

@@ -133,6 +133,8 @@ def test_top_k_sampling_is_rejected_for_ppo():
         ("reward.kl_target=-1", "reward.kl_target"),
         ("ppo.ptx_coef=-1", "ppo.ptx_coef"),
         ("ppo.reward_normalization=whiten", "ppo.reward_normalization"),
+        ("ppo.lr_schedule=step", "ppo.lr_schedule"),
+        ("ppo.lr_min_ratio=1.5", "ppo.lr_min_ratio"),
     ],
 )
 def test_bad_async_and_ptx_settings_name_the_field(override, field):

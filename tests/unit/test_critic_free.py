@@ -431,3 +431,10 @@ def test_checkpoint_roundtrip(tiny_model_dir, ref_model, tmp_path):
     )
     batch = _batch(a, ref_model, seed=3)
     assert a.step(batch)["learner/policy_loss"] == pytest.approx(b.step(batch)["learner/policy_loss"], abs=1e-6)
+
+
+def test_the_lr_schedule_applies_to_the_critic_free_learners(tiny_model_dir, ref_model):
+    cfg = GRPOConfig(batch_size=2, minibatch_size=1, learning_rate=1e-3, lr_schedule="cosine", lr_min_ratio=0.0)
+    learner = GRPOLearner(str(tiny_model_dir), cfg, max_new_tokens=5, temperature=0.9, seed=3, total_steps=3)
+    lrs = [learner.step(_batch(learner, ref_model, seed=s))["learner/lr"] for s in range(3)]
+    assert lrs == pytest.approx([1e-3, 5e-4, 0.0], abs=1e-12)

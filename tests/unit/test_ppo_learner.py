@@ -21,7 +21,7 @@ from shoal.types import Prompt, RewardTerms, Rollout, SampledBatch, ScoredRollou
 
 METRIC_NAMES = {
     "learner/policy_loss", "learner/value_loss", "learner/entropy", "learner/clip_fraction",
-    "learner/approx_kl", "learner/grad_norm", "learner/kl_ref", "learner/kl_coef",
+    "learner/approx_kl", "learner/grad_norm", "learner/kl_ref", "learner/kl_coef", "learner/lr",
     "learner/policy_version", "learner/step_s", "learner/trained_tokens", "learner/logprob_mismatch",
     "reward/mean", "reward/std", "reward/gold_mean", "learner/response_length",
     "learner/is_weight_mean", "learner/is_weight_max", "learner/is_truncated_frac",
@@ -287,3 +287,26 @@ def test_running_reward_moments_are_checkpointed(tiny_model_dir, ref_model, tmp_
     b.restore(str(tmp_path / "ckpt"))
     assert b.reward_norm.moments.state_dict() == a.reward_norm.moments.state_dict()
     assert a.reward_norm.moments.count == 8
+
+
+def test_the_lr_schedule_sets_each_steps_learning_rate_and_a_restored_learner_continues_it(
+    tiny_model_dir, ref_model, tmp_path
+):
+    """ppo.lr_schedule: linear over 3 steps from 1e-3 to 0.1 x; the learning rate each update
+    used is the one reported; a learner restored after step 1 takes step 2 at the schedule's lr."""
+    ppo, reward = _cfgs(lr_schedule="linear", lr_min_ratio=0.1)
+    a = PPOLearner(str(tiny_model_dir), ppo, reward, temperature=0.9, seed=3, total_steps=3)
+    batches = [_batch(a, ref_model, seed=s) for s in (4, 5, 6)]
+    lrs = [a.step(b)["learner/lr"] for b in batches[:1]]
+    path = checkpoint_dir(tmp_path / "run", a.step_count)
+    a.save(str(path))
+    lrs += [a.step(b)["learner/lr"] for b in batches[1:]]
+    assert lrs == pytest.approx([1e-3, 5.5e-4, 1e-4])
+    assert [g["lr"] for g in a.optimizer.param_groups] == pytest.approx([1e-4])
+    b = PPOLearner(str(tiny_model_dir), ppo, reward, temperature=0.9, seed=3, total_steps=3)
+    b.restore(str(path))
+    assert b.step(batches[1])["learner/lr"] == pytest.approx(5.5e-4)
+    constant = _learner(tiny_model_dir)
+    assert constant.step(batches[0])["learner/lr"] == 1e-3
+    with pytest.raises(ValueError, match="total_steps"):
+        PPOLearner(str(tiny_model_dir), ppo, reward, temperature=0.9, seed=3).step(batches[0])

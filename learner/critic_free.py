@@ -24,7 +24,7 @@ batch of scored rollouts (whole groups, from `buffer/groups.py`'s GroupQueue):
        sequence_mean  per-sequence mean over its tokens, then the mean over sequences (GRPO)
        dr_grpo        token losses summed per sequence / max_new_tokens (a constant), then
                       the mean over sequences (Dr.GRPO, Liu et al. 2025);
-     grad-norm clip, Adam;
+     grad-norm clip, Adam at the step's learning rate (`lr_schedule`, `learner/schedule.py`);
   5. policy_version += 1.
 
 Choices:

@@ -10,7 +10,8 @@ reward): for each batch of scored rollouts,
   3. GAE(gamma, gae_lambda) over response tokens, optional advantage whitening;
   4. ppo_epochs passes over shuffled minibatches of minibatch_size rollouts of
      clipped surrogate + vf_coef * value loss - ent_coef * entropy (+ ptx_coef * the LM loss
-     on pretraining/demonstration text: PPO-ptx, InstructGPT), grad-norm clip, Adam;
+     on pretraining/demonstration text: PPO-ptx, InstructGPT), grad-norm clip, Adam at the step's
+     learning rate (`ppo.lr_schedule`, `learner/schedule.py`);
      `ppo.objective: kl_penalty` replaces the clipped surrogate by PPO's KL-penalty form
      -ratio * A + beta * KL(pi_old || pi_theta) with beta halved/doubled outside
      [target/1.5, target*1.5] after each batch (Schulman et al. 2017, sec. 4);

@@ -166,7 +166,7 @@ class CriticFreeLearner(PolicyLearner):
         self.optimizer = adam(self.params, cfg.learning_rate)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.policy_version, self.step_count, self.seed = 0, 0, seed
-        self.total_steps = total_steps  # the lr schedule's length (lr_schedule)
+        self.total_steps = total_steps
         adaptive = getattr(cfg, "adaptive_kl", False)
         self.kl_ctl = (
             AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
@@ -227,7 +227,7 @@ class CriticFreeLearner(PolicyLearner):
         correction = self.cfg.correction
         ratio_ref = behaviour if correction == "behavior" else old_logprobs
         weights, is_stats = behaviour_weights(old_logprobs, behaviour, mask, correction, self.cfg.is_cap)
-        lr = self.scheduled_lr(self.cfg, self.total_steps)
+        lr = self.scheduled_lr(self.cfg)
         train = self._train(tb, groups, ratio_ref, weights, advantages, ref_in_loss, has_ref)
         metrics = {
             **train,

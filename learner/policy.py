@@ -80,6 +80,7 @@ class PolicyLearner:
     tokenizer: Any
     optimizer: Any
     policy_version: int
+    total_steps: int | None  # the run's length, over which `lr_schedule` runs
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
@@ -105,14 +106,14 @@ class PolicyLearner:
                 has_ref[i] = True
         return ref, has_ref
 
-    def scheduled_lr(self, cfg: Any, total_steps: int | None) -> float:
+    def scheduled_lr(self, cfg: Any) -> float:
         """Set the optimizer's learning rate for the update about to be taken - step
         `policy_version` of `total_steps` under `cfg.lr_schedule` (learner/schedule.py) - and
         return it."""
         schedule = getattr(cfg, "lr_schedule", "constant")
-        if schedule != "constant" and total_steps is None:
+        if schedule != "constant" and self.total_steps is None:
             raise ValueError(f"lr_schedule {schedule!r} needs the run's total_steps")
-        factor = lr_factor(self.policy_version, total_steps or 1, schedule, getattr(cfg, "lr_min_ratio", 1.0))
+        factor = lr_factor(self.policy_version, self.total_steps or 1, schedule, getattr(cfg, "lr_min_ratio", 1.0))
         lr = cfg.learning_rate * factor
         set_lr(self.optimizer, lr)
         return lr

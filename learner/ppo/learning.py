@@ -115,7 +115,7 @@ class PPOLearner(PolicyLearner):
         self.kl_ctl = make_kl_controller(reward_cfg)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.policy_version, self.step_count, self.seed = 0, 0, seed
-        self.total_steps = total_steps  # the lr schedule's length (ppo.lr_schedule)
+        self.total_steps = total_steps
         self.ptx = ptx  # PtxBatches (learner/ppo/ptx.py) when ppo.ptx_coef > 0
         self.kl_penalty_coef = float(getattr(ppo_cfg, "kl_penalty_coef", 1.0))
         self.reward_norm = RewardNormalizer(getattr(ppo_cfg, "reward_normalization", "none"))
@@ -166,7 +166,7 @@ class PPOLearner(PolicyLearner):
         advantages, returns = gae(rewards, old_values, tb.response_mask, self.ppo.gamma, self.ppo.gae_lambda)
         if self.ppo.whiten_advantages:
             advantages = masked_whiten(advantages, tb.response_mask)
-        lr = self.scheduled_lr(self.ppo, self.total_steps)
+        lr = self.scheduled_lr(self.ppo)
         train = self._train(tb, ratio_logprobs, is_weights, old_values, advantages, returns)
         metrics = {
             **train,

@@ -71,4 +71,4 @@ def test_the_builders_give_the_learner_the_runs_length(tiny_model_dir, algorithm
     )
     learner = make_builder(cfg).make_learner({"policy": str(tiny_model_dir)})
     assert learner.total_steps == 37
-    assert learner.scheduled_lr(getattr(cfg, algorithm), learner.total_steps) == getattr(cfg, algorithm).learning_rate
+    assert learner.scheduled_lr(getattr(cfg, algorithm)) == getattr(cfg, algorithm).learning_rate

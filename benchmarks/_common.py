@@ -52,6 +52,24 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds every core of the machine has spent busy since boot (user, nice, system,
+    irq, softirq, steal in /proc/stat; Linux only, else None). The difference over a run, on
+    an otherwise idle machine, is the CPU work the run took in all of its processes (Ray's
+    included), which no scheduling can fit in less than work / cores of wall."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity), else os.cpu_count()."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 # ---- models ----------------------------------------------------------------------------------
 
 

@@ -10,7 +10,12 @@ Per run it reads the summary the run writes:
   first request came back scored and buffered), `first_step` (the first learner step done);
 - `first_step_s` (both modes): the first learner step, since the command started;
 - trained samples/s end to end: learner steps x ppo.batch_size / the process's wall time
-  (process start to exit: Ray start-up, evaluation before and after, checkpoint included).
+  (process start to exit: Ray start-up, evaluation before and after, checkpoint included);
+- `cpu_s`: the CPU work of the run in all of its processes (Ray's own included), the
+  machine's busy CPU time over the run from /proc/stat (so run it on an otherwise idle
+  machine), and `cores_busy` = cpu_s / wall. No schedule fits cpu_s in less than cpu_s / cores
+  of wall, so the Ray program's end-to-end ratio over the in-process loop can be at most
+  local wall / (Ray cpu_s / cores): the `ceiling` the summary prints.
 Modes alternate (ray local ray local ...) so machine noise spreads over both; the Ray / local
 ratio is of the medians. Every process uses one torch thread.
 
@@ -35,7 +40,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import CAVEAT, ROOT, format_table, machine_info, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    CAVEAT,
+    ROOT,
+    format_table,
+    machine_cpu_seconds,
+    machine_info,
+    usable_cores,
+    write_results,
+)
 from benchmarks.rlhf_seeds import DEMO, cli, ensure_models  # noqa: E402
 
 PHASES = [
@@ -62,9 +75,11 @@ def run_once(mode: str, models: dict[str, str], steps: int, sets: list[str], run
         "dashboard.enabled=false",
         *sets,
     ]
+    cpu0 = machine_cpu_seconds()
     t0 = time.perf_counter()
     r = cli("train", str(DEMO), "--quiet", *[a for s in overrides for a in ("--set", s)])
     wall = time.perf_counter() - t0
+    cpu = None if cpu0 is None else machine_cpu_seconds() - cpu0
     if r.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     summary = json.loads(max(runs_dir.glob("*/summary.json"), key=lambda p: p.stat().st_mtime).read_text())
@@ -76,12 +91,25 @@ def run_once(mode: str, models: dict[str, str], steps: int, sets: list[str], run
     return {
         "mode": mode,
         "process_wall_s": round(wall, 1),
+        "cpu_s": None if cpu is None else round(cpu, 1),
+        "cores_busy": None if cpu is None else round(cpu / wall, 2),
         "first_step_s": summary.get("first_step_s"),
         "trained_per_s": round(steps_done * cfg_batch / wall, 1),
         "samples": summary.get("samples"),
         "gold_after": (summary.get("after") or {}).get("gold_reward"),
         **{f"t_{k}": v for k, v in (summary.get("startup_s") or {}).items()},
     }
+
+
+SUMMARY_KEYS = ["process_wall_s", "first_step_s", "trained_per_s", "cpu_s", "cores_busy"]
+
+
+def ratio_ceiling(ray: dict[str, Any], local: dict[str, Any], cores: int) -> float | None:
+    """The most end-to-end trained samples/s the Ray program can reach over the in-process loop
+    (same steps, same batch) on `cores` cores: local wall / (Ray CPU work / cores)."""
+    if not ray.get("cpu_s") or not local.get("process_wall_s"):
+        return None
+    return round(local["process_wall_s"] / (ray["cpu_s"] / cores), 2)
 
 
 def med(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -110,17 +138,24 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     cols = [("mode", "mode", "s"), ("process_wall_s", "wall s", ".1f"), ("first_step_s", "first step s", ".1f")]
+    cols += [("cpu_s", "cpu s", ".1f"), ("cores_busy", "cores busy", ".2f")]
     cols += [(f"t_{p}", p, ".1f") for p in PHASES] + [("trained_per_s", "trained/s", ".1f")]
     print(format_table(rows, cols))
     by_mode = {m: [r for r in rows if r["mode"] == m] for m in modes}
-    summary = {
-        m: {k: med(rs, k) for k in ["process_wall_s", "first_step_s", "trained_per_s", *[f"t_{p}" for p in PHASES]]}
-        for m, rs in by_mode.items()
-    }
+    summary = {m: {k: med(rs, k) for k in [*SUMMARY_KEYS, *[f"t_{p}" for p in PHASES]]} for m, rs in by_mode.items()}
     if "ray" in summary and "local" in summary and summary["local"]["trained_per_s"]:
         summary["ray_over_local_trained_per_s"] = round(
             summary["ray"]["trained_per_s"] / summary["local"]["trained_per_s"], 2
         )
+        ceiling = ratio_ceiling(summary["ray"], summary["local"], usable_cores())
+        if ceiling is not None:
+            summary["ray_over_local_ceiling"] = ceiling
+            print(
+                f"CPU bound: the Ray program's runs took {summary['ray']['cpu_s']:.1f} CPU s, at least "
+                f"{summary['ray']['cpu_s'] / usable_cores():.1f} s of wall on {usable_cores()} cores; the in-process "
+                f"loop's took {summary['local']['process_wall_s']:.1f} s, so Ray / local can reach at most "
+                f"{ceiling:.2f}x here (measured {summary['ray_over_local_trained_per_s']:.2f}x)"
+            )
     print(json.dumps(summary, indent=1))
     print(CAVEAT)
     payload = {"machine": machine_info(), "argv": sys.argv[1:], "steps": args.steps, "rows": rows, "summary": summary}

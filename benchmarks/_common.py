@@ -65,6 +65,86 @@ def machine_cpu_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def process_group(cmdline: str) -> str:
+    """A readable name for a process by its command line: a Ray actor by its class
+    (`ray::LearnerActor`), a Ray daemon by its program (`raylet`, `gcs_server`, `dashboard.py`,
+    ...), `shoal <command>` for the CLI's own process, else the program's file name."""
+    words = cmdline.split()
+    if not words:
+        return "?"
+    if words[0].startswith("ray::"):
+        return words[0].split(".")[0]
+    names = [Path(w).name for w in words]
+    if "python" not in names[0]:
+        return "shoal " + " ".join(words[1:2]) if names[0] == "shoal" else names[0]
+    if "-c" in words[1:] and not any(w.endswith(".py") or w == "-m" for w in words[1 : words.index("-c")]):
+        return "python -c"
+    args = [w for w in words[1:] if not w.startswith("-") or w == "-m"]
+    if args[:2] == ["-m", "shoal.deploy.cli"] or (args and Path(args[0]).name == "shoal"):
+        rest = args[2:] if args[0] == "-m" else args[1:]
+        return "shoal " + " ".join(rest[:1])
+    if args[:1] == ["-m"] and len(args) > 1:
+        return args[1]
+    return Path(args[0]).name if args else names[0]
+
+
+class ProcessCpu:
+    """CPU seconds per process group (`process_group`) of every process that ran while the
+    `with` block ran: /proc sampled every `interval` s in a thread (Linux only; a process that
+    exits loses at most its last interval)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval, self.groups = interval, {}
+        self._tck = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _snapshot(self) -> dict[int, tuple[str, float, bool]]:
+        out: dict[int, tuple[str, float, bool]] = {}
+        for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+            if not pid.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2 :].split()
+            # an exiting process has no command line left: its kernel name (15 characters) stands in
+            name = cmd.strip() or stat[stat.find("(") + 1 : stat.rfind(")")]
+            out[int(pid)] = (name, (int(fields[11]) + int(fields[12])) / self._tck, bool(cmd.strip()))
+        return out
+
+    def _merge(self) -> None:
+        for pid, (name, cpu, full) in self._snapshot().items():
+            if not full and pid in self._last:
+                name = self._last[pid][0]
+            self._last[pid] = (name, cpu, full)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._merge()
+            self._stop.wait(self.interval)
+        self._merge()
+
+    def __enter__(self) -> ProcessCpu:
+        import threading
+
+        self._base, self._last, self._stop = self._snapshot(), {}, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        groups: dict[str, float] = {}
+        for pid, (cmd, cpu, _) in self._last.items():
+            spent = cpu - self._base.get(pid, ("", 0.0, True))[1]
+            if spent > 0:
+                key = process_group(cmd)
+                groups[key] = groups.get(key, 0.0) + spent
+        self.groups = {k: round(v, 2) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its affinity), else os.cpu_count()."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -30,6 +30,7 @@ first use, shared with benchmarks/rlhf_seeds.py). Writes benchmarks/results/star
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (  # noqa: E402
     CAVEAT,
     ROOT,
+    ProcessCpu,
     format_table,
     machine_cpu_seconds,
     machine_info,
@@ -65,7 +67,9 @@ PHASES = [
 ]
 
 
-def run_once(mode: str, models: dict[str, str], steps: int, sets: list[str], runs_dir: Path) -> dict[str, Any]:
+def run_once(
+    mode: str, models: dict[str, str], steps: int, sets: list[str], runs_dir: Path, per_process: bool = False
+) -> dict[str, Any]:
     overrides = [
         f"run.mode={mode}",
         f"run.total_steps={steps}",
@@ -75,10 +79,12 @@ def run_once(mode: str, models: dict[str, str], steps: int, sets: list[str], run
         "dashboard.enabled=false",
         *sets,
     ]
-    cpu0 = machine_cpu_seconds()
-    t0 = time.perf_counter()
-    r = cli("train", str(DEMO), "--quiet", *[a for s in overrides for a in ("--set", s)])
-    wall = time.perf_counter() - t0
+    sampler = ProcessCpu() if per_process else contextlib.nullcontext()
+    with sampler:
+        cpu0 = machine_cpu_seconds()
+        t0 = time.perf_counter()
+        r = cli("train", str(DEMO), "--quiet", *[a for s in overrides for a in ("--set", s)])
+        wall = time.perf_counter() - t0
     cpu = None if cpu0 is None else machine_cpu_seconds() - cpu0
     if r.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
@@ -98,6 +104,7 @@ def run_once(mode: str, models: dict[str, str], steps: int, sets: list[str], run
         "samples": summary.get("samples"),
         "gold_after": (summary.get("after") or {}).get("gold_reward"),
         **{f"t_{k}": v for k, v in (summary.get("startup_s") or {}).items()},
+        **({"cpu_by_process": sampler.groups} if per_process else {}),
     }
 
 
@@ -110,6 +117,18 @@ def ratio_ceiling(ray: dict[str, Any], local: dict[str, Any], cores: int) -> flo
     if not ray.get("cpu_s") or not local.get("process_wall_s"):
         return None
     return round(local["process_wall_s"] / (ray["cpu_s"] / cores), 2)
+
+
+def per_process_table(rows: list[dict[str, Any]], modes: list[str]) -> str:
+    """CPU s per process group, median over each mode's runs (groups under 0.1 s left out)."""
+    table = []
+    for mode in modes:
+        runs = [r["cpu_by_process"] for r in rows if r["mode"] == mode]
+        names = {n for g in runs for n in g}
+        cpu = {n: statistics.median(g.get(n, 0.0) for g in runs) for n in names}
+        table += [{"mode": mode, "process": n, "cpu_s": c} for n, c in sorted(cpu.items(), key=lambda kv: -kv[1])]
+    cols = [("mode", "mode", "s"), ("process", "process", "s"), ("cpu_s", "CPU s (median)", ".2f")]
+    return format_table([r for r in table if r["cpu_s"] >= 0.1], cols)
 
 
 def med(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -126,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help="config override for every run")
     ap.add_argument("--models-dir", default=str(ROOT / "benchmarks" / "results" / "models"))
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--per-process",
+        action="store_true",
+        help="also sample /proc every 0.2 s and print the CPU each process group took (the sampler's own "
+        "~0.3 CPU s a run counts in cpu_s then)",
+    )
     args = ap.parse_args(argv)
     models = ensure_models(Path(args.models_dir), args.seed, DEMO)
     sets = [f"run.seed={args.seed}", *args.set]
@@ -134,13 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-startup-") as tmp:
         for rnd in range(args.rounds):
             for mode in modes if rnd % 2 == 0 else modes[::-1]:
-                row = run_once(mode, models, args.steps, sets, Path(tmp) / f"{mode}{rnd}")
+                row = run_once(mode, models, args.steps, sets, Path(tmp) / f"{mode}{rnd}", args.per_process)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     cols = [("mode", "mode", "s"), ("process_wall_s", "wall s", ".1f"), ("first_step_s", "first step s", ".1f")]
     cols += [("cpu_s", "cpu s", ".1f"), ("cores_busy", "cores busy", ".2f")]
     cols += [(f"t_{p}", p, ".1f") for p in PHASES] + [("trained_per_s", "trained/s", ".1f")]
     print(format_table(rows, cols))
+    if args.per_process:
+        print(per_process_table(rows, modes))
     by_mode = {m: [r for r in rows if r["mode"] == m] for m in modes}
     summary = {m: {k: med(rs, k) for k in [*SUMMARY_KEYS, *[f"t_{p}" for p in PHASES]]} for m, rs in by_mode.items()}
     if "ray" in summary and "local" in summary and summary["local"]["trained_per_s"]:

@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,8 +127,6 @@ class ProcessCpu:
         self._merge()
 
     def __enter__(self) -> ProcessCpu:
-        import threading
-
         self._base, self._last, self._stop = self._snapshot(), {}, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()

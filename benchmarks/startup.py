@@ -174,12 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         summary["ray_over_local_trained_per_s"] = round(
             summary["ray"]["trained_per_s"] / summary["local"]["trained_per_s"], 2
         )
-        ceiling = ratio_ceiling(summary["ray"], summary["local"], usable_cores())
+        cores = usable_cores()
+        ceiling = ratio_ceiling(summary["ray"], summary["local"], cores)
         if ceiling is not None:
             summary["ray_over_local_ceiling"] = ceiling
             print(
                 f"CPU bound: the Ray program's runs took {summary['ray']['cpu_s']:.1f} CPU s, at least "
-                f"{summary['ray']['cpu_s'] / usable_cores():.1f} s of wall on {usable_cores()} cores; the in-process "
+                f"{summary['ray']['cpu_s'] / cores:.1f} s of wall on {cores} cores; the in-process "
                 f"loop's took {summary['local']['process_wall_s']:.1f} s, so Ray / local can reach at most "
                 f"{ceiling:.2f}x here (measured {summary['ray_over_local_trained_per_s']:.2f}x)"
             )
